@@ -1,0 +1,91 @@
+# Receipt labeling pipeline. `make synth` and `make test` work as the first command on a fresh
+# clone: they create or refresh .venv and node_modules when missing or out of date.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_PY := $(VENV)/.installed-stamp
+STAMP_NODE := node_modules/.installed-stamp
+PY_REQS := requirements.txt requirements-dev.txt lambdas/process_receipt/requirements.txt
+
+# jsii checks the Node.js major version; the value lists the majors to stay quiet about.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
+export CDK_DISABLE_VERSION_CHECK ?= 1
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+
+CDK := npx --no-install cdk
+CDK_OUT := cdk.out
+# Extra context for diff/deploy, e.g. make deploy CONTEXT="-c stage=prod -c ollama_api_key_secret_name=ollama/api-key"
+CONTEXT ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install synth test test-unit test-integration lint diff deploy bench run-local clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP_PY): $(PY_REQS)
+	@echo ">> creating/refreshing $(VENV) from $(PY_REQS)"
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { echo "error: Python 3.11+ is required"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
+	  || { echo "error: pip install failed (see above)"; exit 1; }
+	@touch $@
+
+$(STAMP_NODE): package.json package-lock.json
+	@echo ">> installing the pinned CDK CLI into node_modules (npm ci)"
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20+"; exit 1; }
+	@npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed (see above)"; exit 1; }
+	@touch $@
+
+install: $(STAMP_PY) $(STAMP_NODE) ## Create or refresh .venv and node_modules
+
+synth: install ## Synthesize the CDK app into cdk.out/ (no credentials, no Docker)
+	@echo ">> cdk synth -> $(CDK_OUT)/"
+	@$(CDK) synth --quiet --output $(CDK_OUT) $(CONTEXT)
+	@ls $(CDK_OUT)/*.template.json
+
+test: install ## Run the whole test suite (unit + integration)
+	@echo ">> pytest (unit + integration)"
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## Run the unit tests only
+	@$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: install ## Run the integration tests only
+	@$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+lint: install ## ruff, mypy and hadolint
+	@echo ">> ruff check"
+	@$(BIN)/ruff check .
+	@echo ">> ruff format --check"
+	@$(BIN)/ruff format --check .
+	@echo ">> mypy"
+	@$(BIN)/mypy
+	@echo ">> hadolint"
+	@for f in $$(git ls-files '*Dockerfile*' 2>/dev/null || find lambdas -name Dockerfile); do \
+	  echo "   $$f"; $(BIN)/hadolint "$$f"; done
+
+diff: install ## cdk diff against the deployed stack (needs credentials); CONTEXT="-c key=value ..."
+	@echo ">> cdk diff $(CONTEXT)"
+	@$(CDK) diff $(CONTEXT)
+
+deploy: install ## cdk deploy (needs credentials and a bootstrapped account); CONTEXT="-c key=value ..."
+	@echo ">> cdk deploy $(CONTEXT)"
+	@$(CDK) deploy --require-approval broadening $(CONTEXT)
+
+bench: install ## Print the benchmark table (ratios and counts)
+	@echo ">> benchmarks"
+	@$(BIN)/python -m bench
+
+run-local: install ## Run the pipeline locally (moto server + a real Ollama endpoint)
+	@$(BIN)/python -m bench.run_local $(if $(RECEIPTS),--receipts $(RECEIPTS),)
+
+clean: ## Remove build outputs and caches (keeps .venv and node_modules)
+	@echo ">> removing cdk.out and caches"
+	@rm -rf $(CDK_OUT) .pytest_cache .mypy_cache .ruff_cache
+	@find . -name __pycache__ -type d -not -path './.venv/*' -not -path './node_modules/*' -prune -exec rm -rf {} +

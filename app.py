@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""CDK entry point: the only place that reads CDK context or the environment."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+
+from constructs.receipt_labeling_stack import PipelineSettings, ReceiptLabelingStack
+
+
+def _context(app: cdk.App, key: str) -> object | None:
+    value = app.node.try_get_context(key)
+    return None if value in (None, "") else value
+
+
+def _int_context(app: cdk.App, key: str, default: int) -> int:
+    value = _context(app, key)
+    if value is None:
+        return default
+    try:
+        return int(str(value))
+    except ValueError:
+        raise SystemExit(f"context '{key}' must be an integer, got {value!r}") from None
+
+
+def _bool_context(app: cdk.App, key: str) -> bool:
+    value = _context(app, key)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).lower()
+    if text not in {"true", "false"}:
+        raise SystemExit(f"context '{key}' must be true or false, got {value!r}")
+    return text == "true"
+
+
+def settings_from_context(app: cdk.App) -> PipelineSettings:
+    def opt(key: str) -> str | None:
+        value = _context(app, key)
+        return None if value is None else str(value)
+
+    try:
+        return PipelineSettings(
+            stage=opt("stage") or "dev",
+            table_name=opt("table_name"),
+            ollama_model=opt("ollama_model") or "gpt-oss:120b",
+            ollama_base_url=opt("ollama_base_url") or "https://ollama.com",
+            ollama_api_key_secret_name=opt("ollama_api_key_secret_name"),
+            langsmith_api_key_secret_name=opt("langsmith_api_key_secret_name"),
+            max_concurrency=_int_context(app, "max_concurrency", 3),
+            tolerated_failure_percentage=_int_context(app, "tolerated_failure_percentage", 10),
+            wait_for_build=_bool_context(app, "wait_for_build"),
+        )
+    except ValueError as err:
+        raise SystemExit(f"invalid context: {err}") from None
+
+
+def build_app(app: cdk.App | None = None) -> cdk.App:
+    app = app or cdk.App()
+    settings = settings_from_context(app)
+    account, region = _context(app, "account"), _context(app, "region")
+    env = cdk.Environment(account=str(account), region=str(region)) if account and region else None
+    ReceiptLabelingStack(
+        app,
+        f"ReceiptLabeling-{settings.stage}",
+        settings=settings,
+        env=env,
+        description=f"Receipt labeling pipeline ({settings.stage})",
+    )
+    return app
+
+
+if __name__ == "__main__":
+    build_app().synth()

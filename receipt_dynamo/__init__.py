@@ -1,0 +1,1 @@
+"""DynamoDB single-table data layer for receipts and their word labels."""
