@@ -37,9 +37,7 @@ def main(argv: list[str]) -> int:
             rows.append(Row(name.removeprefix("bench_"), "benchmark crashed", "error", ok=False))
             failed = True
     headers = ("area", "metric", "value", "target", "ok")
-    table = [
-        (r.area, r.metric, r.value, r.target, "" if r.ok is None else ("yes" if r.ok else "NO")) for r in rows
-    ]
+    table = [(r.area, r.metric, r.value, r.target, "" if r.ok is None else ("yes" if r.ok else "NO")) for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     print(line)
