@@ -1,1 +1,43 @@
-"""DynamoDB single-table data layer for receipts and their word labels."""
+"""DynamoDB single-table data layer for receipts and their word labels (runtime deps: boto3 + stdlib)."""
+
+from receipt_dynamo.client import DynamoClient, LabelWriteResult
+from receipt_dynamo.document import parse_receipt_document, receipt_document
+from receipt_dynamo.entities import (
+    Receipt,
+    ReceiptDetails,
+    ReceiptLine,
+    ReceiptWord,
+    ReceiptWordLabel,
+    ValidationStatus,
+    utc_now_iso,
+)
+from receipt_dynamo.errors import (
+    DocumentValidationError,
+    EntityValidationError,
+    ItemWriteError,
+    LabelWriteError,
+    ReceiptDynamoError,
+    ReceiptNotFound,
+    ReceiptNotFoundError,
+)
+
+__all__ = [
+    "DocumentValidationError",
+    "DynamoClient",
+    "EntityValidationError",
+    "ItemWriteError",
+    "LabelWriteError",
+    "LabelWriteResult",
+    "Receipt",
+    "ReceiptDetails",
+    "ReceiptDynamoError",
+    "ReceiptLine",
+    "ReceiptNotFound",
+    "ReceiptNotFoundError",
+    "ReceiptWord",
+    "ReceiptWordLabel",
+    "ValidationStatus",
+    "parse_receipt_document",
+    "receipt_document",
+    "utc_now_iso",
+]

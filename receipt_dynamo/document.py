@@ -1,0 +1,126 @@
+"""The receipt document (DESIGN.md, "Receipt document"): JSON -> validated entities.
+
+```json
+{"image_id": "<uuid4>", "receipt_id": 1,
+ "lines": [{"line_id": 1, "text": "TRADER JOE'S",
+            "words": [{"word_id": 1, "text": "TRADER"}, {"word_id": 2, "text": "JOE'S"}]}]}
+```
+Optional per line and word: ``bounding_box`` {x, y, width, height} (0..1) and ``confidence`` (0..1).
+Unknown keys are rejected so that a typo (``"word_Id"``) is reported rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from receipt_dynamo.entities import Receipt, ReceiptDetails, ReceiptLine, ReceiptWord
+from receipt_dynamo.errors import DocumentValidationError, EntityValidationError
+
+_TOP_KEYS = {"image_id", "receipt_id", "lines"}
+_LINE_KEYS = {"line_id", "text", "words", "bounding_box", "confidence"}
+_WORD_KEYS = {"word_id", "text", "bounding_box", "confidence"}
+_REQUIRED_TOP = ("image_id", "receipt_id", "lines")
+_REQUIRED_LINE = ("line_id", "text", "words")
+_REQUIRED_WORD = ("word_id", "text")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_object(value: Any, path: str, allowed: set[str], required: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DocumentValidationError(path or "$", f"must be an object, got {type(value).__name__}")
+    for name in required:
+        if name not in value:
+            raise DocumentValidationError(_join(path, name), "is required")
+    for name in sorted(value):
+        if name not in allowed:
+            raise DocumentValidationError(_join(path, str(name)), "unknown field")
+    return value
+
+
+def _build(path: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return factory(*args, **kwargs)
+    except EntityValidationError as exc:
+        raise DocumentValidationError(_join(path, exc.field), exc.problem) from None
+
+
+def parse_receipt_document(doc: dict[str, Any]) -> ReceiptDetails:
+    """Validate a receipt document and return its entities (``labels`` empty).
+
+    Raises :class:`DocumentValidationError` whose ``path`` names the bad field, e.g. ``lines[2].words[0].word_id``.
+    """
+    _check_object(doc, "", _TOP_KEYS, _REQUIRED_TOP)
+    receipt: Receipt = _build("", Receipt, doc["image_id"], doc["receipt_id"])
+    raw_lines = doc["lines"]
+    if not isinstance(raw_lines, list):
+        raise DocumentValidationError("lines", f"must be an array, got {type(raw_lines).__name__}")
+    if not raw_lines:
+        raise DocumentValidationError("lines", "must contain at least one line")
+    lines: list[ReceiptLine] = []
+    words: list[ReceiptWord] = []
+    seen_lines: set[int] = set()
+    for i, raw_line in enumerate(raw_lines):
+        lpath = f"lines[{i}]"
+        _check_object(raw_line, lpath, _LINE_KEYS, _REQUIRED_LINE)
+        line: ReceiptLine = _build(
+            lpath,
+            ReceiptLine,
+            receipt.image_id,
+            receipt.receipt_id,
+            raw_line["line_id"],
+            raw_line["text"],
+            bounding_box=raw_line.get("bounding_box"),
+            confidence=raw_line.get("confidence"),
+        )
+        if line.line_id in seen_lines:
+            raise DocumentValidationError(f"{lpath}.line_id", f"duplicate line_id {line.line_id}")
+        seen_lines.add(line.line_id)
+        lines.append(line)
+        raw_words = raw_line["words"]
+        if not isinstance(raw_words, list):
+            raise DocumentValidationError(f"{lpath}.words", f"must be an array, got {type(raw_words).__name__}")
+        seen_words: set[int] = set()
+        for j, raw_word in enumerate(raw_words):
+            wpath = f"{lpath}.words[{j}]"
+            _check_object(raw_word, wpath, _WORD_KEYS, _REQUIRED_WORD)
+            word: ReceiptWord = _build(
+                wpath,
+                ReceiptWord,
+                receipt.image_id,
+                receipt.receipt_id,
+                line.line_id,
+                raw_word["word_id"],
+                raw_word["text"],
+                bounding_box=raw_word.get("bounding_box"),
+                confidence=raw_word.get("confidence"),
+            )
+            if word.word_id in seen_words:
+                raise DocumentValidationError(f"{wpath}.word_id", f"duplicate word_id {word.word_id} in line")
+            seen_words.add(word.word_id)
+            words.append(word)
+    return ReceiptDetails(receipt=receipt, lines=lines, words=words, labels=[])
+
+
+def receipt_document(details: ReceiptDetails) -> dict[str, Any]:
+    """The inverse of :func:`parse_receipt_document` (labels are not part of the document)."""
+    by_line: dict[int, list[dict[str, Any]]] = {line.line_id: [] for line in details.lines}
+    for word in details.words:
+        entry: dict[str, Any] = {"word_id": word.word_id, "text": word.text}
+        if word.bounding_box is not None:
+            entry["bounding_box"] = dict(word.bounding_box)
+        if word.confidence is not None:
+            entry["confidence"] = word.confidence
+        by_line.setdefault(word.line_id, []).append(entry)
+    lines = []
+    for line in details.lines:
+        raw: dict[str, Any] = {"line_id": line.line_id, "text": line.text}
+        if line.bounding_box is not None:
+            raw["bounding_box"] = dict(line.bounding_box)
+        if line.confidence is not None:
+            raw["confidence"] = line.confidence
+        raw["words"] = by_line.get(line.line_id, [])
+        lines.append(raw)
+    return {"image_id": details.receipt.image_id, "receipt_id": details.receipt.receipt_id, "lines": lines}

@@ -1,0 +1,383 @@
+"""Receipt entities: dataclasses validated at construction, with DynamoDB item round trips.
+
+``to_item()`` returns the low-level attribute-value form used by the boto3 *client*
+(``{"PK": {"S": "IMAGE#..."}, ...}``); ``from_item()`` accepts the same form. ``.key`` is the
+``{"PK": ..., "SK": ...}`` key in that form. Key strings come from :mod:`receipt_dynamo.keys` only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Self
+
+from receipt_dynamo import keys
+from receipt_dynamo.errors import EntityValidationError
+
+Item = dict[str, dict[str, Any]]
+
+BOUNDING_BOX_FIELDS = ("x", "y", "width", "height")
+_LABEL_RE = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+class ValidationStatus(StrEnum):
+    NONE = "NONE"
+    PENDING = "PENDING"
+    VALID = "VALID"
+    INVALID = "INVALID"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 UTC with an explicit offset, e.g. ``2026-11-29T03:15:36.123456+00:00``."""
+    return datetime.now(UTC).isoformat()
+
+
+# --- field validators (raise EntityValidationError naming the field) ---------------------------
+
+
+def _fail(entity: str, name: str, problem: str) -> EntityValidationError:
+    return EntityValidationError(entity, name, problem)
+
+
+def _check_image_id(entity: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise _fail(entity, "image_id", f"must be a UUID string, got {type(value).__name__}")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise _fail(entity, "image_id", f"must be a UUID, got {value!r}") from None
+    if str(parsed) != value:
+        raise _fail(entity, "image_id", f"must be a lower-case hyphenated UUID, got {value!r}")
+
+
+def _check_id(entity: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(entity, name, f"must be an integer, got {type(value).__name__}")
+    if not 0 < value <= keys.MAX_ID:
+        raise _fail(entity, name, f"must be between 1 and {keys.MAX_ID}, got {value}")
+
+
+def _check_text(entity: str, name: str, value: object, *, allow_empty: bool = False) -> None:
+    if not isinstance(value, str):
+        raise _fail(entity, name, f"must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise _fail(entity, name, "must not be empty")
+
+
+def _check_optional_text(entity: str, name: str, value: object) -> None:
+    if value is not None:
+        _check_text(entity, name, value)
+
+
+def _check_unit_number(entity: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(entity, name, f"must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise _fail(entity, name, f"must be between 0 and 1, got {value}")
+
+
+def _check_bounding_box(entity: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise _fail(entity, "bounding_box", f"must be an object with {', '.join(BOUNDING_BOX_FIELDS)}")
+    missing = [k for k in BOUNDING_BOX_FIELDS if k not in value]
+    extra = sorted(set(value) - set(BOUNDING_BOX_FIELDS))
+    if missing or extra:
+        raise _fail(entity, "bounding_box", f"missing {missing} / unexpected {extra}")
+    for k in BOUNDING_BOX_FIELDS:
+        _check_unit_number(entity, f"bounding_box.{k}", value[k])
+
+
+def _check_confidence(entity: str, value: object) -> None:
+    if value is not None:
+        _check_unit_number(entity, "confidence", value)
+
+
+def _check_label(entity: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise _fail(entity, "label", "must be a non-empty string")
+    if not _LABEL_RE.fullmatch(value):
+        raise _fail(entity, "label", f"must be upper case (A-Z, 0-9, _), got {value!r}")
+
+
+def _check_timestamp(entity: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise _fail(entity, "timestamp_added", f"must be an ISO 8601 string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(entity, "timestamp_added", f"must be ISO 8601, got {value!r}") from None
+    if parsed.tzinfo is None or parsed.utcoffset() != UTC.utcoffset(None):
+        raise _fail(entity, "timestamp_added", f"must be in UTC (Z or +00:00), got {value!r}")
+
+
+# --- attribute-value helpers ----------------------------------------------------------------------
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int | float) -> dict[str, str]:
+    return {"N": repr(float(value)) if isinstance(value, float) else str(value)}
+
+
+def _num(av: dict[str, Any]) -> float:
+    return float(av["N"])
+
+
+def _geometry_to_item(item: Item, bounding_box: dict[str, float] | None, confidence: float | None) -> None:
+    if bounding_box is not None:
+        item["bounding_box"] = {"M": {k: _n(bounding_box[k]) for k in BOUNDING_BOX_FIELDS}}
+    if confidence is not None:
+        item["confidence"] = _n(confidence)
+
+
+def _geometry_from_item(item: Item) -> tuple[dict[str, float] | None, float | None]:
+    box = item.get("bounding_box")
+    bounding_box = {k: _num(box["M"][k]) for k in BOUNDING_BOX_FIELDS} if box and "M" in box else None
+    conf = item.get("confidence")
+    return bounding_box, (_num(conf) if conf and "N" in conf else None)
+
+
+def _opt_s(item: Item, name: str) -> str | None:
+    av = item.get(name)
+    return av["S"] if av is not None and "S" in av else None
+
+
+def _keys_of(item: Item, entity: str, expected_type: str) -> tuple[str, int, int | None, int | None, str | None]:
+    try:
+        item_type = item["TYPE"]["S"]
+        if item_type != expected_type:
+            raise ValueError(f"TYPE is {item_type!r}, expected {expected_type!r}")
+        image_id = keys.parse_pk(item["PK"]["S"])
+        return (image_id, *keys.parse_sk(item["SK"]["S"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _fail(entity, "item", f"not a {expected_type} item: {exc}") from None
+
+
+# --- entities --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receipt:
+    image_id: str
+    receipt_id: int
+
+    TYPE: ClassVar[str] = keys.TYPE_RECEIPT
+
+    def __post_init__(self) -> None:
+        _check_image_id("Receipt", self.image_id)
+        _check_id("Receipt", "receipt_id", self.receipt_id)
+
+    @property
+    def key(self) -> Item:
+        return {"PK": _s(keys.image_pk(self.image_id)), "SK": _s(keys.receipt_sk(self.receipt_id))}
+
+    def to_item(self) -> Item:
+        return {**self.key, "TYPE": _s(self.TYPE)}
+
+    @classmethod
+    def from_item(cls, item: Item) -> Self:
+        image_id, receipt_id, line_id, _, _ = _keys_of(item, "Receipt", cls.TYPE)
+        if line_id is not None:
+            raise _fail("Receipt", "item", f"sort key {item['SK']['S']!r} is not a receipt key")
+        return cls(image_id=image_id, receipt_id=receipt_id)
+
+
+@dataclass(frozen=True)
+class ReceiptLine:
+    image_id: str
+    receipt_id: int
+    line_id: int
+    text: str
+    bounding_box: dict[str, float] | None = None
+    confidence: float | None = None
+
+    TYPE: ClassVar[str] = keys.TYPE_RECEIPT_LINE
+
+    def __post_init__(self) -> None:
+        _check_image_id("ReceiptLine", self.image_id)
+        _check_id("ReceiptLine", "receipt_id", self.receipt_id)
+        _check_id("ReceiptLine", "line_id", self.line_id)
+        _check_text("ReceiptLine", "text", self.text)
+        _check_bounding_box("ReceiptLine", self.bounding_box)
+        _check_confidence("ReceiptLine", self.confidence)
+
+    @property
+    def key(self) -> Item:
+        return {
+            "PK": _s(keys.image_pk(self.image_id)),
+            "SK": _s(keys.line_sk(self.receipt_id, self.line_id)),
+        }
+
+    def to_item(self) -> Item:
+        item: Item = {**self.key, "TYPE": _s(self.TYPE), "text": _s(self.text)}
+        _geometry_to_item(item, self.bounding_box, self.confidence)
+        return item
+
+    @classmethod
+    def from_item(cls, item: Item) -> Self:
+        image_id, receipt_id, line_id, word_id, _ = _keys_of(item, "ReceiptLine", cls.TYPE)
+        if line_id is None or word_id is not None:
+            raise _fail("ReceiptLine", "item", f"sort key {item['SK']['S']!r} is not a line key")
+        bounding_box, confidence = _geometry_from_item(item)
+        return cls(image_id, receipt_id, line_id, item["text"]["S"], bounding_box, confidence)
+
+
+@dataclass(frozen=True)
+class ReceiptWord:
+    image_id: str
+    receipt_id: int
+    line_id: int
+    word_id: int
+    text: str
+    bounding_box: dict[str, float] | None = None
+    confidence: float | None = None
+
+    TYPE: ClassVar[str] = keys.TYPE_RECEIPT_WORD
+
+    def __post_init__(self) -> None:
+        _check_image_id("ReceiptWord", self.image_id)
+        _check_id("ReceiptWord", "receipt_id", self.receipt_id)
+        _check_id("ReceiptWord", "line_id", self.line_id)
+        _check_id("ReceiptWord", "word_id", self.word_id)
+        _check_text("ReceiptWord", "text", self.text)
+        _check_bounding_box("ReceiptWord", self.bounding_box)
+        _check_confidence("ReceiptWord", self.confidence)
+
+    @property
+    def key(self) -> Item:
+        return {
+            "PK": _s(keys.image_pk(self.image_id)),
+            "SK": _s(keys.word_sk(self.receipt_id, self.line_id, self.word_id)),
+        }
+
+    def to_item(self) -> Item:
+        item: Item = {**self.key, "TYPE": _s(self.TYPE), "text": _s(self.text)}
+        _geometry_to_item(item, self.bounding_box, self.confidence)
+        return item
+
+    @classmethod
+    def from_item(cls, item: Item) -> Self:
+        image_id, receipt_id, line_id, word_id, label = _keys_of(item, "ReceiptWord", cls.TYPE)
+        if line_id is None or word_id is None or label is not None:
+            raise _fail("ReceiptWord", "item", f"sort key {item['SK']['S']!r} is not a word key")
+        bounding_box, confidence = _geometry_from_item(item)
+        return cls(image_id, receipt_id, line_id, word_id, item["text"]["S"], bounding_box, confidence)
+
+
+@dataclass(frozen=True)
+class ReceiptWordLabel:
+    image_id: str
+    receipt_id: int
+    line_id: int
+    word_id: int
+    label: str
+    reasoning: str
+    timestamp_added: str
+    validation_status: ValidationStatus
+    label_proposed_by: str | None = None
+    label_consolidated_from: str | None = None
+
+    TYPE: ClassVar[str] = keys.TYPE_RECEIPT_WORD_LABEL
+
+    def __post_init__(self) -> None:
+        entity = "ReceiptWordLabel"
+        _check_image_id(entity, self.image_id)
+        _check_id(entity, "receipt_id", self.receipt_id)
+        _check_id(entity, "line_id", self.line_id)
+        _check_id(entity, "word_id", self.word_id)
+        _check_label(entity, self.label)
+        _check_text(entity, "reasoning", self.reasoning, allow_empty=True)
+        _check_timestamp(entity, self.timestamp_added)
+        status: object = self.validation_status
+        if not isinstance(status, ValidationStatus):
+            try:
+                status = ValidationStatus(str(status)) if isinstance(status, str) else None
+            except ValueError:
+                status = None
+            if status is None:
+                allowed = ", ".join(s.value for s in ValidationStatus)
+                raise _fail(entity, "validation_status", f"must be one of {allowed}, got {self.validation_status!r}")
+            object.__setattr__(self, "validation_status", status)
+        _check_optional_text(entity, "label_proposed_by", self.label_proposed_by)
+        _check_optional_text(entity, "label_consolidated_from", self.label_consolidated_from)
+
+    @property
+    def key(self) -> Item:
+        return {
+            "PK": _s(keys.image_pk(self.image_id)),
+            "SK": _s(keys.label_sk(self.receipt_id, self.line_id, self.word_id, self.label)),
+        }
+
+    @property
+    def word_key(self) -> tuple[int, int]:
+        return (self.line_id, self.word_id)
+
+    def gsi3_key(self) -> Item:
+        return {
+            "GSI3PK": _s(keys.validation_status_pk(self.validation_status.value)),
+            "GSI3SK": _s(
+                keys.validation_status_sk(self.image_id, self.receipt_id, self.line_id, self.word_id, self.label)
+            ),
+        }
+
+    def describe(self) -> str:
+        """Short identification for messages: ``<image_id>/1/3/2/TAX``."""
+        return f"{self.image_id}/{self.receipt_id}/{self.line_id}/{self.word_id}/{self.label}"
+
+    def to_item(self) -> Item:
+        item: Item = {
+            **self.key,
+            "TYPE": _s(self.TYPE),
+            **self.gsi3_key(),
+            "label": _s(self.label),
+            "reasoning": _s(self.reasoning),
+            "timestamp_added": _s(self.timestamp_added),
+            "validation_status": _s(self.validation_status.value),
+        }
+        if self.label_proposed_by is not None:
+            item["label_proposed_by"] = _s(self.label_proposed_by)
+        if self.label_consolidated_from is not None:
+            item["label_consolidated_from"] = _s(self.label_consolidated_from)
+        return item
+
+    @classmethod
+    def from_item(cls, item: Item) -> Self:
+        image_id, receipt_id, line_id, word_id, label = _keys_of(item, "ReceiptWordLabel", cls.TYPE)
+        if line_id is None or word_id is None or label is None:
+            raise _fail("ReceiptWordLabel", "item", f"sort key {item['SK']['S']!r} is not a label key")
+        return cls(
+            image_id=image_id,
+            receipt_id=receipt_id,
+            line_id=line_id,
+            word_id=word_id,
+            label=label,
+            reasoning=item["reasoning"]["S"] if "reasoning" in item else "",
+            timestamp_added=item["timestamp_added"]["S"],
+            validation_status=ValidationStatus(item["validation_status"]["S"]),
+            label_proposed_by=_opt_s(item, "label_proposed_by"),
+            label_consolidated_from=_opt_s(item, "label_consolidated_from"),
+        )
+
+
+@dataclass
+class ReceiptDetails:
+    """One receipt with its lines, words and labels, each list sorted by ids."""
+
+    receipt: Receipt
+    lines: list[ReceiptLine] = field(default_factory=list)
+    words: list[ReceiptWord] = field(default_factory=list)
+    labels: list[ReceiptWordLabel] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lines = sorted(self.lines, key=lambda x: x.line_id)
+        self.words = sorted(self.words, key=lambda x: (x.line_id, x.word_id))
+        self.labels = sorted(self.labels, key=lambda x: (x.line_id, x.word_id, x.label))
