@@ -1,32 +1,34 @@
 """DynamoClient: reads receipts and writes labels in the single table (boto3 low-level client, stdlib).
 
-Label write pattern (``add_receipt_word_labels``)
--------------------------------------------------
-``TransactWriteItems`` with up to 100 ``Put`` actions per request, each with
-``ConditionExpression = attribute_not_exists(PK)``: a label whose key exists is never overwritten,
-whoever created it and whenever (the condition is evaluated by DynamoDB at write time, so a label
-another writer created after our read is still protected). When a transaction is cancelled, the
-``CancellationReasons`` (one per action, in order) say which actions failed their condition; those
-labels are reported in ``skipped_existing`` and the rest are resubmitted at once. Throttling
-(request errors or ``ThrottlingError`` / ``ProvisionedThroughputExceeded`` / ``TransactionConflict``
-reasons) is retried with exponential backoff and full jitter, at most ``max_attempts`` times per
-chunk; then :class:`LabelWriteError` names the labels written and not written. Retries of an
-unchanged chunk reuse its ``ClientRequestToken``, so a transaction that committed but whose reply was
-lost is not applied twice (and not misreported as "existing").
+Label write pattern (``add_receipt_word_labels``): one conditional ``PutItem`` per label
+--------------------------------------------------------------------------------------------
+Each label is written with ``ConditionExpression = attribute_not_exists(PK)``. DynamoDB evaluates
+the condition atomically at write time, so a label whose key exists is never overwritten, whoever
+created it and however recently (a label another writer created after our read is still
+protected). ``ConditionalCheckFailedException`` puts the label in ``skipped_existing`` (so does
+a label whose write succeeded but whose reply was lost and retried by botocore: it is in the
+table either way, and never twice).
+Throttled writes are retried in rounds: every pending label is tried once per round, then one
+backoff sleep with exponential growth and full jitter; at most ``max_attempts`` rounds, then
+:class:`LabelWriteError` lists the labels written and not written. A non-retryable error stops
+the call the same way. Up to ``concurrency`` puts run at once (boto3 clients are thread-safe).
 
-Cost (DynamoDB pricing rules; a label item is < 1 KB; it is projected into GSI3 and GSITYPE):
-- requests: ceil(n / 100) ``TransactWriteItems`` when no key exists; each chunk containing existing
-  keys costs one extra request per cancellation round (usually one: all failing conditions are
-  reported together).
-- write units: transactional writes cost 2 WCU per KB on the table, plus 1 WCU per KB for each of
-  the 2 index entries (GSI3, GSITYPE): 4 WCU per new label. A cancelled transaction is also
-  charged (2 WCU per action), so a chunk with existing keys costs about twice as much.
-  300 new labels: 3 requests, ~1,200 WCU; per-item conditional ``PutItem`` would be 300 requests
-  and ~900 WCU (1 + 2 per label). We pay ~33 % more WCU for 100x fewer round trips in a Lambda
-  that otherwise waits on them serially; see ``bench/bench_dynamo.py`` for the measured counts.
+Cost, per DynamoDB's pricing rules (a label item is < 1 KB and is projected into two indexes,
+GSI3 and GSITYPE; each index entry written costs 1 WCU per KB):
+- new label: 1 request, 1 WCU table + 2 WCU indexes = 3 WCU.
+- existing key (condition failed): 1 request, 1 WCU (failed conditional writes are charged), no index write.
+- 300 new labels: 300 requests, 900 WCU (~38 rounds of 8 concurrent requests).
+
+Why not ``TransactWriteItems`` (100 conditional puts per request, split out the
+``ConditionalCheckFailed`` cancellation reasons and resubmit): 3 requests for 300 labels, but
+transactional writes cost 2 WCU per KB on the table (1,200 WCU for 300 new labels), a cancelled
+transaction is charged for every action in it and must be resubmitted (a receipt with labels
+that already exist pays roughly twice), and a chunk is all-or-nothing, so one hot item throttles
+99 others. Per-item puts are about 25 % cheaper for new labels and 2-4x cheaper when keys exist,
+and DynamoDB on demand bills write units, not requests. ``bench/bench_dynamo.py`` counts both.
 
 Reads: ``get_receipt_details`` is one paginated Query (``PK = IMAGE#id AND begins_with(SK,
-RECEIPT#00001)``); eventually consistent by default: 0.5 RCU per 4 KB of items per page.
+RECEIPT#00001)``), eventually consistent by default: 0.5 RCU per 4 KB of items per page.
 ``iter_receipt_keys`` queries the GSITYPE index (``TYPE = RECEIPT``) projecting only PK and SK.
 """
 
@@ -34,8 +36,8 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +65,6 @@ RETRYABLE_ERROR_CODES = frozenset(
         "TransactionConflictException",
     }
 )
-#: per-action cancellation reasons worth retrying
-RETRYABLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"})
-TRANSACT_MAX_ITEMS = 100
 BATCH_WRITE_MAX_ITEMS = 25
 
 
@@ -103,6 +102,7 @@ class DynamoClient:
         max_delay: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        concurrency: int = 8,
     ) -> None:
         if not isinstance(table_name, str) or not table_name.strip():
             raise ValueError("table_name must be a non-empty string")
@@ -115,6 +115,7 @@ class DynamoClient:
         self.max_delay = max_delay
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.concurrency = concurrency
 
     @property
     def client(self) -> Any:
@@ -245,16 +246,36 @@ class DynamoClient:
         self._batch_put([details.receipt.to_item()])
         return details
 
-    # --- labels (conditional TransactWriteItems) ------------------------------------------------------
+    # --- labels (conditional PutItem, one per label) -----------------------------------------------
+
+    def _put_label(self, label: ReceiptWordLabel) -> tuple[str, Exception | None]:
+        """One conditional PutItem. Returns ("added" | "existing" | "retry" | "fatal", error)."""
+        item = label.to_item()
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": "PK"},
+            )
+            return "added", None
+        except Exception as exc:
+            code = _error_code(exc)
+            if code == "ConditionalCheckFailedException":
+                return "existing", None
+            if code in RETRYABLE_ERROR_CODES:
+                return "retry", exc
+            return "fatal", exc
 
     def add_receipt_word_labels(self, labels: Iterable[ReceiptWordLabel]) -> LabelWriteResult:
         """Create labels whose key does not exist; never overwrite. See the module docstring for the pattern.
 
         A label whose key already exists (in the table, or earlier in ``labels``) is returned in
-        ``skipped_existing``. Raises :class:`LabelWriteError` after ``max_attempts`` throttled tries of a chunk.
+        ``skipped_existing``. Throttled writes are retried in rounds with backoff and jitter; after
+        ``max_attempts`` rounds, or on a non-retryable error, raises :class:`LabelWriteError`.
         """
         result = LabelWriteResult()
-        unique: list[ReceiptWordLabel] = []
+        pending: list[ReceiptWordLabel] = []
         seen: set[tuple[str, str]] = set()
         for label in labels:
             if not isinstance(label, ReceiptWordLabel):
@@ -264,75 +285,47 @@ class DynamoClient:
                 result.skipped_existing.append(label)  # the same key earlier in this call wins
             else:
                 seen.add(key)
-                unique.append(label)
-        for start in range(0, len(unique), TRANSACT_MAX_ITEMS):
-            chunk = unique[start : start + TRANSACT_MAX_ITEMS]
-            try:
-                self._write_label_chunk(chunk, result)
-            except LabelWriteError as exc:
+                pending.append(label)
+        attempt = 0
+        while pending:
+            outcomes = self._run_puts(pending)
+            retry: list[ReceiptWordLabel] = []
+            fatal: list[tuple[ReceiptWordLabel, Exception]] = []
+            last_error: Exception | None = None
+            for label, (outcome, error) in zip(pending, outcomes, strict=True):
+                if outcome == "added":
+                    result.added.append(label)
+                elif outcome == "existing":
+                    result.skipped_existing.append(label)
+                elif outcome == "retry":
+                    retry.append(label)
+                    last_error = error
+                else:
+                    fatal.append((label, error or RuntimeError("unknown error")))
+            if fatal:
+                label, error = fatal[0]
                 raise LabelWriteError(
-                    "labels not written after retries",
+                    f"PutItem failed for {label.describe()}: {error}",
                     written=result.added,
-                    not_written=[*exc.not_written, *unique[start + TRANSACT_MAX_ITEMS :]],
+                    not_written=[lbl for lbl, _ in fatal] + retry,
                     skipped_existing=result.skipped_existing,
-                ) from exc.__cause__
+                ) from error
+            pending = retry
+            if pending:
+                attempt += 1
+                if attempt >= self.max_attempts:
+                    code = _error_code(last_error) if last_error is not None else None
+                    raise LabelWriteError(
+                        f"PutItem still throttled ({code}) after {attempt} attempts",
+                        written=result.added,
+                        not_written=pending,
+                        skipped_existing=result.skipped_existing,
+                    ) from last_error
+                self._backoff(attempt)
         return result
 
-    def _write_label_chunk(self, chunk: list[ReceiptWordLabel], result: LabelWriteResult) -> None:
-        pending = list(chunk)
-        token = str(uuid.uuid4())
-        attempt = 0
-        last_problem = ""
-        while pending:
-            try:
-                self.client.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Put": {
-                                "TableName": self.table_name,
-                                "Item": label.to_item(),
-                                "ConditionExpression": "attribute_not_exists(#pk)",
-                                "ExpressionAttributeNames": {"#pk": "PK"},
-                            }
-                        }
-                        for label in pending
-                    ],
-                    ClientRequestToken=token,
-                )
-                result.added.extend(pending)
-                return
-            except Exception as exc:
-                code = _error_code(exc)
-                if code == "TransactionCanceledException":
-                    reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
-                    if len(reasons) != len(pending):
-                        raise LabelWriteError(
-                            f"TransactWriteItems cancelled without per-item reasons: {exc}",
-                            written=[],
-                            not_written=pending,
-                        ) from exc
-                    codes = [str(r.get("Code", "None")) for r in reasons]
-                    unexpected = sorted({c for c in codes} - {"None", "ConditionalCheckFailed", *RETRYABLE_REASONS})
-                    if unexpected:
-                        raise LabelWriteError(
-                            f"TransactWriteItems cancelled: {', '.join(unexpected)}", written=[], not_written=pending
-                        ) from exc
-                    existing = [label for label, c in zip(pending, codes, strict=True) if c == "ConditionalCheckFailed"]
-                    result.skipped_existing.extend(existing)
-                    pending = [label for label, c in zip(pending, codes, strict=True) if c != "ConditionalCheckFailed"]
-                    token = str(uuid.uuid4())  # a different request: a new idempotency token
-                    if existing:
-                        continue  # progress made; resubmit the rest at once
-                    last_problem = ", ".join(sorted(set(codes) - {"None"}))
-                elif code in RETRYABLE_ERROR_CODES:
-                    last_problem = code or ""  # same request again: keep the token (idempotent)
-                else:
-                    raise LabelWriteError(f"TransactWriteItems failed: {exc}", written=[], not_written=pending) from exc
-            attempt += 1
-            if attempt >= self.max_attempts:
-                raise LabelWriteError(
-                    f"TransactWriteItems still failing ({last_problem}) after {attempt} attempts",
-                    written=[],
-                    not_written=pending,
-                )
-            self._backoff(attempt)
+    def _run_puts(self, labels: list[ReceiptWordLabel]) -> list[tuple[str, Exception | None]]:
+        if self.concurrency <= 1 or len(labels) <= 1:
+            return [self._put_label(label) for label in labels]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(labels))) as pool:
+            return list(pool.map(self._put_label, labels))
