@@ -1,0 +1,3 @@
+from receipt_dynamo.cli import main
+
+raise SystemExit(main())
