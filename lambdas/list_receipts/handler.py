@@ -1,0 +1,164 @@
+"""ListReceipts Lambda: write every receipt key to a JSON manifest in S3 for the Distributed Map.
+
+Contract (DESIGN.md, "Lambda handlers"):
+
+- environment: ``DYNAMODB_TABLE_NAME`` (the receipt table), ``MANIFEST_BUCKET`` (where manifests go).
+- event: ``{}``; optional ``"limit"`` (int >= 1: at most that many receipts) and optional
+  ``"execution_name"`` (the Step Functions execution name, ``$$.Execution.Name``), which names the
+  manifest; without it the manifest key gets a random uuid.
+- writes ``[{"image_id": str, "receipt_id": int}, ...]`` to
+  ``s3://$MANIFEST_BUCKET/manifests/<execution_name or uuid>/receipts.json`` and returns
+  ``{"receipt_count": int, "manifest_bucket": str, "manifest_key": str}``.
+- raises ``InvalidEventError`` for a malformed event; never returns an error payload.
+
+Memory stays flat in the number of receipts: keys stream from ``iter_receipt_keys`` (a paginated
+Query) into a temporary file that is then uploaded, so 100,000 receipts (about 6 MB of JSON) fit
+in the default 128 MB. The function's code asset holds only this file and receipt_dynamo, so it
+imports nothing but the standard library, boto3 and receipt_dynamo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+import boto3
+
+from receipt_dynamo import DynamoClient
+
+#: The event field that carries the Step Functions execution name (pass ``$$.Execution.Name``).
+EXECUTION_NAME_FIELD = "execution_name"
+LIMIT_FIELD = "limit"
+MANIFEST_PREFIX = "manifests/"
+MANIFEST_FILE_NAME = "receipts.json"
+#: Step Functions execution names: 1..80 characters; we accept the URL- and S3-key-safe subset.
+_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+class InvalidEventError(ValueError):
+    """The event does not match the contract; the message names the offending field."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record: level, message, logger, time and any ``extra`` fields."""
+
+    _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in self._STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _make_logger() -> logging.Logger:
+    log = logging.getLogger("list_receipts")
+    if not log.handlers:
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setFormatter(JsonFormatter())
+        log.addHandler(stream)
+    log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    log.propagate = False  # the Lambda runtime's root handler would print it a second time
+    return log
+
+
+logger = _make_logger()
+
+# Created on first use, once per container; tests replace them.
+_s3_client: Any = None
+_dynamo: DynamoClient | None = None
+
+
+def s3_client() -> Any:
+    global _s3_client
+    if _s3_client is None:
+        _s3_client = boto3.client("s3")
+    return _s3_client
+
+
+def dynamo() -> DynamoClient:
+    global _dynamo
+    if _dynamo is None:
+        _dynamo = DynamoClient(_required_env("DYNAMODB_TABLE_NAME"))
+    return _dynamo
+
+
+def _required_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise RuntimeError(f"environment variable {name} is not set")
+    return value
+
+
+def parse_event(event: Any) -> tuple[int | None, str | None]:
+    """Return (limit, execution_name) from the event, or raise InvalidEventError naming the field."""
+    if event is None:
+        return None, None
+    if not isinstance(event, Mapping):
+        raise InvalidEventError(f"event: expected a JSON object, got {type(event).__name__}")
+    limit = event.get(LIMIT_FIELD)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidEventError(f"{LIMIT_FIELD}: expected an integer >= 1")
+    name = event.get(EXECUTION_NAME_FIELD)
+    if name is not None and (not isinstance(name, str) or not _EXECUTION_NAME.fullmatch(name)):
+        raise InvalidEventError(
+            f"{EXECUTION_NAME_FIELD}: expected 1 to 80 characters of letters, digits, '-', '_' or '.'"
+        )
+    return limit, name
+
+
+def manifest_key(execution_name: str | None) -> str:
+    """The manifest's key, unique to the run: the execution name, otherwise a random uuid."""
+    return f"{MANIFEST_PREFIX}{execution_name or uuid.uuid4()}/{MANIFEST_FILE_NAME}"
+
+
+def write_manifest(keys: Iterable[tuple[str, int]], out: IO[bytes], *, limit: int | None = None) -> int:
+    """Stream ``keys`` into ``out`` as a JSON array of {"image_id", "receipt_id"}; return the count."""
+    count = 0
+    out.write(b"[")
+    for image_id, receipt_id in keys:
+        if limit is not None and count >= limit:
+            break
+        if count:
+            out.write(b",\n")
+        out.write(json.dumps({"image_id": image_id, "receipt_id": receipt_id}).encode())
+        count += 1
+    out.write(b"]\n")
+    return count
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    limit, execution_name = parse_event(event)
+    bucket = _required_env("MANIFEST_BUCKET")
+    key = manifest_key(execution_name)
+    with tempfile.TemporaryFile(prefix="manifest-", suffix=".json") as spool:
+        count = write_manifest(dynamo().iter_receipt_keys(), spool, limit=limit)
+        size = spool.tell()
+        spool.seek(0)
+        s3_client().put_object(Bucket=bucket, Key=key, Body=spool, ContentType="application/json")
+    logger.info(
+        "manifest written",
+        extra={
+            "receipt_count": count,
+            "manifest_bucket": bucket,
+            "manifest_key": key,
+            "manifest_bytes": size,
+            "limit": limit,
+            "aws_request_id": getattr(context, "aws_request_id", None),
+        },
+    )
+    return {"receipt_count": count, "manifest_bucket": bucket, "manifest_key": key}

@@ -1,0 +1,180 @@
+"""ListReceipts handler: event parsing, manifest format and flat memory for 100,000 receipts (no AWS)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tracemalloc
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from receipt_dynamo import DynamoClient
+
+pytestmark = pytest.mark.unit
+
+HANDLER = Path(__file__).resolve().parents[2] / "lambdas" / "list_receipts" / "handler.py"
+
+
+def load_handler() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("list_receipts_handler_unit", HANDLER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+handler = load_handler()
+
+
+class PagedReceiptIndex:
+    """A stand-in for the DynamoDB low-level client: ``count`` receipts on the GSITYPE index, served in
+    pages of ``page_size`` items generated on demand (a 1 MB DynamoDB page of PK/SK pairs is about
+    15,000 items)."""
+
+    def __init__(self, count: int, page_size: int = 15_000) -> None:
+        self.count = count
+        self.page_size = page_size
+        self.queries = 0
+
+    @staticmethod
+    def image_id(n: int) -> str:
+        return str(uuid.UUID(int=n + 1))
+
+    def query(self, **request: Any) -> dict[str, Any]:
+        assert request["IndexName"] == "GSITYPE"
+        self.queries += 1
+        start = int(request.get("ExclusiveStartKey", {}).get("n", {}).get("N", "0"))
+        end = min(start + self.page_size, self.count)
+        items = [
+            {"PK": {"S": f"IMAGE#{self.image_id(n)}"}, "SK": {"S": f"RECEIPT#{n % 3 + 1:05d}"}}
+            for n in range(start, end)
+        ]
+        page: dict[str, Any] = {"Items": items}
+        if end < self.count:
+            page["LastEvaluatedKey"] = {"n": {"N": str(end)}}
+        return page
+
+
+class DiskS3:
+    """Receives put_object by streaming the body to a file, chunk by chunk, like a real upload."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.objects: dict[tuple[str, str], Path] = {}
+
+    def put_object(self, *, Bucket: str, Key: str, Body: Any, ContentType: str) -> dict[str, Any]:
+        assert ContentType == "application/json"
+        target = self.directory / f"object-{len(self.objects)}.json"
+        with target.open("wb") as out:
+            while chunk := Body.read(64 * 1024):
+                out.write(chunk)
+        self.objects[(Bucket, Key)] = target
+        return {}
+
+
+@pytest.fixture
+def wired(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    def wire(count: int) -> tuple[PagedReceiptIndex, DiskS3]:
+        index = PagedReceiptIndex(count)
+        s3 = DiskS3(tmp_path)
+        monkeypatch.setenv("MANIFEST_BUCKET", "manifests-bucket")
+        monkeypatch.setattr(handler, "_dynamo", DynamoClient("receipts", client=index))
+        monkeypatch.setattr(handler, "_s3_client", s3)
+        return index, s3
+
+    return wire
+
+
+def test_manifest_lists_every_receipt_key_as_a_json_array(wired: Any) -> None:
+    index, s3 = wired(4)
+    result = handler.lambda_handler({"execution_name": "nightly-2026-11-29"}, None)
+    key = "manifests/nightly-2026-11-29/receipts.json"
+    assert result == {"receipt_count": 4, "manifest_bucket": "manifests-bucket", "manifest_key": key}
+    manifest = json.loads(s3.objects[("manifests-bucket", key)].read_text())
+    assert manifest == [{"image_id": index.image_id(n), "receipt_id": n % 3 + 1} for n in range(4)]
+
+
+def test_empty_table_gives_an_empty_manifest(wired: Any) -> None:
+    _, s3 = wired(0)
+    result = handler.lambda_handler({}, None)
+    assert result["receipt_count"] == 0
+    assert json.loads(s3.objects[("manifests-bucket", result["manifest_key"])].read_text()) == []
+
+
+def test_limit_stops_reading_once_reached(wired: Any) -> None:
+    index, s3 = wired(40_000)
+    result = handler.lambda_handler({"limit": 10}, None)
+    manifest = json.loads(s3.objects[("manifests-bucket", result["manifest_key"])].read_text())
+    assert result["receipt_count"] == 10
+    assert [m["image_id"] for m in manifest] == [index.image_id(n) for n in range(10)]
+    assert index.queries == 1  # the remaining pages are never requested
+
+
+def test_runs_without_an_execution_name_get_distinct_keys(wired: Any) -> None:
+    wired(2)
+    first = handler.lambda_handler({}, None)["manifest_key"]
+    second = handler.lambda_handler({}, None)["manifest_key"]
+    assert first != second
+    assert first.startswith("manifests/") and first.endswith("/receipts.json")
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": -5}, "limit"),
+        ({"limit": "10"}, "limit"),
+        ({"limit": True}, "limit"),
+        ({"limit": 2.5}, "limit"),
+        ({"execution_name": ""}, "execution_name"),
+        ({"execution_name": "../other-run"}, "execution_name"),
+        ({"execution_name": "a" * 81}, "execution_name"),
+        ({"execution_name": 7}, "execution_name"),
+        (["not", "an", "object"], "event"),
+    ],
+)
+def test_bad_events_raise_invalid_event_error_naming_the_field_and_write_nothing(
+    wired: Any, event: Any, field: str
+) -> None:
+    index, s3 = wired(3)
+    with pytest.raises(handler.InvalidEventError, match=f"^{field}:"):
+        handler.lambda_handler(event, None)
+    assert s3.objects == {}
+    assert index.queries == 0
+
+
+def test_missing_bucket_configuration_fails_loudly(wired: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    wired(1)
+    monkeypatch.delenv("MANIFEST_BUCKET")
+    with pytest.raises(RuntimeError, match="MANIFEST_BUCKET"):
+        handler.lambda_handler({}, None)
+
+
+def _peak_bytes(wire: Any, count: int) -> tuple[int, int]:
+    """Traced peak of one invocation over ``count`` receipts, and the manifest's size."""
+    _, s3 = wire(count)
+    tracemalloc.start()
+    try:
+        result = handler.lambda_handler({}, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result["receipt_count"] == count
+    manifest = s3.objects[("manifests-bucket", result["manifest_key"])]
+    return peak, manifest.stat().st_size
+
+
+def test_memory_stays_flat_for_100k_receipts(wired: Any) -> None:
+    small_peak, _ = _peak_bytes(wired, 30_000)
+    peak, manifest_bytes = _peak_bytes(wired, 100_000)
+    # The manifest is several MB; the handler holds one DynamoDB page at a time, not the whole list:
+    # more than three times the receipts must not cost noticeably more memory.
+    assert manifest_bytes > 6_000_000
+    assert peak < small_peak * 1.25
+    assert peak < 64 * 2**20  # with the ~50 MB runtime + boto3 baseline this fits the default 128 MB
