@@ -1,0 +1,470 @@
+"""CodeBuildDockerImage: a container-image Lambda whose image is built in CodeBuild at deploy time.
+
+No local Docker: the minimal build context is a content-hashed S3 asset; a custom resource copies
+it to ``<name>/context.zip`` in a versioned artifact bucket and starts a CodePipeline V2 pinned to
+that object version; CodeBuild (ARM, privileged) runs ``docker buildx build`` and pushes the image
+to ECR under a content tag. When the tag already exists in ECR nothing is built.
+
+Modes:
+- ``wait_for_build=True``: every deploy that changes the context waits for the build and the
+  function is pinned to ``<repository>@sha256:<digest>`` by CloudFormation.
+- ``wait_for_build=False`` (default): the first deploy waits (the function cannot be created from
+  an empty repository); later deploys start the build and return at once, the function keeps its
+  current digest in the template and CodeBuild updates it when the image is pushed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import (
+    ArnFormat,
+    CustomResource,
+    Duration,
+    RemovalPolicy,
+    Size,
+    Stack,
+    Tags,
+)
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_codepipeline_actions as actions
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import custom_resources as cr
+
+from constructs import Construct
+from constructs.docker_build_context import BuildContext, resolve_context, stage_context
+from constructs.docker_image_buildspec import CACHE_TAG, build_spec_object
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRIGGER_CODE_DIR = REPO_ROOT / "lambdas" / "image_build_trigger"
+
+PLATFORMS: dict[str, lambda_.Architecture] = {
+    "linux/arm64": lambda_.Architecture.ARM_64,
+    "linux/amd64": lambda_.Architecture.X86_64,
+}
+# The whole custom resource (copy, start, queue, build, push) must end before CloudFormation's
+# one-hour custom-resource limit: the provider gives up after TOTAL_TIMEOUT and reports FAILED.
+TOTAL_TIMEOUT = Duration.minutes(50)
+QUERY_INTERVAL = Duration.seconds(20)
+QUEUED_TIMEOUT = Duration.minutes(10)
+DEFAULT_BUILD_TIMEOUT = Duration.minutes(30)
+MAX_BUILD_TIMEOUT_MINUTES = 35  # + QUEUED_TIMEOUT + source stage and polling slack < TOTAL_TIMEOUT
+
+
+@dataclass(frozen=True, kw_only=True)
+class LambdaConfig:
+    """Settings of the container-image function the construct creates.
+
+    ``timeout`` is a Duration or seconds; ``ephemeral_storage`` a Size or MiB; ``role`` the
+    execution role (one with only log-writing permissions is created when omitted).
+    """
+
+    role: iam.IRole | None = None
+    timeout: Duration | int = 60
+    memory_size: int = 1024
+    ephemeral_storage: Size | int | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    reserved_concurrent_executions: int | None = None
+    description: str | None = None
+    log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS
+
+    def timeout_duration(self) -> Duration:
+        return self.timeout if isinstance(self.timeout, Duration) else Duration.seconds(self.timeout)
+
+    def ephemeral_storage_size(self) -> Size | None:
+        if self.ephemeral_storage is None or isinstance(self.ephemeral_storage, Size):
+            return self.ephemeral_storage
+        return Size.mebibytes(self.ephemeral_storage)
+
+
+class CodeBuildDockerImage(Construct):
+    """Builds ``dockerfile_path`` in CodeBuild and runs it as the Lambda ``lambda_function_name``.
+
+    Attributes: ``repository``, ``artifact_bucket``, ``project``, ``pipeline``, ``lambda_function``,
+    ``image_tag`` (the content tag), ``build_context`` (selected files), ``trigger`` (the custom
+    resource), ``provider``, ``source_key``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        dockerfile_path: str,
+        build_context_path: str = ".",
+        source_paths: list[str] | None = None,
+        lambda_function_name: str,
+        lambda_config: LambdaConfig | Mapping[str, Any],
+        platform: str = "linux/arm64",
+        wait_for_build: bool = False,
+        build_args: Mapping[str, str] | None = None,
+        compute_type: codebuild.ComputeType = codebuild.ComputeType.SMALL,
+        build_timeout: Duration | None = None,
+        keep_images: int = 10,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+    ) -> None:
+        super().__init__(scope, id_)
+        build_timeout = build_timeout or DEFAULT_BUILD_TIMEOUT
+        if platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {sorted(PLATFORMS)}, got {platform!r}")
+        if keep_images < 2:
+            # The newest image (it carries the cache tag) and the one before it (rollback target).
+            raise ValueError(f"keep_images must be >= 2, got {keep_images}")
+        if build_timeout.to_minutes() > MAX_BUILD_TIMEOUT_MINUTES:
+            raise ValueError(
+                f"build_timeout must be at most {MAX_BUILD_TIMEOUT_MINUTES} minutes so that a waiting deploy "
+                f"fails before CloudFormation's one-hour custom resource limit"
+            )
+        if not lambda_function_name or len(lambda_function_name) > 64:
+            raise ValueError("lambda_function_name must be 1..64 characters")
+        config = lambda_config if isinstance(lambda_config, LambdaConfig) else LambdaConfig(**lambda_config)
+        build_args = dict(build_args or {})
+        stack = Stack.of(self)
+        name = lambda_function_name
+        self.wait_for_build = wait_for_build
+        self.platform = platform
+
+        # ---- build context: minimal, content-hashed, staged, uploaded as an asset -----------------
+        root = Path(build_context_path)
+        if not root.is_absolute():
+            root = REPO_ROOT / root
+        self.build_context: BuildContext = resolve_context(
+            root=root,
+            dockerfile_path=dockerfile_path,
+            source_paths=source_paths,
+            build_args=build_args,
+            platform=platform,
+        )
+        self.image_tag: str = self.build_context.image_tag
+        self.context_asset = s3_assets.Asset(
+            self,
+            "ContextAsset",
+            path=str(stage_context(self.build_context)),
+            asset_hash=self.image_tag,
+            display_name=f"{name} build context",
+        )
+        self.source_key = f"{name}/context.zip"
+
+        # ---- ECR repository -------------------------------------------------------------------------
+        self.repository = ecr.Repository(
+            self,
+            "Repository",
+            image_scan_on_push=True,
+            # Content tags never move; only the registry cache tag is rewritten on every build.
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE_WITH_EXCLUSION,
+            image_tag_mutability_exclusion_filters=[ecr.ImageTagMutabilityExclusionFilter.wildcard(CACHE_TAG)],
+            removal_policy=removal_policy,
+            empty_on_delete=removal_policy == RemovalPolicy.DESTROY,
+            lifecycle_rules=[
+                ecr.LifecycleRule(
+                    rule_priority=1,
+                    description="Expire untagged images one day after push",
+                    tag_status=ecr.TagStatus.UNTAGGED,
+                    max_image_age=Duration.days(1),
+                ),
+                ecr.LifecycleRule(
+                    rule_priority=2,
+                    description=(
+                        f"Keep the last {keep_images} content-tagged images; the image carrying the cache tag "
+                        "is the newest push, so it is always kept"
+                    ),
+                    tag_status=ecr.TagStatus.TAGGED,
+                    tag_pattern_list=["*"],
+                    max_image_count=keep_images,
+                ),
+            ],
+        )
+
+        # ---- artifact bucket (pipeline source + artifacts) ----------------------------------------
+        self.artifact_bucket = s3.Bucket(
+            self,
+            "ArtifactBucket",
+            versioned=True,  # the pipeline's S3 source is pinned to an object version
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=removal_policy,
+            auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-old-versions",
+                    noncurrent_version_expiration=Duration.days(30),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                    expired_object_delete_marker=True,
+                )
+            ],
+        )
+
+        # ---- CodeBuild project ---------------------------------------------------------------------
+        self.build_log_group = logs.LogGroup(
+            self, "BuildLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        function_arn = stack.format_arn(
+            service="lambda", resource="function", resource_name=name, arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        self.function_arn = function_arn
+        arm = platform == "linux/arm64"
+        self.project = codebuild.PipelineProject(
+            self,
+            "Project",
+            project_name=f"{name}-image-build",
+            description=f"Builds the {platform} container image of the Lambda function {name}",
+            environment=codebuild.BuildEnvironment(
+                build_image=(
+                    codebuild.LinuxArmBuildImage.AMAZON_LINUX_2023_STANDARD_3_0
+                    if arm
+                    else codebuild.LinuxBuildImage.AMAZON_LINUX_2023_5
+                ),
+                compute_type=compute_type,
+                privileged=True,  # the Docker daemon needs it
+            ),
+            environment_variables={
+                "REPOSITORY_URI": codebuild.BuildEnvironmentVariable(value=self.repository.repository_uri),
+                "REPOSITORY_NAME": codebuild.BuildEnvironmentVariable(value=self.repository.repository_name),
+                "PLATFORM": codebuild.BuildEnvironmentVariable(value=platform),
+                "DOCKERFILE": codebuild.BuildEnvironmentVariable(value=self.build_context.dockerfile),
+                "CACHE_TAG": codebuild.BuildEnvironmentVariable(value=CACHE_TAG),
+                "FUNCTION_NAME": codebuild.BuildEnvironmentVariable(value=name),
+            },
+            build_spec=codebuild.BuildSpec.from_object(build_spec_object(build_args)),
+            timeout=build_timeout,
+            queued_timeout=QUEUED_TIMEOUT,
+            grant_report_group_permissions=False,
+            logging=codebuild.LoggingOptions(
+                cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=self.build_log_group)
+            ),
+        )
+        self.repository.grant_pull_push(self.project)  # includes ecr:GetAuthorizationToken on "*"
+        self.repository.grant(self.project, "ecr:DescribeImages")
+        if not wait_for_build:
+            # Async mode: the build points the function at the new digest and waits for the update.
+            self.project.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["lambda:UpdateFunctionCode", "lambda:GetFunction", "lambda:GetFunctionConfiguration"],
+                    resources=[function_arn],
+                )
+            )
+
+        # ---- CodePipeline V2: S3 object version -> CodeBuild --------------------------------------
+        tag_variable = codepipeline.Variable(
+            variable_name="IMAGE_TAG", default_value=self.image_tag, description="Content tag to build and push"
+        )
+        update_variable = codepipeline.Variable(
+            variable_name="UPDATE_FUNCTION",
+            default_value="false" if wait_for_build else "true",
+            description="true: the build points the Lambda function at the pushed digest",
+        )
+        source_output = codepipeline.Artifact("Context")
+        self.pipeline = codepipeline.Pipeline(
+            self,
+            "Pipeline",
+            pipeline_name=f"{name}-image",
+            pipeline_type=codepipeline.PipelineType.V2,
+            execution_mode=codepipeline.ExecutionMode.SUPERSEDED,
+            artifact_bucket=self.artifact_bucket,
+            restart_execution_on_update=False,
+            cross_account_keys=False,
+            use_pipeline_role_for_actions=True,
+            variables=[tag_variable, update_variable],
+            stages=[
+                codepipeline.StageProps(
+                    stage_name="Source",
+                    actions=[
+                        actions.S3SourceAction(
+                            action_name="Source",
+                            bucket=self.artifact_bucket,
+                            bucket_key=self.source_key,
+                            trigger=actions.S3Trigger.NONE,  # started only by the trigger custom resource
+                            output=source_output,
+                        )
+                    ],
+                ),
+                codepipeline.StageProps(
+                    stage_name="Build",
+                    actions=[
+                        actions.CodeBuildAction(
+                            action_name="Build",
+                            project=self.project,
+                            input=source_output,
+                            environment_variables={
+                                "IMAGE_TAG": codebuild.BuildEnvironmentVariable(value=tag_variable.reference()),
+                                "UPDATE_FUNCTION": codebuild.BuildEnvironmentVariable(
+                                    value=update_variable.reference()
+                                ),
+                            },
+                        )
+                    ],
+                ),
+            ],
+        )
+
+        # ---- trigger custom resource -----------------------------------------------------------------
+        self.trigger_role = iam.Role(
+            self,
+            "TriggerRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Starts and watches the image build of {name}",
+        )
+        trigger_code = lambda_.Code.from_asset(str(TRIGGER_CODE_DIR), exclude=["__pycache__", "*.pyc", "tests"])
+        handler_props: dict[str, Any] = {
+            "runtime": lambda_.Runtime.PYTHON_3_13,
+            "architecture": lambda_.Architecture.ARM_64,
+            "code": trigger_code,
+            "role": self.trigger_role,
+            "memory_size": 256,
+        }
+        on_event_logs = logs.LogGroup(
+            self, "TriggerOnEventLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        is_complete_logs = logs.LogGroup(
+            self, "TriggerIsCompleteLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.on_event_function = lambda_.Function(
+            self,
+            "TriggerOnEvent",
+            handler="handler.on_event",
+            timeout=Duration.minutes(5),
+            description=f"Starts the image build of {name} when its content tag is not in ECR",
+            log_group=on_event_logs,
+            **handler_props,
+        )
+        self.is_complete_function = lambda_.Function(
+            self,
+            "TriggerIsComplete",
+            handler="handler.is_complete",
+            timeout=Duration.minutes(1),
+            description=f"Polls the image build of {name}",
+            log_group=is_complete_logs,
+            **handler_props,
+        )
+        self._grant_trigger(function_arn)
+        self.provider = cr.Provider(
+            self,
+            "TriggerProvider",
+            on_event_handler=self.on_event_function,
+            is_complete_handler=self.is_complete_function,
+            query_interval=QUERY_INTERVAL,
+            total_timeout=TOTAL_TIMEOUT,
+            log_group=logs.LogGroup(
+                self, "TriggerProviderLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+            ),
+        )
+        # The handler fails with a precise message this long after the start, before the provider's
+        # own (message-less) timeout.
+        deadline_seconds = TOTAL_TIMEOUT.to_seconds() - 3 * QUERY_INTERVAL.to_seconds()
+        self.trigger = CustomResource(
+            self,
+            "Trigger",
+            service_token=self.provider.service_token,
+            resource_type="Custom::CodeBuildDockerImage",
+            service_timeout=Duration.minutes(55),
+            properties={
+                "ImageTag": self.image_tag,
+                "AssetBucket": self.context_asset.s3_bucket_name,
+                "AssetKey": self.context_asset.s3_object_key,
+                "SourceBucket": self.artifact_bucket.bucket_name,
+                "SourceKey": self.source_key,
+                "PipelineName": self.pipeline.pipeline_name,
+                "SourceActionName": "Source",
+                "RepositoryName": self.repository.repository_name,
+                "FunctionName": name,
+                "WaitForBuild": "true" if wait_for_build else "false",
+                "DeadlineSeconds": str(int(deadline_seconds)),
+            },
+        )
+        # The trigger must not run before its permissions exist.
+        self.trigger.node.add_dependency(self.trigger_role)
+
+        # ---- the function -------------------------------------------------------------------------
+        digest_hex = self.trigger.get_att_string("DigestHex")
+        function_logs = logs.LogGroup(
+            self,
+            "FunctionLogs",
+            log_group_name=f"/aws/lambda/{name}",
+            retention=config.log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role = config.role
+        if role is None:
+            role = iam.Role(
+                self,
+                "FunctionRole",
+                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                description=f"Execution role of {name}",
+            )
+        function_logs.grant_write(role)
+        self.lambda_function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            function_name=name,
+            code=lambda_.DockerImageCode.from_ecr(self.repository, tag_or_digest=f"sha256:{digest_hex}"),
+            architecture=PLATFORMS[platform],
+            role=role,
+            timeout=config.timeout_duration(),
+            memory_size=config.memory_size,
+            ephemeral_storage_size=config.ephemeral_storage_size(),
+            environment=dict(config.environment),
+            reserved_concurrent_executions=config.reserved_concurrent_executions,
+            description=config.description,
+            log_group=function_logs,
+        )
+        for key in sorted(config.tags):
+            Tags.of(self.lambda_function).add(key, config.tags[key])
+
+    @property
+    def image_uri(self) -> str:
+        """``<repository uri>@sha256:<digest>`` the function is pinned to (a deploy-time token)."""
+        return f"{self.repository.repository_uri}@sha256:{self.trigger.get_att_string('DigestHex')}"
+
+    def _grant_trigger(self, function_arn: str) -> None:
+        role = self.trigger_role
+        self.on_event_function.log_group.grant_write(role)
+        self.is_complete_function.log_group.grant_write(role)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.context_asset.bucket.arn_for_objects(self.context_asset.s3_object_key)],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.artifact_bucket.arn_for_objects(self.source_key)],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "codepipeline:StartPipelineExecution",
+                    "codepipeline:GetPipelineExecution",
+                    "codepipeline:ListActionExecutions",
+                ],
+                resources=[self.pipeline.pipeline_arn],
+            )
+        )
+        self.repository.grant(role, "ecr:DescribeImages")
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["codebuild:BatchGetBuilds"], resources=[self.project.project_arn])
+        )
+        build_log_streams = Stack.of(self).format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"{self.build_log_group.log_group_name}:log-stream:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        # Build log stream names are build ids, known only at run time: the streams of this one group.
+        role.add_to_policy(iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[build_log_streams]))
+        if not self.wait_for_build:
+            role.add_to_policy(iam.PolicyStatement(actions=["lambda:GetFunction"], resources=[function_arn]))

@@ -1,0 +1,320 @@
+"""Custom resource handlers of CodeBuildDockerImage (custom_resources.Provider on-event / is-complete).
+
+on_event (Create / Update):
+  - the content tag already in ECR -> nothing is started; returns that tag's digest
+    (redeploys and rollbacks never rebuild);
+  - otherwise copies the hashed asset to the pipeline's source key, starts the pipeline pinned to
+    the new object version with IMAGE_TAG / UPDATE_FUNCTION as pipeline variables, and
+      * waits (is_complete polls the execution) on Create, in wait mode, or when the function does
+        not exist yet;
+      * in async mode returns at once with the digest the function runs now; the build then
+        updates the function itself.
+on_event (Delete): nothing (the repository and bucket follow their removal policy).
+is_complete: polls the execution by id; on success returns the digest of the tag; on failure raises
+  with the CodeBuild log tail and console links; past the deadline raises instead of hanging.
+
+Properties (strings): ImageTag, AssetBucket, AssetKey, SourceBucket, SourceKey, PipelineName,
+SourceActionName, RepositoryName, FunctionName, WaitForBuild ("true"/"false"), DeadlineSeconds.
+Attributes: ImageTag, ImageDigest ("sha256:..."), DigestHex, PipelineExecutionId, Built ("true"/"false").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+LOG = logging.getLogger()
+LOG.setLevel(logging.INFO)
+
+RETRYABLE_START_ERRORS = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "PipelineNotFoundException",  # a pipeline created a moment ago
+        "ConcurrentPipelineExecutionsLimitExceededException",
+    }
+)
+START_RETRY_DELAYS = (2.0, 4.0, 8.0, 15.0, 20.0, 30.0, 30.0)  # ~110 s: IAM propagation takes seconds
+RUNNING = "InProgress"
+LOG_TAIL_LINES = 25
+LOG_TAIL_CHARS = 1800
+
+
+class BuildFailedError(RuntimeError):
+    """The image build failed, was stopped, superseded or did not finish in time."""
+
+
+class Clients:
+    """The AWS clients the handlers use; tests pass stubbed ones."""
+
+    def __init__(self, **clients: Any) -> None:
+        self._clients = dict(clients)
+
+    def __getattr__(self, service: str) -> Any:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service)
+        return self._clients[service]
+
+
+_CLIENTS = Clients()
+
+
+def _region(clients: Clients) -> str:
+    return str(clients.codepipeline.meta.region_name or os.environ.get("AWS_REGION", "us-east-1"))
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _with_retries(call: Callable[[], Any], what: str, sleep: Callable[[float], None]) -> Any:
+    """Run ``call``, retrying AccessDenied / throttling (fresh IAM policies take seconds to apply)."""
+    for delay in (*START_RETRY_DELAYS, None):
+        try:
+            return call()
+        except ClientError as err:
+            code = _error_code(err)
+            if code not in RETRYABLE_START_ERRORS or delay is None:
+                raise
+            LOG.warning("%s failed with %s; retrying in %.0f s", what, code, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def find_image_digest(clients: Clients, repository: str, tag: str) -> str | None:
+    """The digest of ``repository:tag`` or None when the tag does not exist."""
+    try:
+        response = clients.ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    except ClientError as err:
+        if _error_code(err) == "ImageNotFoundException":
+            return None
+        raise
+    details = response.get("imageDetails") or []
+    return str(details[0]["imageDigest"]) if details else None
+
+
+def current_function_digest(clients: Clients, function_name: str) -> str | None:
+    """The digest the function runs now, or None when the function does not exist."""
+    try:
+        response = clients.__getattr__("lambda").get_function(FunctionName=function_name)
+    except ClientError as err:
+        if _error_code(err) == "ResourceNotFoundException":
+            return None
+        raise
+    resolved = str(response.get("Code", {}).get("ResolvedImageUri") or response.get("Code", {}).get("ImageUri", ""))
+    _, _, digest = resolved.partition("@")
+    return digest if digest.startswith("sha256:") else None
+
+
+def _result(tag: str, digest: str, *, execution_id: str = "", built: bool) -> dict[str, str]:
+    return {
+        "ImageTag": tag,
+        "ImageDigest": digest,
+        "DigestHex": digest.removeprefix("sha256:"),
+        "PipelineExecutionId": execution_id,
+        "Built": "true" if built else "false",
+    }
+
+
+def start_build(
+    props: Mapping[str, Any],
+    *,
+    update_function: bool,
+    request_id: str,
+    clients: Clients,
+    sleep: Callable[[float], None],
+) -> str:
+    """Copy the context asset to the source key and start the pipeline on that object version."""
+    copied = _with_retries(
+        lambda: clients.s3.copy_object(
+            Bucket=props["SourceBucket"],
+            Key=props["SourceKey"],
+            CopySource={"Bucket": props["AssetBucket"], "Key": props["AssetKey"]},
+        ),
+        "CopyObject",
+        sleep,
+    )
+    version_id = copied.get("VersionId")
+    if not version_id:
+        raise RuntimeError(f"s3://{props['SourceBucket']}/{props['SourceKey']} has no version id: is versioning on?")
+    kwargs: dict[str, Any] = {
+        "name": props["PipelineName"],
+        "variables": [
+            {"name": "IMAGE_TAG", "value": props["ImageTag"]},
+            {"name": "UPDATE_FUNCTION", "value": "true" if update_function else "false"},
+        ],
+        "sourceRevisions": [
+            {
+                "actionName": props.get("SourceActionName", "Source"),
+                "revisionType": "S3_OBJECT_VERSION_ID",
+                "revisionValue": version_id,
+            }
+        ],
+    }
+    if request_id:
+        kwargs["clientRequestToken"] = "".join(c for c in request_id if c.isalnum() or c == "-")[:128]
+    started = _with_retries(
+        lambda: clients.codepipeline.start_pipeline_execution(**kwargs), "StartPipelineExecution", sleep
+    )
+    execution_id = str(started["pipelineExecutionId"])
+    LOG.info(
+        "started %s execution %s for tag %s (source version %s, update_function=%s)",
+        props["PipelineName"],
+        execution_id,
+        props["ImageTag"],
+        version_id,
+        update_function,
+    )
+    return execution_id
+
+
+def handle_event(
+    event: Mapping[str, Any],
+    *,
+    clients: Clients | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    clients = clients or _CLIENTS
+    request = event["RequestType"]
+    props = event["ResourceProperties"]
+    physical_id = event.get("PhysicalResourceId") or f"image-build:{props['FunctionName']}"
+    if request == "Delete":
+        return {"PhysicalResourceId": physical_id}
+    tag = str(props["ImageTag"])
+    existing = find_image_digest(clients, props["RepositoryName"], tag)
+    if existing:
+        LOG.info("%s:%s exists (%s): nothing to build", props["RepositoryName"], tag, existing)
+        return {"PhysicalResourceId": physical_id, "Data": _result(tag, existing, built=False)}
+
+    wait = request == "Create" or props.get("WaitForBuild") == "true"
+    running_digest = None
+    if not wait:
+        running_digest = current_function_digest(clients, props["FunctionName"])
+        wait = running_digest is None  # no function yet (or not an image function): it needs this image
+    execution_id = start_build(
+        props, update_function=not wait, request_id=str(event.get("RequestId", "")), clients=clients, sleep=sleep
+    )
+    if wait:
+        data = {"PipelineExecutionId": execution_id, "ImageTag": tag, "StartedAt": str(int(now()))}
+        return {"PhysicalResourceId": physical_id, "Data": data}
+    assert running_digest is not None
+    LOG.info("async mode: %s keeps %s until the build updates it", props["FunctionName"], running_digest)
+    return {
+        "PhysicalResourceId": physical_id,
+        "Data": _result(tag, running_digest, execution_id=execution_id, built=False),
+    }
+
+
+def console_url(region: str, pipeline: str, execution_id: str) -> str:
+    return (
+        f"https://{region}.console.aws.amazon.com/codesuite/codepipeline/pipelines/{pipeline}"
+        f"/executions/{execution_id}/timeline?region={region}"
+    )
+
+
+def _build_action(clients: Clients, pipeline: str, execution_id: str) -> dict[str, Any] | None:
+    response = clients.codepipeline.list_action_executions(
+        pipelineName=pipeline, filter={"pipelineExecutionId": execution_id}
+    )
+    details = [d for d in response.get("actionExecutionDetails", []) if d.get("stageName") == "Build"]
+    return details[0] if details else None
+
+
+def failure_reason(clients: Clients, props: Mapping[str, Any], execution_id: str, status: str, summary: str) -> str:
+    """A reason for CloudFormation: what failed, a console link and the tail of the build log."""
+    pipeline = props["PipelineName"]
+    region = _region(clients)
+    parts = [f"image build {props['ImageTag']} {status.lower()}: pipeline {pipeline} execution {execution_id}"]
+    if summary:
+        parts.append(summary)
+    link = console_url(region, pipeline, execution_id)
+    tail = ""
+    try:
+        action = _build_action(clients, pipeline, execution_id)
+        result = (action or {}).get("output", {}).get("executionResult", {})
+        build_id = result.get("externalExecutionId")
+        if result.get("externalExecutionSummary"):
+            parts.append(str(result["externalExecutionSummary"]))
+        if build_id:
+            builds = clients.codebuild.batch_get_builds(ids=[build_id]).get("builds", [])
+            if builds:
+                build = builds[0]
+                link = build.get("logs", {}).get("deepLink") or result.get("externalExecutionUrl") or link
+                failed = [
+                    f"{p['phaseType']}: {p['contexts'][0].get('message', '')}"
+                    for p in build.get("phases", [])
+                    if p.get("phaseStatus") not in (None, "SUCCEEDED") and p.get("contexts")
+                ]
+                parts.extend(failed[:2])
+                group, stream = build.get("logs", {}).get("groupName"), build.get("logs", {}).get("streamName")
+                if group and stream:
+                    events = clients.logs.get_log_events(
+                        logGroupName=group, logStreamName=stream, limit=LOG_TAIL_LINES, startFromHead=False
+                    ).get("events", [])
+                    tail = "\n".join(str(e.get("message", "")).rstrip() for e in events)
+    except ClientError as err:  # the reason must still reach CloudFormation
+        parts.append(f"(could not read the build log: {_error_code(err)})")
+    reason = ". ".join(parts) + f". Console: {link}"
+    if tail:
+        reason += "\nLast build log lines:\n" + tail[-LOG_TAIL_CHARS:]
+    return reason
+
+
+def check_complete(
+    event: Mapping[str, Any], *, clients: Clients | None = None, now: Callable[[], float] = time.time
+) -> dict[str, Any]:
+    clients = clients or _CLIENTS
+    data = event.get("Data") or {}
+    props = event["ResourceProperties"]
+    execution_id = data.get("PipelineExecutionId")
+    if event["RequestType"] == "Delete" or "ImageDigest" in data or not execution_id:
+        return {"IsComplete": True}
+    pipeline = props["PipelineName"]
+    execution = clients.codepipeline.get_pipeline_execution(pipelineName=pipeline, pipelineExecutionId=execution_id)[
+        "pipelineExecution"
+    ]
+    status = str(execution.get("status", ""))
+    summary = str(execution.get("statusSummary", ""))
+    if status == RUNNING or status == "Stopping":
+        elapsed = now() - float(data.get("StartedAt", now()))
+        if elapsed > float(props.get("DeadlineSeconds", 2700)):
+            raise BuildFailedError(
+                failure_reason(clients, props, execution_id, "timed out", f"still {status} after {int(elapsed)} s")
+            )
+        return {"IsComplete": False}
+    if status == "Succeeded":
+        tag = str(props["ImageTag"])
+        digest = find_image_digest(clients, props["RepositoryName"], tag)
+        if not digest:
+            raise BuildFailedError(
+                f"pipeline {pipeline} execution {execution_id} succeeded but {props['RepositoryName']}:{tag} "
+                f"is not in ECR. Console: {console_url(_region(clients), pipeline, execution_id)}"
+            )
+        return {"IsComplete": True, "Data": _result(tag, digest, execution_id=execution_id, built=True)}
+    raise BuildFailedError(failure_reason(clients, props, execution_id, status or "unknown", summary))
+
+
+def on_event(event: dict[str, Any], context: object) -> dict[str, Any]:
+    LOG.info(
+        "%s %s tag=%s",
+        event.get("RequestType"),
+        event.get("LogicalResourceId"),
+        event.get("ResourceProperties", {}).get("ImageTag"),
+    )
+    return handle_event(event)
+
+
+def is_complete(event: dict[str, Any], context: object) -> dict[str, Any]:
+    return check_complete(event)
