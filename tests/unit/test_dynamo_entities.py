@@ -1,0 +1,209 @@
+"""receipt_dynamo entities: validation at construction, item round trips, key strings as in DESIGN.md."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receipt_dynamo import (
+    EntityValidationError,
+    Receipt,
+    ReceiptDetails,
+    ReceiptLine,
+    ReceiptWord,
+    ReceiptWordLabel,
+    ValidationStatus,
+    keys,
+)
+
+pytestmark = pytest.mark.unit
+
+IMAGE_ID = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
+TS = "2026-11-29T03:15:36.123456+00:00"
+BOX = {"x": 0.1, "y": 0.25, "width": 0.3, "height": 0.02}
+
+
+def make_label(**overrides: Any) -> ReceiptWordLabel:
+    fields: dict[str, Any] = {
+        "image_id": IMAGE_ID,
+        "receipt_id": 1,
+        "line_id": 2,
+        "word_id": 3,
+        "label": "GRAND_TOTAL",
+        "reasoning": "amount on the TOTAL line",
+        "timestamp_added": TS,
+        "validation_status": ValidationStatus.PENDING,
+        "label_proposed_by": "receipt_label:gpt-oss:120b",
+        "label_consolidated_from": None,
+    }
+    fields.update(overrides)
+    return ReceiptWordLabel(**fields)
+
+
+ENTITIES = [
+    Receipt(IMAGE_ID, 1),
+    ReceiptLine(IMAGE_ID, 1, 7, "TOTAL $ 21.80"),
+    ReceiptLine(IMAGE_ID, 12, 99999, "TOTAL $ 21.80", bounding_box=BOX, confidence=0.973),
+    ReceiptWord(IMAGE_ID, 1, 7, 3, "21.80"),
+    ReceiptWord(IMAGE_ID, 1, 7, 3, "$5.00", bounding_box={"x": 0, "y": 1, "width": 0.5, "height": 0.1}, confidence=1),
+    make_label(),
+    make_label(validation_status=ValidationStatus.VALID, label_proposed_by=None),
+    make_label(label_consolidated_from="TOTAL", reasoning="", timestamp_added="2026-01-02T03:04:05Z"),
+]
+
+
+@pytest.mark.parametrize("entity", ENTITIES, ids=lambda e: type(e).__name__)
+def test_entity_round_trips_through_its_item(entity: Any) -> None:
+    item = entity.to_item()
+    assert type(entity).from_item(item) == entity
+    assert {k: item[k] for k in ("PK", "SK")} == entity.key
+    # every attribute value is in the low-level client form
+    assert all(len(v) == 1 and next(iter(v)) in {"S", "N", "M"} for v in item.values())
+
+
+def test_key_strings_match_design_character_for_character() -> None:
+    pk = f"IMAGE#{IMAGE_ID}"
+    assert Receipt(IMAGE_ID, 1).to_item() == {"PK": {"S": pk}, "SK": {"S": "RECEIPT#00001"}, "TYPE": {"S": "RECEIPT"}}
+    line = ReceiptLine(IMAGE_ID, 1, 1, "TRADER JOE'S").to_item()
+    assert (line["PK"]["S"], line["SK"]["S"], line["TYPE"]["S"]) == (pk, "RECEIPT#00001#LINE#00001", "RECEIPT_LINE")
+    word = ReceiptWord(IMAGE_ID, 1, 1, 1, "TRADER").to_item()
+    assert (word["PK"]["S"], word["SK"]["S"], word["TYPE"]["S"]) == (
+        pk,
+        "RECEIPT#00001#LINE#00001#WORD#00001",
+        "RECEIPT_WORD",
+    )
+    label = make_label(receipt_id=1, line_id=1, word_id=1, label="MERCHANT_NAME").to_item()
+    assert (label["PK"]["S"], label["SK"]["S"], label["TYPE"]["S"]) == (
+        pk,
+        "RECEIPT#00001#LINE#00001#WORD#00001#LABEL#MERCHANT_NAME",
+        "RECEIPT_WORD_LABEL",
+    )
+    assert label["GSI3PK"] == {"S": "VALIDATION_STATUS#PENDING"}
+    assert label["GSI3SK"] == {"S": f"IMAGE#{IMAGE_ID}#RECEIPT#00001#LINE#00001#WORD#00001#LABEL#MERCHANT_NAME"}
+    wide = make_label(receipt_id=12, line_id=345, word_id=99999, label="TAX", validation_status="NEEDS_REVIEW")
+    assert wide.key["SK"]["S"] == "RECEIPT#00012#LINE#00345#WORD#99999#LABEL#TAX"
+    assert wide.to_item()["GSI3PK"]["S"] == "VALIDATION_STATUS#NEEDS_REVIEW"
+
+
+def test_label_item_carries_every_field() -> None:
+    item = make_label(label_consolidated_from="TOTAL").to_item()
+    assert item["label"] == {"S": "GRAND_TOTAL"}
+    assert item["reasoning"] == {"S": "amount on the TOTAL line"}
+    assert item["timestamp_added"] == {"S": TS}
+    assert item["validation_status"] == {"S": "PENDING"}
+    assert item["label_proposed_by"] == {"S": "receipt_label:gpt-oss:120b"}
+    assert item["label_consolidated_from"] == {"S": "TOTAL"}
+    assert "label_proposed_by" not in make_label(label_proposed_by=None).to_item()
+
+
+def test_keys_parse_what_they_build() -> None:
+    sk = keys.label_sk(3, 45, 678, "UNIT_PRICE")
+    assert keys.parse_sk(sk) == (3, 45, 678, "UNIT_PRICE")
+    assert keys.parse_sk(keys.receipt_sk(9)) == (9, None, None, None)
+    assert keys.parse_pk(keys.image_pk(IMAGE_ID)) == IMAGE_ID
+    with pytest.raises(ValueError, match="RECEIPT#1"):
+        keys.parse_sk("RECEIPT#1")
+
+
+def test_validation_status_is_a_str_enum_accepting_strings() -> None:
+    assert [s.value for s in ValidationStatus] == ["NONE", "PENDING", "VALID", "INVALID", "NEEDS_REVIEW"]
+    assert isinstance(ValidationStatus.VALID, str) and ValidationStatus.VALID == "VALID"
+    assert make_label(validation_status="VALID").validation_status is ValidationStatus.VALID
+
+
+INVALID_FIELDS: list[tuple[str, Any, dict[str, Any], str]] = [
+    # (entity, factory, overrides, field named in the error)
+    ("Receipt", Receipt, {"image_id": "not-a-uuid"}, "image_id"),
+    ("Receipt", Receipt, {"image_id": IMAGE_ID.upper()}, "image_id"),
+    ("Receipt", Receipt, {"image_id": 42}, "image_id"),
+    ("Receipt", Receipt, {"receipt_id": 0}, "receipt_id"),
+    ("Receipt", Receipt, {"receipt_id": True}, "receipt_id"),
+    ("Receipt", Receipt, {"receipt_id": "1"}, "receipt_id"),
+    ("Receipt", Receipt, {"receipt_id": 100000}, "receipt_id"),
+    ("ReceiptLine", ReceiptLine, {"line_id": -1}, "line_id"),
+    ("ReceiptLine", ReceiptLine, {"text": "   "}, "text"),
+    ("ReceiptLine", ReceiptLine, {"text": None}, "text"),
+    ("ReceiptLine", ReceiptLine, {"bounding_box": {"x": 0.1, "y": 0.1, "width": 0.2}}, "bounding_box"),
+    ("ReceiptLine", ReceiptLine, {"bounding_box": [0.1, 0.1, 0.2, 0.2]}, "bounding_box"),
+    ("ReceiptLine", ReceiptLine, {"bounding_box": {**BOX, "height": 1.5}}, "bounding_box.height"),
+    ("ReceiptLine", ReceiptLine, {"confidence": 1.01}, "confidence"),
+    ("ReceiptLine", ReceiptLine, {"confidence": float("nan")}, "confidence"),
+    ("ReceiptWord", ReceiptWord, {"word_id": 0}, "word_id"),
+    ("ReceiptWord", ReceiptWord, {"line_id": 2.0}, "line_id"),
+    ("ReceiptWord", ReceiptWord, {"text": ""}, "text"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "x": "0.1"}}, "bounding_box.x"),
+    ("ReceiptWord", ReceiptWord, {"confidence": -0.1}, "confidence"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"image_id": ""}, "image_id"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"receipt_id": -3}, "receipt_id"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"line_id": None}, "line_id"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"word_id": 0}, "word_id"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"label": ""}, "label"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"label": "grand_total"}, "label"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"label": "TOTAL#X"}, "label"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"reasoning": None}, "reasoning"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"timestamp_added": "yesterday"}, "timestamp_added"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"timestamp_added": "2026-11-29T03:15:36"}, "timestamp_added"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"timestamp_added": "2026-11-29T03:15:36-05:00"}, "timestamp_added"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"validation_status": "APPROVED"}, "validation_status"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"validation_status": None}, "validation_status"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"label_proposed_by": ""}, "label_proposed_by"),
+    ("ReceiptWordLabel", ReceiptWordLabel, {"label_consolidated_from": 5}, "label_consolidated_from"),
+]
+
+VALID_ARGS: dict[str, dict[str, Any]] = {
+    "Receipt": {"image_id": IMAGE_ID, "receipt_id": 1},
+    "ReceiptLine": {"image_id": IMAGE_ID, "receipt_id": 1, "line_id": 1, "text": "TOTAL 5.00"},
+    "ReceiptWord": {"image_id": IMAGE_ID, "receipt_id": 1, "line_id": 1, "word_id": 1, "text": "TOTAL"},
+    "ReceiptWordLabel": dataclasses.asdict(make_label()),
+}
+
+
+@pytest.mark.parametrize(("entity", "factory", "overrides", "field"), INVALID_FIELDS)
+def test_each_invalid_field_raises_an_error_naming_it(
+    entity: str, factory: Any, overrides: dict[str, Any], field: str
+) -> None:
+    factory(**VALID_ARGS[entity])  # the baseline is valid
+    with pytest.raises(EntityValidationError) as info:
+        factory(**{**VALID_ARGS[entity], **overrides})
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{entity}.{field}: ")
+    assert isinstance(info.value, ValueError)
+
+
+def test_from_item_rejects_an_item_of_another_type() -> None:
+    with pytest.raises(EntityValidationError, match="RECEIPT_WORD"):
+        ReceiptWord.from_item(ReceiptLine(IMAGE_ID, 1, 1, "X").to_item())
+
+
+def test_receipt_details_sorts_by_ids() -> None:
+    words = [ReceiptWord(IMAGE_ID, 1, line, word, "W") for line, word in [(2, 1), (1, 10), (1, 2), (10, 1)]]
+    labels = [make_label(line_id=2, word_id=1, label="TAX"), make_label(line_id=1, word_id=1, label="TAX")]
+    details = ReceiptDetails(Receipt(IMAGE_ID, 1), lines=[], words=words, labels=labels)
+    assert [(w.line_id, w.word_id) for w in details.words] == [(1, 2), (1, 10), (2, 1), (10, 1)]
+    assert [(x.line_id, x.word_id) for x in details.labels] == [(1, 1), (2, 1)]
+
+
+def test_entities_are_immutable() -> None:
+    label = make_label()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        label.label = "TAX"  # type: ignore[misc]
+    assert uuid.UUID(label.image_id)
+
+
+def test_runtime_modules_import_only_stdlib_and_boto3() -> None:
+    """The zip Lambda ships receipt_dynamo with boto3 only; tqdm is imported lazily by the CLI alone."""
+    package = Path(__file__).resolve().parents[2] / "receipt_dynamo"
+    allowed = set(sys.stdlib_module_names) | {"boto3", "botocore", "receipt_dynamo"}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        for node in top_level:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name} at module level"
