@@ -41,3 +41,7 @@ def synth_app(outdir: Path, **context: Any) -> Any:
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One synthesis of the default app, shared by the tests that only read it."""
     return synth_app(tmp_path_factory.mktemp("cdk.out"))
+
+
+# The loopback Ollama server (`ollama_server` fixture; API in tests/ollama_server.py's docstring).
+from tests.ollama_server import ollama_server  # noqa: E402, F401

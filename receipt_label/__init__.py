@@ -1,0 +1,45 @@
+"""LangGraph + Ollama labeling of receipt words: one chat call per receipt in the normal case.
+
+from receipt_label import OllamaSettings, create_chat_model, label_receipt
+result = label_receipt(details, llm=create_chat_model(OllamaSettings.from_env()))
+result.labels     # ReceiptWordLabel, PENDING, label_proposed_by "receipt_label:<model>"
+result.rejected   # dropped proposals with .reason
+result.llm_calls  # 1 normally
+"""
+
+from receipt_label.answer import ANSWER_JSON_SCHEMA
+from receipt_label.config import OllamaSettings, SettingsError
+from receipt_label.errors import (
+    LabelingError,
+    LLMError,
+    LLMOutputError,
+    LLMRateLimitError,
+    LLMRequestError,
+    LLMTransientError,
+)
+from receipt_label.graph import PROPOSED_BY_PREFIX, LabelingOptions, build_labeling_graph
+from receipt_label.labeler import label_receipt, tracing_enabled
+from receipt_label.llm import create_chat_model
+from receipt_label.state import LabelingResult, RejectedProposal
+from receipt_label.taxonomy import CORE_LABELS
+
+__all__ = [
+    "ANSWER_JSON_SCHEMA",
+    "CORE_LABELS",
+    "PROPOSED_BY_PREFIX",
+    "LLMError",
+    "LLMOutputError",
+    "LLMRateLimitError",
+    "LLMRequestError",
+    "LLMTransientError",
+    "LabelingError",
+    "LabelingOptions",
+    "LabelingResult",
+    "OllamaSettings",
+    "RejectedProposal",
+    "SettingsError",
+    "build_labeling_graph",
+    "create_chat_model",
+    "label_receipt",
+    "tracing_enabled",
+]

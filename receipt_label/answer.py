@@ -1,0 +1,100 @@
+"""The answer the model must give: its JSON schema (sent as Ollama's `format`) and the lenient parser.
+
+Ollama constrains generation to `ANSWER_JSON_SCHEMA` (labels restricted to the taxonomy). The
+parser does not trust that: it accepts the top-level shape or reports it as wrong, and checks
+each item on its own so one malformed item costs that item, not the whole answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from receipt_label.taxonomy import CORE_LABELS
+
+MAX_ANSWER_CHARS = 2_000_000
+"""Answers longer than this are not parsed (a runaway generation); they count as unusable."""
+
+ANSWER_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "labels": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "line_id": {"type": "integer"},
+                    "word_id": {"type": "integer"},
+                    "label": {"type": "string", "enum": list(CORE_LABELS)},
+                    "reasoning": {"type": "string"},
+                },
+                "required": ["line_id", "word_id", "label", "reasoning"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["labels"],
+    "additionalProperties": False,
+}
+
+
+class LabelProposal(BaseModel):
+    """One item of the answer: a label the model proposes for the word `[line_id:word_id]`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    line_id: int
+    word_id: int
+    label: str
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    proposals: list[LabelProposal]
+    malformed: list[tuple[int, str]]  # (item index, problem)
+
+
+class AnswerFormatError(ValueError):
+    """The answer is not JSON, or not an object with a `labels` array."""
+
+
+_FENCE_RE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def parse_answer(text: str) -> ParsedAnswer:
+    """Parse the model's text; raise AnswerFormatError if it cannot be used at all."""
+    if len(text) > MAX_ANSWER_CHARS:
+        raise AnswerFormatError(f"the answer is {len(text)} characters long, more than the limit of {MAX_ANSWER_CHARS}")
+    if not text.strip():
+        raise AnswerFormatError("the answer is empty")
+    fenced = _FENCE_RE.match(text)
+    body = fenced.group(1) if fenced else text
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise AnswerFormatError(
+            f"the answer is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise AnswerFormatError(
+            f'the answer must be a JSON object {{"labels": [...]}}, got a JSON {type(data).__name__}'
+        )
+    items = data.get("labels")
+    if not isinstance(items, list):
+        raise AnswerFormatError('the answer must have a "labels" array')
+    proposals: list[LabelProposal] = []
+    malformed: list[tuple[int, str]] = []
+    for index, item in enumerate(items):
+        try:
+            proposals.append(LabelProposal.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'item'}: {err['msg']}" for err in exc.errors()
+            )
+            malformed.append((index, problems))
+    return ParsedAnswer(proposals=proposals, malformed=malformed)

@@ -1,0 +1,236 @@
+"""The labeling workflow as a LangGraph graph.
+
+    START -> build_prompt -> call_model -> validate --ok--> build_labels -> END
+                                ^              |--repair--> repair --+
+                                +------------------------------------+
+                                               |--fail--> fail (raises LLMOutputError)
+
+- build_prompt: system instructions (taxonomy, rules, answer form) + the receipt's words by line.
+- call_model: one chat call (`invoke_with_retries`: small in-process retries for transient errors).
+- validate: parse the JSON; check each proposal (word exists, label in the taxonomy, word not
+  already labeled, one label per word, no duplicates). Unusable answers (not JSON, wrong shape)
+  and answers with too many invalid items go to one repair call that shows the model its errors.
+- build_labels: `ReceiptWordLabel` objects, PENDING, `label_proposed_by = "receipt_label:<model>"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from receipt_dynamo import ReceiptDetails, ReceiptWordLabel, ValidationStatus
+from receipt_label import prompts
+from receipt_label.answer import AnswerFormatError, LabelProposal, parse_answer
+from receipt_label.errors import LLMOutputError
+from receipt_label.llm import RATE_LIMIT_ATTEMPTS, RETRY_DELAY_SECONDS, TRANSIENT_ATTEMPTS, invoke_with_retries
+from receipt_label.state import LabelingState, RejectedProposal, Verdict
+from receipt_label.taxonomy import CORE_LABELS
+
+logger = logging.getLogger(__name__)
+
+PROPOSED_BY_PREFIX = "receipt_label:"
+
+
+@dataclass(frozen=True)
+class LabelingOptions:
+    """Tuning of the workflow; the defaults are what the pipeline uses."""
+
+    max_repair_calls: int = 1
+    repair_min_invalid: int = 3
+    """An answer needs a repair when its invalid items reach this count AND ..."""
+    repair_invalid_fraction: float = 0.1
+    """... this share of its items (unknown word, unknown label, malformed item, conflicting labels)."""
+    transient_attempts: int = TRANSIENT_ATTEMPTS
+    rate_limit_attempts: int = RATE_LIMIT_ATTEMPTS
+    retry_delay_seconds: float = RETRY_DELAY_SECONDS
+    max_reasoning_chars: int = 500
+
+
+@dataclass(frozen=True)
+class Review:
+    accepted: list[LabelProposal]
+    rejected: list[RejectedProposal]
+    invalid: int  # items that count towards a repair
+    total: int
+    unusable: str | None  # why the whole answer cannot be used, if it cannot
+
+
+def normalize_label(label: str) -> str:
+    return re.sub(r"[\s\-]+", "_", label.strip()).upper()
+
+
+def existing_labels(details: ReceiptDetails) -> dict[tuple[int, int], list[str]]:
+    existing: dict[tuple[int, int], list[str]] = {}
+    for label in details.labels:
+        existing.setdefault((label.line_id, label.word_id), []).append(label.label)
+    return existing
+
+
+def review_answer(text: str, word_ids: set[tuple[int, int]], existing: Mapping[tuple[int, int], list[str]]) -> Review:
+    """Check an answer against the receipt: what can be kept, what is rejected and why."""
+    try:
+        parsed = parse_answer(text)
+    except AnswerFormatError as exc:
+        return Review([], [], 0, 0, str(exc))
+    rejected: list[RejectedProposal] = []
+    invalid = 0
+    for index, problem in parsed.malformed:
+        rejected.append(RejectedProposal(None, None, None, "", f"item {index} is malformed: {problem}"))
+        invalid += 1
+    candidates: dict[tuple[int, int], list[LabelProposal]] = {}
+    for p in parsed.proposals:
+        label = normalize_label(p.label)
+        key = (p.line_id, p.word_id)
+        if label not in CORE_LABELS:
+            rejected.append(RejectedProposal(p.line_id, p.word_id, p.label, p.reasoning, f"unknown label {p.label!r}"))
+            invalid += 1
+        elif key not in word_ids:
+            reason = f"no word [{p.line_id}:{p.word_id}] on this receipt"
+            rejected.append(RejectedProposal(p.line_id, p.word_id, label, p.reasoning, reason))
+            invalid += 1
+        elif key in existing:
+            reason = f"word already labeled {', '.join(existing[key])} (context only)"
+            rejected.append(RejectedProposal(p.line_id, p.word_id, label, p.reasoning, reason))
+        else:
+            candidates.setdefault(key, []).append(p.model_copy(update={"label": label}))
+    accepted: list[LabelProposal] = []
+    for key, group in candidates.items():
+        labels = sorted({p.label for p in group})
+        if len(labels) > 1:
+            for p in group:
+                reason = f"conflicting labels for one word: {', '.join(labels)}"
+                rejected.append(RejectedProposal(key[0], key[1], p.label, p.reasoning, reason))
+                invalid += 1
+            continue
+        accepted.append(group[0])
+        for p in group[1:]:
+            rejected.append(RejectedProposal(key[0], key[1], p.label, p.reasoning, "duplicate of an earlier proposal"))
+    accepted.sort(key=lambda p: (p.line_id, p.word_id))
+    total = len(parsed.proposals) + len(parsed.malformed)
+    return Review(accepted, rejected, invalid, total, None)
+
+
+def build_labeling_graph(
+    llm: Runnable[Any, Any], *, model_name: str, options: LabelingOptions | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile the workflow around `llm` (a `ChatOllama` in production, any chat model in tests)."""
+    opts = options or LabelingOptions()
+
+    def build_prompt(state: LabelingState) -> dict[str, Any]:
+        details = state["details"]
+        existing = existing_labels(details)
+        messages = prompts.initial_messages(details, existing)
+        chars = prompts.prompt_chars(messages)
+        logger.debug("prompt: %d words, %d characters", len(details.words), chars)
+        return {"existing": existing, "messages": messages, "prompt_chars": chars, "llm_calls": 0, "repair_calls": 0}
+
+    def call_model(state: LabelingState, config: RunnableConfig) -> dict[str, Any]:
+        answer, attempts = invoke_with_retries(
+            llm,
+            state["messages"],
+            config=config,
+            transient_attempts=opts.transient_attempts,
+            rate_limit_attempts=opts.rate_limit_attempts,
+            retry_delay_seconds=opts.retry_delay_seconds,
+        )
+        text = answer.content if isinstance(answer.content, str) else answer.text
+        return {"answer_text": text, "llm_calls": state.get("llm_calls", 0) + attempts}
+
+    def validate(state: LabelingState) -> dict[str, Any]:
+        details = state["details"]
+        word_ids = {(w.line_id, w.word_id) for w in details.words}
+        review = review_answer(state["answer_text"], word_ids, state["existing"])
+        errors: list[str]
+        if review.unusable is not None:
+            errors = [review.unusable]
+        elif review.invalid >= max(opts.repair_min_invalid, math.ceil(opts.repair_invalid_fraction * review.total)):
+            errors = [
+                f"{review.invalid} of {review.total} items are invalid",
+                *(r.describe() for r in review.rejected if not r.reason.startswith(("duplicate", "word already"))),
+            ]
+        else:
+            errors = []
+        verdict: Verdict
+        if not errors:
+            verdict = "ok"
+        elif state.get("repair_calls", 0) < opts.max_repair_calls:
+            verdict = "repair"
+        else:
+            verdict = "fail"
+        update: dict[str, Any] = {
+            "accepted": review.accepted,
+            "rejected": review.rejected,
+            "errors": errors,
+            "verdict": verdict,
+        }
+        if errors and not state.get("first_errors"):
+            update["first_errors"] = errors
+        if errors:
+            logger.info("answer needs %s: %s", verdict, "; ".join(errors[:3]))
+        return update
+
+    def repair(state: LabelingState) -> dict[str, Any]:
+        messages = [
+            *state["messages"],
+            AIMessage(content=state["answer_text"]),
+            HumanMessage(content=prompts.repair_prompt(state["errors"])),
+        ]
+        return {"messages": messages, "repair_calls": state.get("repair_calls", 0) + 1}
+
+    def fail(state: LabelingState) -> dict[str, Any]:
+        calls = state.get("llm_calls", 0)
+        errors = state["errors"]
+        raise LLMOutputError(
+            f"the model's answer was unusable after {calls} call(s): {'; '.join(errors[:5])}",
+            errors=list(errors),
+            llm_calls=calls,
+        )
+
+    def build_labels(state: LabelingState) -> dict[str, Any]:
+        details = state["details"]
+        proposed_by = PROPOSED_BY_PREFIX + state["model_name"]
+        now = datetime.now(UTC).isoformat()
+        labels = [
+            ReceiptWordLabel(
+                image_id=details.receipt.image_id,
+                receipt_id=details.receipt.receipt_id,
+                line_id=p.line_id,
+                word_id=p.word_id,
+                label=p.label,
+                reasoning=" ".join(p.reasoning.split())[: opts.max_reasoning_chars],
+                timestamp_added=now,
+                validation_status=ValidationStatus.PENDING,
+                label_proposed_by=proposed_by,
+            )
+            for p in state["accepted"]
+        ]
+        return {"labels": labels}
+
+    def route(state: LabelingState) -> str:
+        return state["verdict"]
+
+    builder: StateGraph[LabelingState, Any, Any, Any] = StateGraph(LabelingState)
+    builder.add_node("build_prompt", build_prompt)
+    builder.add_node("call_model", call_model)
+    builder.add_node("validate", validate)
+    builder.add_node("repair", repair)
+    builder.add_node("fail", fail)
+    builder.add_node("build_labels", build_labels)
+    builder.add_edge(START, "build_prompt")
+    builder.add_edge("build_prompt", "call_model")
+    builder.add_edge("call_model", "validate")
+    builder.add_conditional_edges("validate", route, {"ok": "build_labels", "repair": "repair", "fail": "fail"})
+    builder.add_edge("repair", "call_model")
+    builder.add_edge("build_labels", END)
+    builder.add_edge("fail", END)
+    return builder.compile(name="receipt_label")

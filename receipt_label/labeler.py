@@ -1,0 +1,95 @@
+"""`label_receipt`: run the labeling graph for one receipt, with LangSmith tracing only when configured."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableConfig
+from langsmith import tracing_context
+
+from receipt_dynamo import ReceiptDetails
+from receipt_label.graph import LabelingOptions, build_labeling_graph
+from receipt_label.llm import model_name_of
+from receipt_label.state import LabelingResult
+
+logger = logging.getLogger(__name__)
+
+_TRACING_FLAGS = ("LANGSMITH_TRACING", "LANGSMITH_TRACING_V2", "LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING")
+_TRACING_KEYS = ("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY")
+
+
+def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """LangSmith tracing is on only when a tracing flag is "true" AND a LangSmith API key is set."""
+    env = os.environ if environ is None else environ
+    flag = any(env.get(name, "").strip().lower() == "true" for name in _TRACING_FLAGS)
+    return flag and any(env.get(name, "").strip() for name in _TRACING_KEYS)
+
+
+@contextlib.contextmanager
+def _tracing_scope() -> Iterator[None]:
+    if tracing_enabled():
+        yield
+    else:  # a flag without a key (or no flag): no tracer, no attempt to reach LangSmith
+        with tracing_context(enabled=False):
+            yield
+
+
+def label_receipt(
+    details: ReceiptDetails,
+    *,
+    llm: Runnable[Any, Any],
+    model_name: str | None = None,
+    options: LabelingOptions | None = None,
+    config: RunnableConfig | None = None,
+) -> LabelingResult:
+    """Propose a label for the words of one receipt, normally with exactly one chat call.
+
+    `llm`: a chat model (`create_chat_model(...)` in production; a fake one in tests).
+    `model_name`: names the proposer (`label_proposed_by = "receipt_label:<model_name>"`);
+    by default the chat model's `.model`. `config`: extra callbacks / tags / metadata.
+
+    Raises `LLMRateLimitError`, `LLMTransientError`, `LLMRequestError` (the call failed) or
+    `LLMOutputError` (the answer was unusable after one repair call); nothing is returned then.
+    """
+    name = model_name or model_name_of(llm)
+    graph = build_labeling_graph(llm, model_name=name, options=options)
+    receipt = details.receipt
+    run_config: RunnableConfig = {
+        "run_name": "label_receipt",
+        "tags": ["receipt_label"],
+        "metadata": {"image_id": receipt.image_id, "receipt_id": receipt.receipt_id, "model": name},
+    }
+    if config:
+        run_config = {**run_config, **config}
+        run_config["tags"] = ["receipt_label", *(config.get("tags") or [])]
+        run_config["metadata"] = {
+            **(config.get("metadata") or {}),
+            "image_id": receipt.image_id,
+            "receipt_id": receipt.receipt_id,
+            "model": name,
+        }
+    with _tracing_scope():
+        final = graph.invoke({"details": details, "model_name": name}, config=run_config)
+    result = LabelingResult(
+        labels=list(final["labels"]),
+        rejected=list(final.get("rejected", [])),
+        llm_calls=int(final.get("llm_calls", 0)),
+        model_name=name,
+        repaired=final.get("repair_calls", 0) > 0,
+        prompt_chars=int(final.get("prompt_chars", 0)),
+        errors=list(final.get("first_errors", [])),
+    )
+    logger.info(
+        "labeled receipt %s/%s: %d labels, %d rejected, %d llm call(s)%s",
+        receipt.image_id,
+        receipt.receipt_id,
+        len(result.labels),
+        len(result.rejected),
+        result.llm_calls,
+        " (after a repair)" if result.repaired else "",
+    )
+    return result

@@ -1,0 +1,101 @@
+"""Prompts: the system instructions (taxonomy and rules), the receipt listing and the repair message.
+
+Every word is shown with its ids as `[<line_id>:<word_id>] <text>`, one receipt line per prompt
+line, words separated by two spaces. A word that already carries labels is followed by
+`{LABEL, ...}`; it is context only. The prompt grows linearly with the number of words.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from receipt_dynamo import ReceiptDetails
+from receipt_label.taxonomy import CORE_LABELS
+
+MAX_ERRORS_SHOWN = 40
+"""The repair message lists at most this many problems (and says how many more there were)."""
+
+_EXAMPLE = json.dumps(
+    {
+        "labels": [
+            {"line_id": 1, "word_id": 1, "label": "MERCHANT_NAME", "reasoning": "store name at the top"},
+            {"line_id": 7, "word_id": 3, "label": "LINE_TOTAL", "reasoning": "price at the end of an item line"},
+        ]
+    }
+)
+
+
+def system_prompt(labels: Mapping[str, str] = CORE_LABELS) -> str:
+    taxonomy = "\n".join(f"- {name}: {definition}" for name, definition in labels.items())
+    return f"""You label the words of a shopping receipt read by OCR.
+
+Labels (use these names exactly):
+{taxonomy}
+
+Rules:
+- Each word is shown as [line_id:word_id] text, one receipt line per line. Name a word only by its two ids, \
+exactly as shown. The same text can appear more than once (two "$5.00" words are different words): \
+pick the ids of the word you mean.
+- Give a word at most one label. Leave out words that fit no label (greetings, separators, barcodes). \
+Never invent ids.
+- Label each word of a multi-word value (every word of the merchant name, an address, a product name).
+- A word followed by {{LABEL}} already has that label: use it as context, do not label it again.
+- reasoning: one short sentence (at most 12 words) saying why.
+
+Answer with JSON only, no other text, in this form:
+{_EXAMPLE}"""
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def receipt_listing(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
+    """The words grouped by line: `[1:1] TRADER  [1:2] JOE'S`; labeled words get ` {LABEL}`."""
+    by_line: dict[int, list[str]] = {}
+    for word in details.words:
+        rendered = f"[{word.line_id}:{word.word_id}] {_clean(word.text)}"
+        labels = existing.get((word.line_id, word.word_id))
+        if labels:
+            rendered += " {" + ", ".join(labels) + "}"
+        by_line.setdefault(word.line_id, []).append(rendered)
+    return "\n".join("  ".join(words) for _, words in sorted(by_line.items()))
+
+
+def user_prompt(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
+    lines = len({w.line_id for w in details.words})
+    return (
+        f"Receipt with {lines} lines and {len(details.words)} words "
+        f"({len(existing)} already labeled). Label the words:\n\n{receipt_listing(details, existing)}"
+    )
+
+
+def initial_messages(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> list[BaseMessage]:
+    return [SystemMessage(content=system_prompt()), HumanMessage(content=user_prompt(details, existing))]
+
+
+def repair_prompt(errors: Iterable[str]) -> str:
+    problems = list(errors)
+    shown = problems[:MAX_ERRORS_SHOWN]
+    more = len(problems) - len(shown)
+    listing = "\n".join(f"- {p}" for p in shown)
+    if more > 0:
+        listing += f"\n- ... and {more} more problems of the same kinds"
+    return (
+        "Your previous answer could not be used:\n"
+        f"{listing}\n\n"
+        "Answer again with the complete JSON for the whole receipt (all labels, not only the corrections), "
+        "following the rules above: only ids and labels that exist, at most one label per word. JSON only."
+    )
+
+
+def prompt_chars(messages: Sequence[BaseMessage]) -> int:
+    """Characters of all message contents: the basis of the prompt-size estimate (about 4 characters a token)."""
+    return sum(len(m.content) if isinstance(m.content, str) else len(json.dumps(m.content)) for m in messages)
+
+
+def estimate_tokens(chars: int) -> int:
+    return -(-chars // 4)
