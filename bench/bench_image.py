@@ -1,0 +1,225 @@
+"""The process_receipt container image: cold import time of the handler and arm64 dependency size.
+
+Also the shared helpers of the image tests (tests/integration/test_image_*.py): they resolve,
+download or install ``lambdas/process_receipt/requirements.txt`` exactly as the Dockerfile does.
+
+Installed and downloaded dependencies are cached outside the repository, under
+``$RECEIPT_LABELING_CACHE`` (default ``${XDG_CACHE_HOME:-~/.cache}/receipt-labeling-pipeline``),
+in folders keyed on the requirements file's hash, the platform and the Python version, so
+repeated runs reuse them and a changed requirements file gets a fresh folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import Row
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROCESS_DIR = REPO_ROOT / "lambdas" / "process_receipt"
+IMAGE_REQUIREMENTS = PROCESS_DIR / "requirements.txt"
+DOCKERFILE = PROCESS_DIR / "Dockerfile"
+#: What the Dockerfile copies into ${LAMBDA_TASK_ROOT} besides the dependencies.
+IMAGE_CODE = ("receipt_dynamo", "receipt_label", "lambdas/process_receipt/handler.py")
+
+#: pip options that select the Lambda image's interpreter: linux/arm64, CPython 3.12, wheels only.
+ARM64_CP312 = (
+    "--platform",
+    "manylinux2014_aarch64",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--only-binary=:all:",
+)
+
+#: The Dockerfile's byte-compilation: hash-based .pyc that a read-only task root never rewrites.
+COMPILEALL = (sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash")
+
+IMPORT_TIME_TARGET_S = 1.5
+DEPENDENCY_MB_TARGET = 100.0
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("RECEIPT_LABELING_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "receipt-labeling-pipeline"
+
+
+def requirements_key(flavour: str) -> str:
+    """A cache folder name for ``flavour`` that changes whenever the image requirements change."""
+    digest = hashlib.sha256(IMAGE_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    return f"{flavour}-{digest}"
+
+
+def pip(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter's pip with the machine's pip configuration (index, mirror, find-links)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _fresh_cached_dir(name: str, fill: Sequence[str], *, compile_bytecode: bool) -> Path:
+    """Return cache_root()/name, creating it with ``pip <fill> <tmp>`` first when it is missing.
+
+    The folder is filled under a temporary name and renamed once complete, so an interrupted run
+    never leaves a half-filled folder behind that a later run would trust.
+    """
+    final = cache_root() / name
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+    try:
+        result = pip(*fill, str(staging / "out"))
+        if result.returncode != 0:
+            raise RuntimeError(f"pip {' '.join(fill)} failed:\n{result.stdout}\n{result.stderr}")
+        if compile_bytecode:
+            # As the Dockerfile does: hash-based .pyc, so a read-only task root never recompiles.
+            compiled = subprocess.run(
+                [*COMPILEALL, "-j", "0", str(staging / "out")],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if compiled.returncode != 0:
+                raise RuntimeError(f"compileall failed:\n{compiled.stdout}\n{compiled.stderr}")
+        try:
+            (staging / "out").rename(final)
+        except OSError:  # another process finished first: use its folder
+            if not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def local_image_dependencies() -> Path:
+    """The image requirements installed for THIS interpreter and platform (``pip install --target``)."""
+    python = f"{sys.implementation.name}{sys.version_info.major}{sys.version_info.minor}"
+    tag = f"{python}-{sys.platform}-{os.uname().machine}"
+    return _fresh_cached_dir(
+        requirements_key(f"deps-{tag}"),
+        ["install", "--quiet", "--no-compile", "--only-binary=:all:", "-r", str(IMAGE_REQUIREMENTS), "--target"],
+        compile_bytecode=True,
+    )
+
+
+def arm64_wheels() -> Path:
+    """The image requirements' linux/arm64 CPython 3.12 wheels (``pip download``), cached."""
+    return _fresh_cached_dir(
+        requirements_key("wheels-arm64-cp312"),
+        ["download", "--quiet", *ARM64_CP312, "-r", str(IMAGE_REQUIREMENTS), "--dest"],
+        compile_bytecode=False,
+    )
+
+
+def lay_out_task_root(dest: Path, dependencies: Path) -> Path:
+    """Build a ${LAMBDA_TASK_ROOT} as the Dockerfile does: dependencies, both packages, handler.py.
+
+    Dependencies are symlinked (they are large and read-only here); our code is copied without
+    stray ``__pycache__`` folders and byte-compiled like the image does.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in dependencies.iterdir():
+        (dest / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for relative in IMAGE_CODE:
+        source = REPO_ROOT / relative
+        target = dest / source.name
+        if target.is_symlink() or target.exists():
+            raise RuntimeError(f"{source.name} is both a dependency and our code")
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            shutil.copy2(source, target)
+    subprocess.run(
+        [*COMPILEALL, *(str(dest / Path(p).name) for p in IMAGE_CODE)],
+        check=True,
+        capture_output=True,
+    )
+    return dest
+
+
+def isolated_python(task_root: Path, code: str, *extra_flags: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that sees the standard library and ``task_root`` only.
+
+    -I: no PYTHONPATH, no user site, no current directory; -S: no site-packages (not even this
+    virtualenv's). The Lambda runtime environment variables the handler reads are not set.
+    """
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "AWS_DEFAULT_REGION": "us-east-1"}
+    return subprocess.run(
+        [sys.executable, *extra_flags, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(task_root)!r})\n{code}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(task_root),
+        timeout=120,
+        check=False,
+    )
+
+
+_IMPORTTIME_LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)")
+
+
+def import_time_seconds(task_root: Path) -> float:
+    """Cumulative time of ``import handler`` as reported by ``python -X importtime``."""
+    result = isolated_python(task_root, "import handler", "-X", "importtime")
+    if result.returncode != 0:
+        raise RuntimeError(f"import handler failed:\n{result.stderr[-4000:]}")
+    total_us = 0
+    for line in result.stderr.splitlines():
+        match = _IMPORTTIME_LINE.match(line)
+        if match and match.group(3) == " ":  # top-level imports only: nested ones are inside them
+            total_us += int(match.group(2))
+    return total_us / 1e6
+
+
+def unpacked_bytes(wheel_dir: Path) -> int:
+    """Installed size of a folder of wheels: the sum of their uncompressed members."""
+    return sum(info.file_size for wheel in wheel_dir.glob("*.whl") for info in zipfile.ZipFile(wheel).infolist())
+
+
+def rows() -> list[Row]:
+    out: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        task_root = lay_out_task_root(Path(tmp) / "task", local_image_dependencies())
+        import_time_seconds(task_root)  # warm the OS page cache: a container's files are local too
+        seconds = statistics.median(import_time_seconds(task_root) for _ in range(3))
+    out.append(
+        Row(
+            "image",
+            "process handler cold import (-X importtime, median of 3)",
+            f"{seconds:.2f} s",
+            f"< {IMPORT_TIME_TARGET_S} s",
+            seconds < IMPORT_TIME_TARGET_S,
+        )
+    )
+    wheels = arm64_wheels()
+    megabytes = unpacked_bytes(wheels) / 1e6
+    out.append(
+        Row(
+            "image",
+            f"arm64 cp312 dependencies unpacked ({len(list(wheels.glob('*.whl')))} wheels)",
+            f"{megabytes:.1f} MB",
+            f"< {DEPENDENCY_MB_TARGET:.0f} MB",
+            megabytes < DEPENDENCY_MB_TARGET,
+        )
+    )
+    return out

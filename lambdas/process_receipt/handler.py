@@ -1,0 +1,222 @@
+"""ProcessReceipt Lambda (container image): propose PENDING word labels for one receipt.
+
+Contract (DESIGN.md, "Lambda handlers"):
+
+- event: ``{"image_id": "<uuid>", "receipt_id": <int 1..99999>}``, optional ``"force": true`` to
+  label a receipt this pipeline has labeled before (existing labels are still never overwritten).
+  Other fields are ignored.
+- environment: ``DYNAMODB_TABLE_NAME``; ``OLLAMA_BASE_URL``, ``OLLAMA_MODEL``,
+  ``OLLAMA_TIMEOUT_SECONDS`` (read by ``receipt_label.OllamaSettings``);
+  ``OLLAMA_API_KEY_SECRET_ARN`` (Secrets Manager secret whose SecretString is the Ollama key;
+  unset: no key is sent); ``LANGSMITH_API_KEY_SECRET_ARN`` (optional: trace the LLM calls to
+  LangSmith, project ``LANGSMITH_PROJECT``, default ``receipt-labeling``); Powertools' own
+  ``POWERTOOLS_SERVICE_NAME`` and ``POWERTOOLS_LOG_LEVEL``.
+- returns ``{"image_id", "receipt_id", "labels_added", "labels_skipped_existing",
+  "labels_rejected", "llm_calls", "already_labeled"}``; ``already_labeled`` is true when the
+  receipt was skipped because it carries labels proposed by this pipeline (no LLM call, no write).
+- raises, never returns an error payload, so Step Functions sees the class name:
+  ``InvalidEventError``, ``ReceiptNotFoundError``, ``LLMRateLimitError``, ``LLMTransientError``,
+  ``LLMOutputError``; and ``LabelWriteError`` if DynamoDB keeps refusing writes. A receipt whose
+  labeling fails gets no write.
+
+Secrets are read once per container through Powertools parameters (cached); the keys never go
+into an environment variable, a log line, the LangGraph state or a trace.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+from receipt_dynamo import DynamoClient, ReceiptDetails, ReceiptNotFoundError
+from receipt_label import (
+    LLMOutputError,
+    LLMRateLimitError,
+    LLMTransientError,
+    OllamaSettings,
+    create_chat_model,
+    label_receipt,
+)
+
+__all__ = [
+    "InvalidEventError",
+    "LLMOutputError",
+    "LLMRateLimitError",
+    "LLMTransientError",
+    "ProcessReceiptEvent",
+    "ReceiptNotFoundError",
+    "lambda_handler",
+]
+
+#: label_proposed_by of every label this pipeline writes starts with this.
+PIPELINE_PREFIX = "receipt_label:"
+#: Seconds a secret read from Secrets Manager is reused. A container lives for hours at most, so
+#: this is about one GetSecretValue per container, while a rotated key is still picked up.
+SECRET_MAX_AGE_SECONDS = 3600
+MAX_RECEIPT_ID = 99_999  # ids are zero-padded to 5 digits in the table's sort keys
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "process_receipt"))
+
+
+class InvalidEventError(ValueError):
+    """The event does not match the contract; the message names the offending field(s)."""
+
+
+def _canonical_uuid(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # the str type check below reports it
+    if len(value) != 36:
+        raise ValueError("must be a UUID like 3f2a6c1e-8b7d-4e51-9a0c-2d4b6e8f1a3c")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError("must be a UUID like 3f2a6c1e-8b7d-4e51-9a0c-2d4b6e8f1a3c") from None
+
+
+class ProcessReceiptEvent(BaseModel):
+    """The event of one Distributed Map item."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    image_id: Annotated[str, BeforeValidator(_canonical_uuid), Field(min_length=36, max_length=36)]
+    receipt_id: Annotated[StrictInt, Field(gt=0, le=MAX_RECEIPT_ID)]
+    force: StrictBool = False
+
+
+def parse_event(event: Any) -> ProcessReceiptEvent:
+    """Validate the event; raise InvalidEventError whose message names every bad field.
+
+    The message never echoes the offending value (it may be megabytes long or sensitive).
+    """
+    if not isinstance(event, dict):
+        raise InvalidEventError(f"event: expected a JSON object, got {type(event).__name__}")
+    try:
+        return ProcessReceiptEvent.model_validate(event)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_input=False, include_url=False):
+            field = ".".join(str(part) for part in item["loc"]) or "event"
+            message = str(item["msg"]).removeprefix("Value error, ")
+            problems.append(f"{field}: {message}")
+        raise InvalidEventError("invalid event: " + "; ".join(problems)) from None
+
+
+# Created on first use, once per container; tests replace them.
+_dynamo: DynamoClient | None = None
+_secrets: SecretsProvider | None = None
+_chat_model: Any = None
+_tracer: Any = None
+
+
+def dynamo() -> DynamoClient:
+    global _dynamo
+    if _dynamo is None:
+        table = os.environ.get("DYNAMODB_TABLE_NAME", "")
+        if not table:
+            raise RuntimeError("environment variable DYNAMODB_TABLE_NAME is not set")
+        _dynamo = DynamoClient(table)
+    return _dynamo
+
+
+def secrets() -> SecretsProvider:
+    global _secrets
+    if _secrets is None:
+        _secrets = SecretsProvider()
+    return _secrets
+
+
+def read_secret(arn_variable: str) -> str | None:
+    """The SecretString of the secret named by environment variable ``arn_variable`` (cached)."""
+    arn = os.environ.get(arn_variable)
+    if not arn:
+        return None
+    value = secrets().get(arn, max_age=SECRET_MAX_AGE_SECONDS)
+    if not isinstance(value, str) or not value.strip():
+        raise RuntimeError(f"the secret named by {arn_variable} has no SecretString")
+    return value.strip()
+
+
+def chat_model() -> Any:
+    """The ChatOllama model, built once per container with the key from Secrets Manager."""
+    global _chat_model
+    if _chat_model is None:
+        settings = OllamaSettings.from_env()
+        _chat_model = create_chat_model(settings, api_key=read_secret("OLLAMA_API_KEY_SECRET_ARN"))
+    return _chat_model
+
+
+def langsmith_tracer() -> Any:
+    """A LangSmith tracer when LANGSMITH_API_KEY_SECRET_ARN is set; the key stays in memory only."""
+    global _tracer
+    if _tracer is None and os.environ.get("LANGSMITH_API_KEY_SECRET_ARN"):
+        from langchain_core.tracers.langchain import LangChainTracer  # only paid for when tracing
+        from langsmith import Client
+
+        client = Client(api_key=read_secret("LANGSMITH_API_KEY_SECRET_ARN"))
+        _tracer = LangChainTracer(client=client, project_name=os.environ.get("LANGSMITH_PROJECT", "receipt-labeling"))
+    return _tracer
+
+
+def already_labeled(details: ReceiptDetails) -> bool:
+    """True when any label of the receipt was proposed by this pipeline."""
+    return any((label.label_proposed_by or "").startswith(PIPELINE_PREFIX) for label in details.labels)
+
+
+def _result(request: ProcessReceiptEvent, **counts: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "image_id": request.image_id,
+        "receipt_id": request.receipt_id,
+        "labels_added": 0,
+        "labels_skipped_existing": 0,
+        "labels_rejected": 0,
+        "llm_calls": 0,
+        "already_labeled": False,
+    }
+    base.update(counts)
+    return base
+
+
+def process(request: ProcessReceiptEvent) -> dict[str, Any]:
+    details = dynamo().get_receipt_details(request.image_id, request.receipt_id)
+    if already_labeled(details) and not request.force:
+        logger.info("receipt already labeled by this pipeline; skipped", existing_labels=len(details.labels))
+        return _result(request, already_labeled=True)
+    llm = chat_model()
+    tracer = langsmith_tracer()
+    try:
+        labeling = label_receipt(details, llm=llm, config={"callbacks": [tracer]} if tracer is not None else None)
+    finally:
+        if tracer is not None:
+            tracer.wait_for_futures()  # send the trace before the container is frozen
+    for rejected in labeling.rejected:
+        logger.info("proposal rejected", reason=getattr(rejected, "reason", str(rejected)))
+    written = dynamo().add_receipt_word_labels(labeling.labels) if labeling.labels else None
+    result = _result(
+        request,
+        labels_added=len(written.added) if written else 0,
+        labels_skipped_existing=len(written.skipped_existing) if written else 0,
+        labels_rejected=len(labeling.rejected),
+        llm_calls=labeling.llm_calls,
+    )
+    logger.info("receipt labeled", **{k: v for k, v in result.items() if k not in ("image_id", "receipt_id")})
+    return result
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    try:
+        request = parse_event(event)
+    except InvalidEventError as error:
+        logger.warning("invalid event", error=str(error), error_type="InvalidEventError")
+        raise
+    logger.append_keys(image_id=request.image_id, receipt_id=request.receipt_id, force=request.force)
+    try:
+        return process(request)
+    except Exception as error:  # logged with the receipt's keys, then re-raised for Step Functions
+        logger.exception("receipt failed", error_type=type(error).__name__)
+        raise
