@@ -124,8 +124,8 @@ def rows() -> list[Row]:
                 AREA,
                 "load 300-word receipt: BatchWriteItem requests",
                 str(meter.calls["BatchWriteItem"]),
-                "<= 14 (25 items each)",
-                meter.calls["BatchWriteItem"] <= 14,
+                "<= 15 (25 items each; receipt item last)",
+                meter.calls["BatchWriteItem"] <= 15,
             )
         )
 
