@@ -20,12 +20,14 @@ GSI3 and GSITYPE; each index entry written costs 1 WCU per KB):
 - 300 new labels: 300 requests, 900 WCU (~38 rounds of 8 concurrent requests).
 
 Why not ``TransactWriteItems`` (100 conditional puts per request, split out the
-``ConditionalCheckFailed`` cancellation reasons and resubmit): 3 requests for 300 labels, but
-transactional writes cost 2 WCU per KB on the table (1,200 WCU for 300 new labels), a cancelled
-transaction is charged for every action in it and must be resubmitted (a receipt with labels
-that already exist pays roughly twice), and a chunk is all-or-nothing, so one hot item throttles
-99 others. Per-item puts are about 25 % cheaper for new labels and 2-4x cheaper when keys exist,
-and DynamoDB on demand bills write units, not requests. ``bench/bench_dynamo.py`` counts both.
+``ConditionalCheckFailed`` cancellation reasons and resubmit the rest): 3 requests for 300 new
+labels, but transactional writes cost 2 WCU per KB on the table (1,200 WCU for 300 new labels),
+a chunk containing one existing key is cancelled as a whole and must be resubmitted (one more
+request, and the capacity the cancelled attempt consumed), and a chunk is all-or-nothing, so one
+throttled item holds back 99 others. Per-item puts cost 25 % fewer WCU for new labels, and
+DynamoDB on demand bills write units, not requests; the extra requests run ``concurrency`` at a
+time. (moto also deep-copies the table for every action of a transaction, which would make every
+team's moto tests slow.) ``bench/bench_dynamo.py`` prints both patterns' counts.
 
 Reads: ``get_receipt_details`` is one paginated Query (``PK = IMAGE#id AND begins_with(SK,
 RECEIPT#00001)``), eventually consistent by default: 0.5 RCU per 4 KB of items per page.
