@@ -1,0 +1,298 @@
+"""ProcessReceipt handler end to end: moto (DynamoDB, Secrets Manager) and the loopback Ollama server.
+
+What the handler must guarantee (issue 5): PENDING labels come out for a fixture receipt; a bad
+event, a missing receipt or any LLM failure writes nothing; a re-run costs no LLM call and no
+write; ``force`` recomputes and still never overwrites a label; the key is read once per container
+and never shows up in logs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus, utc_now_iso
+from receipt_dynamo.schema import create_table_kwargs
+from receipt_label import LLMOutputError, LLMRateLimitError, LLMRequestError, LLMTransientError
+from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+TABLE = "receipts-test"
+API_KEY = "olk-loopback-7f3a9c-do-not-log"
+WRITE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+
+
+def _load_handler() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("process_receipt_handler_integration", HANDLER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+handler = _load_handler()
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "ProcessReceipt"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ProcessReceipt"
+    memory_limit_in_mb: int = 1024
+    aws_request_id: str = "req-1"
+    log_group_name: str = "/aws/lambda/ProcessReceipt"
+    log_stream_name: str = "stream"
+
+
+@dataclass
+class Calls:
+    """AWS API calls made by the handler's own clients, by operation name."""
+
+    names: list[str] = field(default_factory=list)
+
+    def hook(self, model: Any, **_: Any) -> None:
+        self.names.append(model.name)
+
+    def writes(self) -> list[str]:
+        return [n for n in self.names if n in WRITE_OPERATIONS]
+
+
+@dataclass
+class World:
+    server: OllamaServer
+    store: DynamoClient
+    calls: Calls
+
+    def load(self, fixture: str) -> dict[str, Any]:
+        doc = json.loads((FIXTURES / fixture).read_text())
+        self.store.load_receipt_document(doc)
+        return {"image_id": doc["image_id"], "receipt_id": doc["receipt_id"]}
+
+    def invoke(self, event: Any) -> dict[str, Any]:
+        result: dict[str, Any] = handler.lambda_handler(event, LambdaContext())
+        return result
+
+    def labels(self, event: dict[str, Any]) -> list[ReceiptWordLabel]:
+        return list(self.store.get_receipt_details(event["image_id"], event["receipt_id"]).labels)
+
+    def items(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+        return sorted(items, key=lambda i: (i["PK"]["S"], i["SK"]["S"]))
+
+
+def log_to_captured_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the handler's JSON log handler at the stdout that capsys captures (it kept the one of import time)."""
+    monkeypatch.setattr(handler.logger.registered_handler, "stream", sys.stdout)
+
+
+def alpha_words(text: str) -> str | None:
+    return "PRODUCT_NAME" if text.isalpha() else None
+
+
+@pytest.fixture
+def world(ollama_server: OllamaServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with mock_aws():
+        boto3.client("dynamodb").create_table(**create_table_kwargs(TABLE))
+        arn = boto3.client("secretsmanager").create_secret(Name="ollama-api-key", SecretString=API_KEY)["ARN"]
+        monkeypatch.setenv("DYNAMODB_TABLE_NAME", TABLE)
+        monkeypatch.setenv("OLLAMA_BASE_URL", ollama_server.url)
+        monkeypatch.setenv("OLLAMA_MODEL", "loopback-model")
+        monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "5")
+        monkeypatch.setenv("OLLAMA_API_KEY_SECRET_ARN", arn)
+        monkeypatch.delenv("LANGSMITH_API_KEY_SECRET_ARN", raising=False)
+        for cached in ("_dynamo", "_secrets", "_chat_model", "_tracer"):  # a new container
+            monkeypatch.setattr(handler, cached, None)
+        calls = Calls()
+        handler.dynamo().client.meta.events.register("before-call.*.*", calls.hook)
+        handler.secrets().client.meta.events.register("before-call.*.*", calls.hook)
+        ollama_server.responder = label_words_responder(alpha_words)
+        yield World(ollama_server, DynamoClient(TABLE), calls)
+
+
+def test_a_fixture_receipt_gets_pending_labels(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_to_captured_stdout(monkeypatch)
+    event = world.load("receipt_grocery.json")
+
+    result = world.invoke(event)
+
+    labels = world.labels(event)
+    assert labels, "the receipt has alphabetic words, so labels are expected"
+    assert result == {
+        **event,
+        "labels_added": len(labels),
+        "labels_skipped_existing": 0,
+        "labels_rejected": 0,
+        "llm_calls": 1,
+        "already_labeled": False,
+    }
+    assert {label.validation_status for label in labels} == {ValidationStatus.PENDING}
+    assert {label.label_proposed_by for label in labels} == {"receipt_label:loopback-model"}
+    assert {label.label for label in labels} == {"PRODUCT_NAME"}
+    assert world.server.chat_requests[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+    out = capsys.readouterr().out
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    done = [r for r in records if r.get("message") == "receipt labeled"]
+    assert done and done[0]["image_id"] == event["image_id"] and done[0]["receipt_id"] == event["receipt_id"]
+    assert done[0]["labels_added"] == len(labels)
+
+
+def test_the_key_is_read_once_per_container_and_never_logged_or_put_in_the_environment(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_to_captured_stdout(monkeypatch)
+    events = [world.load("receipt_grocery.json"), world.load("receipt_pharmacy.json")]
+    for event in events:
+        world.invoke(event)
+    world.server.default = ScriptedResponse.http_error(401, "unauthorized")
+    world.server.responder = None
+    with pytest.raises(LLMRequestError):
+        world.invoke({**world.load("receipt_restaurant.json")})
+
+    assert world.calls.names.count("GetSecretValue") == 1
+    assert [r.headers["authorization"] for r in world.server.chat_requests] == [f"Bearer {API_KEY}"] * 3
+    captured = capsys.readouterr()
+    assert API_KEY not in captured.out + captured.err
+    assert all(API_KEY not in value for value in os.environ.values())
+
+
+def test_a_rerun_makes_no_llm_call_and_no_write(world: World) -> None:
+    event = world.load("receipt_grocery.json")
+    world.invoke(event)
+    before, calls_before, writes_before = world.items(), len(world.server.chat_requests), len(world.calls.writes())
+
+    again = world.invoke(event)
+
+    assert again == {
+        **event,
+        "labels_added": 0,
+        "labels_skipped_existing": 0,
+        "labels_rejected": 0,
+        "llm_calls": 0,
+        "already_labeled": True,
+    }
+    assert len(world.server.chat_requests) == calls_before
+    assert len(world.calls.writes()) == writes_before
+    assert world.items() == before
+
+
+def test_force_recomputes_and_never_overwrites_an_existing_label(world: World) -> None:
+    event = world.load("receipt_grocery.json")
+    details = world.store.get_receipt_details(event["image_id"], event["receipt_id"])
+    word = next(w for w in details.words if w.text.isalpha())
+    human = ReceiptWordLabel(
+        image_id=word.image_id,
+        receipt_id=word.receipt_id,
+        line_id=word.line_id,
+        word_id=word.word_id,
+        label="MERCHANT_NAME",
+        reasoning="checked by a person",
+        timestamp_added=utc_now_iso(),
+        validation_status=ValidationStatus.VALID,
+        label_proposed_by="reviewer:alice",
+    )
+    world.store.add_receipt_word_labels([human])
+    first = world.invoke(event)  # a person's label is not this pipeline's: the receipt is labeled
+    assert first["already_labeled"] is False and first["llm_calls"] == 1
+    after_first = world.items()
+
+    # The model now also labels numbers, and proposes a different label for every labeled word.
+    def answer_everything(request: Any) -> ScriptedResponse:
+        from tests.ollama_server import words_in_prompt
+
+        proposals = [
+            {"line_id": w.line_id, "word_id": w.word_id, "label": "LINE_TOTAL", "reasoning": "number"}
+            for w in words_in_prompt(request)
+            if not w.text.isalpha() and any(c.isdigit() for c in w.text)
+        ]
+        proposals.append({"line_id": word.line_id, "word_id": word.word_id, "label": "ADDRESS_LINE", "reasoning": "x"})
+        return ScriptedResponse.answer({"labels": proposals})
+
+    world.server.responder = answer_everything
+    skipped = world.invoke(event)
+    assert skipped["already_labeled"] is True and skipped["llm_calls"] == 0
+
+    forced = world.invoke({**event, "force": True})
+
+    assert forced["llm_calls"] == 1 and forced["already_labeled"] is False
+    assert forced["labels_added"] > 0
+    after_force = {(i["PK"]["S"], i["SK"]["S"]): i for i in world.items()}
+    for item in after_first:  # every item that existed is byte-for-byte unchanged
+        assert after_force[(item["PK"]["S"], item["SK"]["S"])] == item
+    assert len(after_force) == len(after_first) + forced["labels_added"]
+    word_labels = [
+        (lab.label, lab.validation_status)
+        for lab in world.labels(event)
+        if lab.word_key == (word.line_id, word.word_id)
+    ]
+    assert ("MERCHANT_NAME", ValidationStatus.VALID) in word_labels
+    assert all(label != "ADDRESS_LINE" for label, _ in word_labels)
+
+
+def test_a_missing_receipt_raises_receipt_not_found_without_llm_or_write(world: World) -> None:
+    with pytest.raises(handler.ReceiptNotFoundError) as raised:
+        world.invoke({"image_id": "0f0e0d0c-0b0a-4908-8706-050403020100", "receipt_id": 9})
+    assert type(raised.value).__name__ == "ReceiptNotFoundError"
+    assert world.server.chat_requests == []
+    assert world.calls.writes() == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"receipt_id": 1},
+        {"image_id": "4ba71ab7-ac05-44a5-acc6-be1805fdf179", "receipt_id": 0},
+        {"image_id": "4ba71ab7-ac05-44a5-acc6-be1805fdf179", "receipt_id": "x" * (1 << 20)},
+    ],
+)
+def test_a_bad_event_raises_invalid_event_error_with_no_read_llm_call_or_write(world: World, event: Any) -> None:
+    world.load("receipt_grocery.json")
+    with pytest.raises(handler.InvalidEventError):
+        world.invoke(event)
+    assert world.calls.names == []
+    assert world.server.chat_requests == []
+
+
+FAILURES: list[tuple[Callable[[OllamaServer], None], type[Exception]]] = [
+    (lambda s: s.script(ScriptedResponse.http_error(429, "slow down")), LLMRateLimitError),
+    (lambda s: setattr(s, "default", ScriptedResponse.http_error(503, "overloaded")), LLMTransientError),
+    (lambda s: setattr(s, "default", ScriptedResponse(reset=True)), LLMTransientError),
+    (lambda s: setattr(s, "default", ScriptedResponse.answer("this is not JSON")), LLMOutputError),
+    (lambda s: s.script(ScriptedResponse.http_error(404, "model not found")), LLMRequestError),
+]
+
+
+@pytest.mark.parametrize(("script", "error"), FAILURES, ids=[e.__name__ + str(i) for i, (_, e) in enumerate(FAILURES)])
+def test_any_llm_failure_raises_its_typed_error_and_writes_nothing(
+    world: World, script: Callable[[OllamaServer], None], error: type[Exception]
+) -> None:
+    event = world.load("receipt_grocery.json")
+    world.server.responder = None
+    script(world.server)
+    before = world.items()
+
+    with pytest.raises(error) as raised:
+        world.invoke(event)
+
+    assert type(raised.value).__name__ == error.__name__
+    assert world.calls.writes() == []
+    assert world.items() == before
+    assert world.labels(event) == []

@@ -1,0 +1,75 @@
+"""The image holds everything the handler imports.
+
+The image requirements are installed (for this machine's interpreter: the arm64 wheels cannot run
+here) into an empty folder with ``pip install --target``, as the Dockerfile does; the handler and
+both packages are laid out beside them like ${LAMBDA_TASK_ROOT}; then a fresh interpreter that
+sees only the standard library and that folder (``-I -S``: no site-packages, no PYTHONPATH, no
+current directory) imports the handler and builds what it builds lazily (the chat model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.bench_image import isolated_python, lay_out_task_root, local_image_dependencies
+
+pytestmark = pytest.mark.integration
+
+PROBE = """
+import json, os, sysconfig
+os.environ["DYNAMODB_TABLE_NAME"] = "receipts"
+os.environ["OLLAMA_BASE_URL"] = "http://127.0.0.1:9"
+os.environ["OLLAMA_MODEL"] = "probe-model"
+import handler
+model = handler.chat_model()  # ChatOllama and its HTTP client, without a request
+handler.dynamo()
+from langchain_core.tracers.langchain import LangChainTracer  # imported only when tracing is on
+from langsmith import Client
+stdlib = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])
+outside = sorted(
+    name for name, module in list(sys.modules.items())
+    if getattr(module, "__file__", None)
+    and not module.__file__.startswith(sys.path[0])
+    and not module.__file__.startswith(stdlib)
+)
+print(json.dumps({
+    "handler": handler.__file__,
+    "callable": callable(handler.lambda_handler),
+    "model": type(model).__name__,
+    "outside": outside,
+    "errors": [handler.InvalidEventError.__name__, handler.ReceiptNotFoundError.__name__,
+               handler.LLMRateLimitError.__name__, handler.LLMTransientError.__name__,
+               handler.LLMOutputError.__name__],
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return lay_out_task_root(tmp_path_factory.mktemp("task") / "var-task", local_image_dependencies())
+
+
+def test_handler_imports_from_the_image_layout_alone(task_root: Path) -> None:
+    result = isolated_python(task_root, PROBE)
+    assert result.returncode == 0, result.stderr[-6000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["handler"] == str(task_root / "handler.py")
+    assert report["callable"] is True
+    assert report["model"] == "ChatOllama"
+    assert report["outside"] == [], "modules loaded from outside the task root and the standard library"
+    assert report["errors"] == [
+        "InvalidEventError",
+        "ReceiptNotFoundError",
+        "LLMRateLimitError",
+        "LLMTransientError",
+        "LLMOutputError",
+    ]
+
+
+def test_the_isolated_interpreter_cannot_see_this_virtualenv(task_root: Path) -> None:
+    # moto is installed in .venv but not in the image: the probe must not find it.
+    result = isolated_python(task_root, "import moto")
+    assert result.returncode != 0 and "No module named 'moto'" in result.stderr

@@ -1,0 +1,66 @@
+"""The image requirements resolve for linux/arm64 CPython 3.12 from binary wheels alone.
+
+CodeBuild builds the image unattended on arm64; a dependency without an aarch64 (or pure Python)
+wheel would turn into a compiler run there, or a failed build. This asks pip, with the machine's
+own index configuration, to resolve the requirements exactly as the Dockerfile installs them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.bench_image import ARM64_CP312, IMAGE_REQUIREMENTS, pip
+
+pytestmark = pytest.mark.integration
+
+WHEEL_NAME = re.compile(
+    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
+)
+
+
+def pinned_requirements() -> dict[str, str]:
+    pins = {}
+    for line in IMAGE_REQUIREMENTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_image_requirements_resolve_for_arm64_cpython_312_from_wheels_only(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    result = pip(
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--report",
+        str(report),
+        *ARM64_CP312,
+        "--target",
+        str(tmp_path / "target"),
+        "-r",
+        str(IMAGE_REQUIREMENTS),
+    )
+    assert result.returncode == 0, f"arm64 resolution failed (a dependency needs a source build?):\n{result.stderr}"
+
+    installs = json.loads(report.read_text())["install"]
+    resolved = {re.sub(r"[-_.]+", "-", i["metadata"]["name"]).lower(): i["metadata"]["version"] for i in installs}
+    assert {name: resolved.get(name) for name in pinned_requirements()} == pinned_requirements()
+
+    for item in installs:
+        filename = item["download_info"]["url"].rsplit("/", 1)[-1]
+        match = WHEEL_NAME.match(filename)
+        assert match, f"{item['metadata']['name']} would be built from {filename}"
+        platforms = match["plat"].split(".")
+        assert platforms == ["any"] or any(p.endswith("_aarch64") and p.startswith("manylinux") for p in platforms), (
+            filename
+        )
+        python_tags = match["py"].split(".")
+        assert "py3" in python_tags or "cp312" in python_tags or match["abi"] == "abi3", filename

@@ -1,0 +1,112 @@
+"""ProcessReceipt handler, without AWS or an LLM: event validation and the per-container secret cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from botocore.stub import Stubber
+
+pytestmark = pytest.mark.unit
+
+HANDLER = Path(__file__).resolve().parents[2] / "lambdas" / "process_receipt" / "handler.py"
+IMAGE_ID = "4ba71ab7-ac05-44a5-acc6-be1805fdf179"
+ONE_MB = "x" * (1 << 20)
+
+
+def load_handler() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("process_receipt_handler_unit", HANDLER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+handler = load_handler()
+
+
+def test_a_valid_event_parses_with_force_off_by_default() -> None:
+    request = handler.parse_event({"image_id": IMAGE_ID, "receipt_id": 1})
+    assert (request.image_id, request.receipt_id, request.force) == (IMAGE_ID, 1, False)
+    assert handler.parse_event({"image_id": IMAGE_ID, "receipt_id": 99_999, "force": True}).force is True
+
+
+def test_an_upper_case_uuid_is_normalised_to_the_tables_lower_case_form() -> None:
+    assert handler.parse_event({"image_id": IMAGE_ID.upper(), "receipt_id": 2}).image_id == IMAGE_ID
+
+
+def test_fields_the_contract_does_not_name_are_ignored() -> None:
+    # The Distributed Map may pass more context than the handler needs.
+    request = handler.parse_event({"image_id": IMAGE_ID, "receipt_id": 3, "execution_name": "run-1"})
+    assert request.receipt_id == 3
+
+
+@pytest.mark.parametrize(
+    ("event", "fields"),
+    [
+        ({"receipt_id": 1}, ["image_id"]),
+        ({"image_id": IMAGE_ID}, ["receipt_id"]),
+        ({}, ["image_id", "receipt_id"]),
+        ({"image_id": 42, "receipt_id": 1}, ["image_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": "1"}, ["receipt_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": 1.0}, ["receipt_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": True}, ["receipt_id"]),
+        ({"image_id": "not-a-uuid", "receipt_id": 1}, ["image_id"]),
+        ({"image_id": "4ba71ab7-ac05-44a5-acc6-be1805fdf17g", "receipt_id": 1}, ["image_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": 0}, ["receipt_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": -7}, ["receipt_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": 100_000}, ["receipt_id"]),
+        ({"image_id": ONE_MB, "receipt_id": 1}, ["image_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": ONE_MB}, ["receipt_id"]),
+        ({"image_id": IMAGE_ID, "receipt_id": 1, "force": "yes"}, ["force"]),
+        ({"image_id": None, "receipt_id": None}, ["image_id", "receipt_id"]),
+    ],
+)
+def test_a_bad_event_raises_invalid_event_error_naming_the_fields(event: dict[str, Any], fields: list[str]) -> None:
+    with pytest.raises(handler.InvalidEventError) as raised:
+        handler.parse_event(event)
+    message = str(raised.value)
+    named = [f for f in ("image_id", "receipt_id", "force") if f"{f}:" in message]
+    assert named == fields, message
+    assert len(message) < 500, "the message never echoes the offending value"
+
+
+@pytest.mark.parametrize("event", [None, [], "image_id", 7])
+def test_an_event_that_is_not_an_object_is_invalid(event: Any) -> None:
+    with pytest.raises(handler.InvalidEventError, match=r"^event: expected a JSON object"):
+        handler.parse_event(event)
+
+
+def test_the_invalid_event_error_class_name_is_what_step_functions_matches() -> None:
+    assert handler.InvalidEventError.__name__ == "InvalidEventError"
+    assert handler.ReceiptNotFoundError.__name__ == "ReceiptNotFoundError"
+
+
+def test_a_secret_is_fetched_once_per_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ollama-AbCdEf"
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_response(
+        "get_secret_value", {"ARN": arn, "Name": "ollama", "SecretString": "k-123\n"}, {"SecretId": arn}
+    )
+    monkeypatch.setattr(handler, "_secrets", SecretsProvider(boto3_client=client))
+    monkeypatch.setenv("OLLAMA_API_KEY_SECRET_ARN", arn)
+    with stubber:
+        values = [handler.read_secret("OLLAMA_API_KEY_SECRET_ARN") for _ in range(5)]
+        stubber.assert_no_pending_responses()  # exactly one GetSecretValue (a second would fail the stub)
+    assert values == ["k-123"] * 5
+
+
+def test_no_secret_arn_means_no_key_and_no_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_API_KEY_SECRET_ARN", raising=False)
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    monkeypatch.setattr(handler, "_secrets", SecretsProvider(boto3_client=client))
+    with Stubber(client):  # any call would raise: no response is queued
+        assert handler.read_secret("OLLAMA_API_KEY_SECRET_ARN") is None
