@@ -63,13 +63,19 @@ def create_table(client: Any, table_name: str, *, out: TextIO) -> None:
     """Create the table from ``schema`` unless it exists, and wait until it is active."""
     try:
         client.create_table(**schema.create_table_kwargs(table_name))
+        created = True
         print(f"creating table {table_name}", file=out)
     except Exception as exc:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code")
         if code != "ResourceInUseException":
             raise
+        created = False
         print(f"table {table_name} exists", file=out)
     client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    if created:  # as deployed: TTL on time_to_live
+        client.update_time_to_live(
+            TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE}
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -197,6 +197,8 @@ class DynamoClient:
     # --- receipt, lines, words (BatchWriteItem: plain puts, idempotent re-load) -----------------------
 
     def _batch_put(self, items: Sequence[Item]) -> None:
+        # BatchWriteItem rejects a request naming one key twice: the last item for a key wins, as with PutItem.
+        items = list({_key_tuple(item): item for item in items}.values())
         written: list[dict[str, str]] = []
         for start in range(0, len(items), BATCH_WRITE_MAX_ITEMS):
             pending: list[Item] = list(items[start : start + BATCH_WRITE_MAX_ITEMS])

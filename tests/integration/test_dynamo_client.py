@@ -372,6 +372,14 @@ def test_unprocessed_batch_items_are_retried_when_loading(ddb: Any) -> None:
     assert DynamoClient(TABLE, client=ddb).get_receipt_details(details.receipt.image_id, 1) == details
 
 
+def test_words_given_twice_are_written_once(ddb: Any) -> None:
+    image_id = str(uuid.uuid4())
+    dynamo = DynamoClient(TABLE, client=ddb)
+    dynamo.add_receipt(Receipt(image_id, 1))
+    dynamo.add_receipt_words([ReceiptWord(image_id, 1, 1, 1, "FIRST"), ReceiptWord(image_id, 1, 1, 1, "LAST")])
+    assert [w.text for w in dynamo.get_receipt_details(image_id, 1).words] == ["LAST"]
+
+
 def test_unprocessed_items_that_never_clear_raise_item_write_error(ddb: Any) -> None:
     flaky = Flaky(ddb, throttle=lambda *_: False, unprocessed=lambda n: 2)
     client = DynamoClient(TABLE, client=flaky, sleep=lambda _: None, max_attempts=3)
@@ -392,7 +400,9 @@ def test_cli_creates_the_table_and_loads_files_in_process(capsys: pytest.Capture
         out = capsys.readouterr().out
         assert code == 0, out
         assert f"loaded {len(files)} receipt(s)" in out
-        keys = set(DynamoClient("dev", client=boto3.client("dynamodb")).iter_receipt_keys())
+        ddb = boto3.client("dynamodb")
+        assert ddb.describe_time_to_live(TableName="dev")["TimeToLiveDescription"]["AttributeName"] == "time_to_live"
+        keys = set(DynamoClient("dev", client=ddb).iter_receipt_keys())
         assert keys == {(parse_receipt_document(json.loads(Path(f).read_text())).receipt.image_id, 1) for f in files}
 
 

@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 import re
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,14 @@ def test_cli_reports_every_bad_file_by_name_and_path_and_writes_nothing(
     assert "nothing written: 3 of 4 file(s) invalid" in err
     docs, errors = read_documents([str(good)])
     assert [p for p, _ in docs] == [str(good)] and errors == []
+
+
+def test_cli_progress_falls_back_to_a_plain_counter_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from receipt_dynamo import cli
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    stream = io.StringIO()
+    assert list(cli._progress(["a.json", "b.json"], stream=stream, desc="loading")) == ["a.json", "b.json"]
+    assert stream.getvalue() == "loading: 1/2\nloading: 2/2\n"
