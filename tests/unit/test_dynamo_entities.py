@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from receipt_dynamo import (
     EntityValidationError,
@@ -207,3 +209,43 @@ def test_runtime_modules_import_only_stdlib_and_boto3() -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name} at module level"
+
+
+ids = st.integers(min_value=1, max_value=99999)
+unit = st.floats(min_value=0.0, max_value=1.0).filter(lambda v: v == 0 or v > 1e-100)  # DynamoDB N range
+boxes = st.none() | st.fixed_dictionaries({"x": unit, "y": unit, "width": unit, "height": unit})
+texts = st.text(min_size=1, max_size=40).filter(str.strip)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    image=st.uuids(version=4).map(str),
+    receipt_id=ids,
+    line_id=ids,
+    word_id=ids,
+    text=texts,
+    box=boxes,
+    confidence=st.none() | unit,
+    label=st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True),
+    status=st.sampled_from(list(ValidationStatus)),
+    proposed=st.none() | texts,
+)
+def test_any_valid_entity_round_trips(
+    image: str,
+    receipt_id: int,
+    line_id: int,
+    word_id: int,
+    text: str,
+    box: dict[str, float] | None,
+    confidence: float | None,
+    label: str,
+    status: ValidationStatus,
+    proposed: str | None,
+) -> None:
+    line = ReceiptLine(image, receipt_id, line_id, text, box, confidence)
+    word = ReceiptWord(image, receipt_id, line_id, word_id, text, box, confidence)
+    lbl = ReceiptWordLabel(image, receipt_id, line_id, word_id, label, text, TS, status, proposed)
+    for entity in (line, word, lbl):
+        assert type(entity).from_item(entity.to_item()) == entity
+    assert lbl.key["SK"]["S"].startswith(word.key["SK"]["S"] + "#LABEL#")
+    assert word.key["SK"]["S"].startswith(line.key["SK"]["S"] + "#WORD#")
