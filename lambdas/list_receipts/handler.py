@@ -19,6 +19,7 @@ imports nothing but the standard library, boto3 and receipt_dynamo.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,8 +40,10 @@ EXECUTION_NAME_FIELD = "execution_name"
 LIMIT_FIELD = "limit"
 MANIFEST_PREFIX = "manifests/"
 MANIFEST_FILE_NAME = "receipts.json"
-#: Step Functions execution names: 1..80 characters; we accept the URL- and S3-key-safe subset.
-_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+#: Step Functions execution names are 1..80 characters. Names made of these characters are used
+#: as they are; any other name is made safe for an S3 key and suffixed with a hash of the original.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class InvalidEventError(ValueError):
@@ -114,16 +117,24 @@ def parse_event(event: Any) -> tuple[int | None, str | None]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidEventError(f"{LIMIT_FIELD}: expected an integer >= 1")
     name = event.get(EXECUTION_NAME_FIELD)
-    if name is not None and (not isinstance(name, str) or not _EXECUTION_NAME.fullmatch(name)):
-        raise InvalidEventError(
-            f"{EXECUTION_NAME_FIELD}: expected 1 to 80 characters of letters, digits, '-', '_' or '.'"
-        )
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 80 or not name.strip()):
+        raise InvalidEventError(f"{EXECUTION_NAME_FIELD}: expected the execution name, a string of 1 to 80 characters")
     return limit, name
 
 
+def run_folder(execution_name: str) -> str:
+    """An S3-key-safe folder name for the run: the execution name itself when it is safe."""
+    if _SAFE_NAME.fullmatch(execution_name):
+        return execution_name
+    readable = _UNSAFE_CHARACTERS.sub("_", execution_name).strip("._-")[:60] or "run"
+    digest = hashlib.sha256(execution_name.encode()).hexdigest()[:12]
+    return f"{readable}-{digest}"
+
+
 def manifest_key(execution_name: str | None) -> str:
-    """The manifest's key, unique to the run: the execution name, otherwise a random uuid."""
-    return f"{MANIFEST_PREFIX}{execution_name or uuid.uuid4()}/{MANIFEST_FILE_NAME}"
+    """The manifest's key, unique to the run: from the execution name, otherwise a random uuid."""
+    folder = run_folder(execution_name) if execution_name is not None else str(uuid.uuid4())
+    return f"{MANIFEST_PREFIX}{folder}/{MANIFEST_FILE_NAME}"
 
 
 def write_manifest(keys: Iterable[tuple[str, int]], out: IO[bytes], *, limit: int | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import tracemalloc
 import uuid
@@ -133,7 +134,7 @@ def test_runs_without_an_execution_name_get_distinct_keys(wired: Any) -> None:
         ({"limit": True}, "limit"),
         ({"limit": 2.5}, "limit"),
         ({"execution_name": ""}, "execution_name"),
-        ({"execution_name": "../other-run"}, "execution_name"),
+        ({"execution_name": "   "}, "execution_name"),
         ({"execution_name": "a" * 81}, "execution_name"),
         ({"execution_name": 7}, "execution_name"),
         (["not", "an", "object"], "event"),
@@ -147,6 +148,15 @@ def test_bad_events_raise_invalid_event_error_naming_the_field_and_write_nothing
         handler.lambda_handler(event, None)
     assert s3.objects == {}
     assert index.queries == 0
+
+
+@pytest.mark.parametrize("name", ["../other-run", "run/1", "nightly 2026-11-29", "résumé+1", "."])
+def test_an_execution_name_unsafe_for_a_key_gets_a_safe_distinct_folder(name: str) -> None:
+    key = handler.manifest_key(name)
+    folder = key.removeprefix("manifests/").removesuffix("/receipts.json")
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", folder), key
+    assert key != handler.manifest_key(folder.rsplit("-", 1)[0])  # no collision with the readable part
+    assert key == handler.manifest_key(name)  # stable for the same run
 
 
 def test_missing_bucket_configuration_fails_loudly(wired: Any, monkeypatch: pytest.MonkeyPatch) -> None:
