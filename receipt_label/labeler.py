@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tracers.langchain import LangChainTracer
 from langsmith import tracing_context
 
 from receipt_dynamo import ReceiptDetails
@@ -22,20 +23,32 @@ _TRACING_FLAGS = ("LANGSMITH_TRACING", "LANGSMITH_TRACING_V2", "LANGCHAIN_TRACIN
 _TRACING_KEYS = ("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY")
 
 
+def _flag_set(env: Mapping[str, str]) -> bool:
+    return any(env.get(name, "").strip().lower() == "true" for name in _TRACING_FLAGS)
+
+
 def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """LangSmith tracing is on only when a tracing flag is "true" AND a LangSmith API key is set."""
+    """Environment-driven LangSmith tracing is on only when a tracing flag is "true" AND a LangSmith key is set."""
     env = os.environ if environ is None else environ
-    flag = any(env.get(name, "").strip().lower() == "true" for name in _TRACING_FLAGS)
-    return flag and any(env.get(name, "").strip() for name in _TRACING_KEYS)
+    return _flag_set(env) and any(env.get(name, "").strip() for name in _TRACING_KEYS)
+
+
+def _has_langsmith_tracer(config: RunnableConfig | None) -> bool:
+    callbacks = (config or {}).get("callbacks")
+    handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", [])
+    return any(isinstance(h, LangChainTracer) for h in handlers or [])
 
 
 @contextlib.contextmanager
-def _tracing_scope() -> Iterator[None]:
-    if tracing_enabled():
-        yield
-    else:  # a flag without a key (or no flag): no tracer, no attempt to reach LangSmith
+def _tracing_scope(config: RunnableConfig | None) -> Iterator[None]:
+    """Tracing follows the environment, except that a flag without a key turns it off (no attempt to reach
+    LangSmith without credentials). A `LangChainTracer` passed in `config` (how the Lambda traces, with a
+    key read from Secrets Manager) is always honoured."""
+    if _flag_set(os.environ) and not tracing_enabled() and not _has_langsmith_tracer(config):
         with tracing_context(enabled=False):
             yield
+    else:
+        yield
 
 
 def label_receipt(
@@ -72,7 +85,7 @@ def label_receipt(
             "receipt_id": receipt.receipt_id,
             "model": name,
         }
-    with _tracing_scope():
+    with _tracing_scope(config):
         final = graph.invoke({"details": details, "model_name": name}, config=run_config)
     result = LabelingResult(
         labels=list(final["labels"]),

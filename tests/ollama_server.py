@@ -49,8 +49,8 @@ API
   - `headers`: extra response headers (e.g. `{"Retry-After": "3"}`).
   - `done_reason`, `prompt_eval_count`, `eval_count`: fields of the final chunk.
   - Shortcuts: `ScriptedResponse.answer(content, **kw)`, `.http_error(status, message, **kw)`.
-- `label_words_responder(label_for)`: a responder that reads the `[line:word] text` words in the
-  last user message and answers `{"labels": [...]}` with `label_for(text)` for each word (words
+- `label_words_responder(label_for)`: a responder that reads the `[line:word] text` words of the
+  prompt and answers `{"labels": [...]}` with `label_for(text)` for each word (words
   for which it returns None, and words the prompt shows as already labeled, are left out).
   Handy for end-to-end runs with well-formed answers. `words_in_prompt(request)` gives the
   parsed `PromptWord(line_id, word_id, text, labels)` list.
@@ -411,16 +411,22 @@ class PromptWord:
 
 
 def words_in_prompt(request: RecordedRequest) -> list[PromptWord]:
-    """The words listed in the last user message (`[line:word] text {LABEL}`), in prompt order."""
-    users = [m for m in request.messages if m.get("role") == "user"]
-    if not users:
-        return []
-    words: list[PromptWord] = []
-    for line in str(users[-1].get("content") or "").splitlines():
-        for match in _WORD_RE.finditer(line.strip()):
-            labels = tuple(match.group(4).split(", ")) if match.group(4) else ()
-            words.append(PromptWord(int(match.group(1)), int(match.group(2)), match.group(3).strip(), labels))
-    return words
+    """The words (`[line:word] text {LABEL}`) of the latest user message that lists any, in prompt order.
+
+    A repair call ends with a user message listing problems, not words: the receipt listing of the
+    first user message is used then.
+    """
+    for message in reversed([m for m in request.messages if m.get("role") == "user"]):
+        words: list[PromptWord] = []
+        for line in str(message.get("content") or "").splitlines():
+            if not line.startswith("["):  # listing lines start with a word; problem lists start with "- "
+                continue
+            for match in _WORD_RE.finditer(line.strip()):
+                labels = tuple(match.group(4).split(", ")) if match.group(4) else ()
+                words.append(PromptWord(int(match.group(1)), int(match.group(2)), match.group(3).strip(), labels))
+        if words:
+            return words
+    return []
 
 
 def label_words_responder(label_for: Callable[[str], str | None]) -> Responder:
