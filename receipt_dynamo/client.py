@@ -278,6 +278,7 @@ class DynamoClient:
         ``skipped_existing``. Throttled writes are retried in rounds with backoff and jitter; after
         ``max_attempts`` rounds, or on a non-retryable error, raises :class:`LabelWriteError`.
         """
+        self.client  # noqa: B018 - create the boto3 client here, not racing in the worker threads
         result = LabelWriteResult()
         pending: list[ReceiptWordLabel] = []
         seen: set[tuple[str, str]] = set()
