@@ -46,6 +46,7 @@ def settings_from_context(app: cdk.App) -> PipelineSettings:
             ollama_base_url=opt("ollama_base_url") or "https://ollama.com",
             ollama_api_key_secret_name=opt("ollama_api_key_secret_name"),
             langsmith_api_key_secret_name=opt("langsmith_api_key_secret_name"),
+            langsmith_tracing=_bool_context(app, "langsmith_tracing"),
             max_concurrency=_int_context(app, "max_concurrency", 3),
             tolerated_failure_percentage=_int_context(app, "tolerated_failure_percentage", 10),
             wait_for_build=_bool_context(app, "wait_for_build"),

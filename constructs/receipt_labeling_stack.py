@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from aws_cdk import CfnOutput, Stack, Tags
-from constructs import Construct
+import jsii
+from aws_cdk import Acknowledgment, CfnOutput, CfnResource, Stack, Tags, Validations
+from aws_cdk import aws_secretsmanager as secretsmanager
 
+from constructs import Construct, IValidation
+from constructs.create_labels_step_function import CreateLabelsStepFunction
 from constructs.receipt_table import ReceiptTable
 
 
@@ -20,6 +24,7 @@ class PipelineSettings:
     ollama_base_url: str = "https://ollama.com"
     ollama_api_key_secret_name: str | None = None
     langsmith_api_key_secret_name: str | None = None
+    langsmith_tracing: bool = False
     max_concurrency: int = 3
     tolerated_failure_percentage: int = 10
     wait_for_build: bool = False
@@ -27,25 +32,159 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         if not self.stage or not self.stage.replace("-", "").isalnum():
             raise ValueError(f"stage must be letters, digits and '-', got {self.stage!r}")
+        if len(self.name) > 36:
+            # The longest derived name, "<name>-create-labels-process", must fit Lambda's 64 characters.
+            raise ValueError(f"stage must be at most {36 - len('receipt-labeling-')} characters, got {self.stage!r}")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         if not 0 <= self.tolerated_failure_percentage <= 100:
             raise ValueError(
                 f"tolerated_failure_percentage must be within 0..100, got {self.tolerated_failure_percentage}"
             )
+        if not self.ollama_base_url.startswith(("https://", "http://")):
+            raise ValueError(f"ollama_base_url must be an http(s) URL, got {self.ollama_base_url!r}")
 
     @property
     def name(self) -> str:
         """The prefix of every named resource: ``receipt-labeling-<stage>``."""
         return f"receipt-labeling-{self.stage}"
 
+    @property
+    def langsmith_enabled(self) -> bool:
+        return self.langsmith_tracing or self.langsmith_api_key_secret_name is not None
+
 
 class ReceiptLabelingStack(Stack):
+    """The receipt table, the LLM key secrets and the labeling state machine, with their outputs."""
+
     def __init__(self, scope: Construct, id_: str, *, settings: PipelineSettings, **kwargs: object) -> None:
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        name = settings.name
         Tags.of(self).add("project", "receipt-labeling")
         Tags.of(self).add("stage", settings.stage)
 
         self.receipt_table = ReceiptTable(self, "ReceiptTable", existing_table_name=settings.table_name)
-        CfnOutput(self, "TableName", value=self.receipt_table.table.table_name)
+
+        self.ollama_api_key_secret = self._secret(
+            "OllamaApiKey",
+            existing_name=settings.ollama_api_key_secret_name,
+            new_name=f"{name}/ollama-api-key",
+            description="Ollama API key (sent as 'Authorization: Bearer'). Set its value with "
+            "'aws secretsmanager put-secret-value' (see README, Deploying).",
+        )
+        self.langsmith_api_key_secret = (
+            self._secret(
+                "LangSmithApiKey",
+                existing_name=settings.langsmith_api_key_secret_name,
+                new_name=f"{name}/langsmith-api-key",
+                description="LangSmith API key for tracing the labeling LLM calls. Set its value with "
+                "'aws secretsmanager put-secret-value' (see README, Deploying).",
+            )
+            if settings.langsmith_enabled
+            else None
+        )
+
+        self.create_labels = CreateLabelsStepFunction(
+            self,
+            "CreateLabels",
+            name=name,
+            table=self.receipt_table.table,
+            ollama_api_key_secret=self.ollama_api_key_secret,
+            ollama_model=settings.ollama_model,
+            ollama_base_url=settings.ollama_base_url,
+            langsmith_api_key_secret=self.langsmith_api_key_secret,
+            max_concurrency=settings.max_concurrency,
+            tolerated_failure_percentage=settings.tolerated_failure_percentage,
+            wait_for_build=settings.wait_for_build,
+        )
+        labels = self.create_labels
+        outputs = {
+            "StateMachineArn": (labels.state_machine.state_machine_arn, "Start executions here"),
+            "ListFunctionName": (labels.list_function.function_name, "Writes the receipt manifest"),
+            "ProcessFunctionName": (labels.process_function.function_name, "Labels one receipt"),
+            "RepositoryUri": (labels.process_image.repository.repository_uri, "The process Lambda's images"),
+            "PipelineName": (labels.process_image.pipeline.pipeline_name, "Builds the process Lambda's image"),
+            "TableName": (self.receipt_table.table.table_name, "The receipt table"),
+            "ManifestBucketName": (labels.manifest_bucket.bucket_name, "Manifests and per-receipt results"),
+            "OllamaApiKeySecretArn": (self.ollama_api_key_secret.secret_arn, "Holds the Ollama API key"),
+        }
+        if self.langsmith_api_key_secret is not None:
+            outputs["LangSmithApiKeySecretArn"] = (self.langsmith_api_key_secret.secret_arn, "Holds the LangSmith key")
+        for output_id, (value, description) in outputs.items():
+            CfnOutput(self, output_id, value=value, description=description)
+        drop_depends_on_enforced_by_references(self)
+
+    def _secret(
+        self, id_: str, *, existing_name: str | None, new_name: str, description: str
+    ) -> secretsmanager.ISecret:
+        """An existing secret imported by name, or a new one whose value is generated at deploy time.
+
+        A new secret's template holds only a generation rule, never a value; the operator replaces
+        the generated placeholder with the real key (README, Deploying).
+        """
+        if existing_name:
+            return secretsmanager.Secret.from_secret_name_v2(self, id_, existing_name)
+        secret = secretsmanager.Secret(self, id_, secret_name=new_name, description=description)
+        Validations.of(secret).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-SMG4",
+                reason="A third-party API key (issued by Ollama / LangSmith) that AWS cannot rotate: a rotation "
+                "Lambda could not mint a new key. It is rotated by issuing a new key and running "
+                "put-secret-value; the Lambda re-reads it within an hour (Powertools cache max_age).",
+            )
+        )
+        return secret
+
+
+def _referenced_logical_ids(value: Any) -> set[str]:
+    """Logical ids that a resolved CloudFormation value references through Ref or Fn::GetAtt."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt" and isinstance(inner, list) and inner and isinstance(inner[0], str):
+                found.add(inner[0])
+            else:
+                found |= _referenced_logical_ids(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= _referenced_logical_ids(inner)
+    return found
+
+
+@jsii.implements(IValidation)
+class _DropDependsOnEnforcedByReferences:
+    """Removes DependsOn entries that a Ref/GetAtt of the same resource already enforces (cfn-lint W3005).
+
+    CDK makes a Lambda function, a state machine or a pipeline depend on its whole role construct
+    (the role and its default policy). The policy entry matters (nothing else orders it); the role
+    entry repeats the ``Fn::GetAtt`` of the role's ARN. Dropping only such entries leaves the
+    deployment order unchanged. This runs as a validation because validations run after CDK has
+    turned construct dependencies into resource dependencies and before the template is written
+    (aspects run too early, and Python ``Lazy`` producers cannot be resolved by this jsii runtime).
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+
+    def validate(self) -> list[str]:
+        stack = self._stack
+        for construct in stack.node.find_all():
+            if not isinstance(construct, CfnResource) or Stack.of(construct) is not stack:
+                continue
+            referenced = _referenced_logical_ids(stack.resolve(construct._cfn_properties))
+            for target in construct.obtain_dependencies():
+                if (
+                    isinstance(target, CfnResource)
+                    and Stack.of(target) is stack
+                    and stack.resolve(target.logical_id) in referenced
+                ):
+                    construct.remove_resource_dependency(target)
+        return []
+
+
+def drop_depends_on_enforced_by_references(stack: Stack) -> None:
+    """Register :class:`_DropDependsOnEnforcedByReferences` on ``stack``."""
+    stack.node.add_validation(_DropDependsOnEnforcedByReferences(stack))

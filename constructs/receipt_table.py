@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
-from constructs import Construct
 
+from constructs import Construct
 from receipt_dynamo import schema
 
 

@@ -1,0 +1,547 @@
+"""CreateLabelsStepFunction: the labeling workflow (list -> Distributed Map over an S3 manifest -> summary).
+
+State machine (JSONPath, STANDARD)::
+
+    ListReceipts (zip Lambda)  -> writes the manifest, returns {receipt_count, manifest_bucket, manifest_key}
+    HasReceipts (Choice)       -> receipt_count > 0 ? LabelReceipts : NoReceipts
+    NoReceipts (Succeed)
+    LabelReceipts (Distributed Map, ItemReader = the manifest, child STANDARD executions)
+        ProcessReceipt (container Lambda) per {image_id, receipt_id}
+        ResultWriter -> s3://<manifest bucket>/results/<map run id>/ (SUCCEEDED_*.json, FAILED_*.json)
+    CountResults (aws-sdk sfn:describeMapRun) -> item counts of the map run
+    Summarize (Pass)           -> {receipt_count, succeeded, failed, timed_out, aborted, results, manifest, map_run_arn}
+
+The map fails the execution (``States.ExceedToleratedFailureThreshold``) when more than
+``tolerated_failure_percentage`` of the receipts failed; below that, every failed receipt is in the
+results' FAILED files with its error and cause, and counted in ``failed``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from aws_cdk import (
+    Acknowledgment,
+    ArnFormat,
+    AssetHashType,
+    Aws,
+    Duration,
+    Fn,
+    RemovalPolicy,
+    Stack,
+    Validations,
+)
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+
+from constructs import Construct
+from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig
+from receipt_dynamo import schema
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Errors the Lambda service (not our code) raises; always worth another try.
+LAMBDA_SERVICE_ERRORS: tuple[str, ...] = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+)
+#: Where the list Lambda writes manifests (lambdas/list_receipts/handler.py: MANIFEST_PREFIX) and
+#: where the map writes its results.
+MANIFEST_PREFIX = "manifests/"
+RESULTS_PREFIX = "results"
+MAP_RUN_LABEL = "LabelReceipts"
+#: The cdk-nag pack whose findings this module acknowledges (validation plugin namespace).
+NAG_PACK = "AwsSolutions"
+
+# The list Lambda's code: its handler at the root of the zip, beside the receipt_dynamo package.
+_LIST_CODE_SOURCES: tuple[tuple[str, str], ...] = (("lambdas/list_receipts", ""), ("receipt_dynamo", "receipt_dynamo"))
+_EXCLUDED_DIRS = frozenset({"__pycache__", "tests", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis"})
+_EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+
+
+def list_receipts_code_files(repo_root: Path = REPO_ROOT) -> dict[str, Path]:
+    """Archive path -> source file of the list Lambda's code asset (sorted, without caches or tests)."""
+    files: dict[str, Path] = {}
+    for source, target in _LIST_CODE_SOURCES:
+        base = repo_root / source
+        marker = base / ("__init__.py" if target else "handler.py")
+        if not marker.is_file():
+            raise FileNotFoundError(f"list Lambda code: {marker} does not exist")
+        for path in sorted(base.rglob("*")):
+            relative = path.relative_to(base)
+            if not path.is_file() or _EXCLUDED_DIRS.intersection(relative.parts[:-1]):
+                continue
+            if path.name.endswith(_EXCLUDED_SUFFIXES) or path.name.startswith("."):
+                continue
+            files["/".join(filter(None, (target, relative.as_posix())))] = path
+    return dict(sorted(files.items()))
+
+
+def stage_list_receipts_code(repo_root: Path = REPO_ROOT) -> tuple[Path, str]:
+    """Copy the list Lambda's files into a fresh directory; return it and a hash of names and contents.
+
+    Plain file copies, no Docker and no pip: the function needs nothing beyond the standard library,
+    boto3 (in the Lambda runtime) and receipt_dynamo. Modes are normalized and the hash covers only
+    archive paths and bytes, so the asset (and the template) are the same on every machine.
+    """
+    files = list_receipts_code_files(repo_root)
+    digest = hashlib.sha256(b"list-receipts-code/v1\n")
+    staging = Path(tempfile.mkdtemp(prefix="list-receipts-code-"))
+    atexit.register(shutil.rmtree, staging, ignore_errors=True)
+    for archive_path, source in files.items():
+        data = source.read_bytes()
+        digest.update(f"{archive_path}\0{len(data)}\0".encode())
+        digest.update(data)
+        target = staging / archive_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(0o644)
+    for directory in sorted(p for p in staging.rglob("*") if p.is_dir()):
+        directory.chmod(0o755)
+    return staging, digest.hexdigest()
+
+
+def _acknowledge(scope: Construct, rule: str, reason: str) -> None:
+    """Acknowledge one cdk-nag finding on ``scope`` (and its children): the rule, its finding, why it is fine."""
+    Validations.of(scope).acknowledge(Acknowledgment(id=f"{NAG_PACK}::{rule}", reason=reason))
+
+
+def nag_resource_text(scope: Construct, value: str) -> str:
+    """``value`` (an ARN, possibly with tokens) written as cdk-nag names it in an IAM5 finding.
+
+    cdk-nag flattens ``Fn::Join`` and writes ``{"Ref": X}`` as ``<X>`` and ``{"Fn::GetAtt": [X, A]}``
+    as ``<X.A>`` (anything else as compact JSON). Acknowledging the exact finding, computed from the
+    same token the policy uses, keeps each acknowledgement to one resource and follows renames.
+    """
+
+    def render(part: object) -> str:
+        if isinstance(part, str):
+            return part
+        if isinstance(part, dict) and list(part) == ["Fn::Join"] and part["Fn::Join"][0] == "":
+            return "".join(render(p) for p in part["Fn::Join"][1])
+        if isinstance(part, dict) and list(part) == ["Ref"]:
+            return f"<{part['Ref']}>"
+        if isinstance(part, dict) and list(part) == ["Fn::GetAtt"]:
+            return f"<{part['Fn::GetAtt'][0]}.{part['Fn::GetAtt'][1]}>"
+        return json.dumps(part, separators=(",", ":"))
+
+    return render(Stack.of(scope).resolve(value))
+
+
+def _iam5(scope: Construct, resource: str) -> str:
+    return f"AwsSolutions-IAM5[Resource::{nag_resource_text(scope, resource)}]"
+
+
+class CreateLabelsStepFunction(Construct):
+    """The labeling pipeline: list Lambda, process Lambda (built in CodeBuild), manifest bucket, state machine.
+
+    Attributes: ``manifest_bucket``, ``list_function`` / ``list_role``, ``process_image``
+    (the :class:`CodeBuildDockerImage`), ``process_function`` / ``process_role``, ``log_group`` and
+    ``state_machine``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        name: str,
+        table: dynamodb.ITableV2,
+        ollama_api_key_secret: secretsmanager.ISecret,
+        ollama_model: str,
+        ollama_base_url: str,
+        langsmith_api_key_secret: secretsmanager.ISecret | None = None,
+        max_concurrency: int = 3,
+        tolerated_failure_percentage: int = 10,
+        wait_for_build: bool = False,
+        log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS,
+        manifest_expiration: Duration | None = None,
+        process_timeout: Duration | None = None,
+        process_memory_size: int = 1536,
+    ) -> None:
+        super().__init__(scope, id_)
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if not 0 <= tolerated_failure_percentage <= 100:
+            raise ValueError(f"tolerated_failure_percentage must be within 0..100, got {tolerated_failure_percentage}")
+        self.name = name
+        state_machine_name = f"{name}-sf"
+
+        # ---- manifest bucket: manifests (list Lambda) and map results (ResultWriter) -----------
+        self.manifest_bucket = s3.Bucket(
+            self,
+            "ManifestBucket",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=False,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-manifests-and-results",
+                    enabled=True,
+                    expiration=manifest_expiration or Duration.days(30),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+            # Run data only; objects expire anyway. Retained so a stack deletion never fails on a
+            # non-empty bucket and never needs an auto-delete custom resource.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        _acknowledge(
+            self.manifest_bucket,
+            "AwsSolutions-S1",
+            "The manifest bucket holds only run manifests and map results written by this state machine and "
+            "its list Lambda (both through scoped IAM roles); objects expire after 30 days. Server access logs "
+            "would need a second bucket and add nothing that CloudTrail data events cannot give when required.",
+        )
+
+        # ---- list Lambda: zip, arm64, no Docker ----------------------------------------------
+        list_function_name = f"{name}-create-labels-list"
+        self.list_log_group = logs.LogGroup(
+            self,
+            "ListReceiptsLogGroup",
+            log_group_name=f"/aws/lambda/{list_function_name}",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.list_role = iam.Role(
+            self,
+            "ListReceiptsRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{list_function_name}: query receipt keys, write manifests",
+        )
+        self.list_log_group.grant_write(self.list_role)
+        self.list_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="QueryReceiptKeysOnTheTypeIndex",
+                actions=["dynamodb:Query"],
+                resources=[f"{table.table_arn}/index/{_type_index_name()}"],
+            )
+        )
+        self.list_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteRunManifests",
+                actions=["s3:PutObject"],
+                resources=[self.manifest_bucket.arn_for_objects(f"{MANIFEST_PREFIX}*")],
+            )
+        )
+        _acknowledge(
+            self.list_role,
+            _iam5(self, self.manifest_bucket.arn_for_objects(f"{MANIFEST_PREFIX}*")),
+            "List Lambda role, s3:PutObject on <manifest bucket>/manifests/*: each run writes one manifest "
+            "under a key named after its execution, unknown at deploy time; no other prefix, no other bucket.",
+        )
+        staged, code_hash = stage_list_receipts_code()
+        self.list_function = lambda_.Function(
+            self,
+            "ListReceiptsFunction",
+            function_name=list_function_name,
+            description="Writes every receipt key to a JSON manifest in S3 for the Distributed Map",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.ARM_64,
+            handler="handler.lambda_handler",
+            code=lambda_.Code.from_asset(str(staged), asset_hash_type=AssetHashType.CUSTOM, asset_hash=code_hash),
+            role=self.list_role,
+            memory_size=256,
+            timeout=Duration.minutes(5),
+            log_group=self.list_log_group,
+            environment={
+                "DYNAMODB_TABLE_NAME": table.table_name,
+                "MANIFEST_BUCKET": self.manifest_bucket.bucket_name,
+            },
+        )
+        _acknowledge(
+            self.list_function,
+            "AwsSolutions-L1",
+            "Python 3.12 on purpose: the process Lambda's image is public.ecr.aws/lambda/python:3.12 and both "
+            "functions share receipt_dynamo, so one interpreter version is tested and deployed.",
+        )
+
+        # ---- process Lambda: container image built in CodeBuild --------------------------------
+        process_function_name = f"{name}-create-labels-process"
+        self.process_role = iam.Role(
+            self,
+            "ProcessReceiptRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{process_function_name}: read a receipt, write its PENDING labels, read the LLM keys",
+        )
+        self.process_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadReceiptsWriteNewLabels",
+                # Query: get_receipt_details; PutItem: the conditional Puts of TransactWriteItems.
+                actions=["dynamodb:Query", "dynamodb:PutItem"],
+                resources=[table.table_arn],
+            )
+        )
+        secrets = [ollama_api_key_secret, *([langsmith_api_key_secret] if langsmith_api_key_secret else [])]
+        self.process_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadLlmApiKeys",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[secret.secret_arn for secret in secrets],
+            )
+        )
+        environment: dict[str, str] = {
+            "DYNAMODB_TABLE_NAME": table.table_name,
+            "OLLAMA_BASE_URL": ollama_base_url,
+            "OLLAMA_MODEL": ollama_model,
+            "OLLAMA_API_KEY_SECRET_ARN": ollama_api_key_secret.secret_arn,
+        }
+        if langsmith_api_key_secret is not None:
+            environment["LANGSMITH_API_KEY_SECRET_ARN"] = langsmith_api_key_secret.secret_arn
+            environment["LANGSMITH_PROJECT"] = name
+        self.process_image = CodeBuildDockerImage(
+            self,
+            "ProcessReceiptImage",
+            dockerfile_path="lambdas/process_receipt/Dockerfile",
+            build_context_path=str(REPO_ROOT),
+            lambda_function_name=process_function_name,
+            lambda_config=LambdaConfig(
+                role=self.process_role,
+                timeout=process_timeout or Duration.seconds(600),
+                memory_size=process_memory_size,
+                environment=environment,
+                description="Labels the words of one receipt with an Ollama-hosted LLM (PENDING labels)",
+                log_retention=log_retention,
+            ),
+            wait_for_build=wait_for_build,
+        )
+        self.process_function = self.process_image.lambda_function
+
+        # ---- state machine -------------------------------------------------------------------
+        self.log_group = logs.LogGroup(
+            self,
+            "StateMachineLogGroup",
+            log_group_name=f"/aws/stepfunctions/{state_machine_name}",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        definition = self._definition(
+            state_machine_name=state_machine_name,
+            max_concurrency=max_concurrency,
+            tolerated_failure_percentage=tolerated_failure_percentage,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=state_machine_name,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            comment="Labels every receipt word with an Ollama-hosted LLM; proposals are stored as PENDING labels",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            tracing_enabled=True,
+        )
+        self._acknowledge_state_machine_findings()
+
+    # The definition ------------------------------------------------------------------------------
+    def _definition(
+        self, *, state_machine_name: str, max_concurrency: int, tolerated_failure_percentage: int
+    ) -> sfn.IChainable:
+        # Map run ARNs end in a run id unknown until the run starts: all runs of this state machine.
+        self._map_runs_arn = Stack.of(self).format_arn(
+            service="states",
+            resource="mapRun",
+            resource_name=f"{state_machine_name}/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        list_receipts = tasks.LambdaInvoke(
+            self,
+            "ListReceipts",
+            comment="Write every receipt key to a JSON manifest in S3; the manifest key is named after the execution",
+            lambda_function=self.list_function,
+            # The execution input ({} or {"limit": N}) plus the execution name, which names the manifest.
+            payload=sfn.TaskInput.from_json_path_at(
+                sfn.JsonPath.json_merge(
+                    sfn.JsonPath.entire_payload,
+                    sfn.JsonPath.string_to_json(
+                        sfn.JsonPath.format('\\{"execution_name":"{}"\\}', sfn.JsonPath.execution_name)
+                    ),
+                )
+            ),
+            result_selector={
+                "receipt_count": sfn.JsonPath.number_at("$.Payload.receipt_count"),
+                "manifest_bucket": sfn.JsonPath.string_at("$.Payload.manifest_bucket"),
+                "manifest_key": sfn.JsonPath.string_at("$.Payload.manifest_key"),
+            },
+            result_path="$.list",
+            retry_on_service_exceptions=False,
+        )
+        _add_retry(list_receipts, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
+
+        process_receipt = tasks.LambdaInvoke(
+            self,
+            "ProcessReceipt",
+            comment="Label one receipt; raises a typed error (never an error payload) so Retry can match it",
+            lambda_function=self.process_function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "image_id": sfn.JsonPath.string_at("$.image_id"),
+                    "receipt_id": sfn.JsonPath.number_at("$.receipt_id"),
+                }
+            ),
+            output_path="$.Payload",
+            retry_on_service_exceptions=False,
+        )
+        # Retriers are evaluated in order; their error names are disjoint. Not retried, on purpose:
+        # InvalidEventError, ReceiptNotFoundError, LLMOutputError (another try gives the same answer).
+        _add_retry(process_receipt, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
+        _add_retry(process_receipt, ["LLMRateLimitError"], interval=30, max_attempts=6, max_delay=300)
+        _add_retry(process_receipt, ["LLMTransientError"], interval=5, max_attempts=4, max_delay=60)
+
+        label_receipts = sfn.DistributedMap(
+            self,
+            "LabelReceipts",
+            comment="One child STANDARD execution per receipt of the manifest",
+            item_reader=sfn.S3JsonItemReader(
+                bucket=self.manifest_bucket, key=sfn.JsonPath.string_at("$.list.manifest_key")
+            ),
+            item_selector={
+                "image_id": sfn.JsonPath.string_at("$$.Map.Item.Value.image_id"),
+                "receipt_id": sfn.JsonPath.number_at("$$.Map.Item.Value.receipt_id"),
+            },
+            max_concurrency=max_concurrency,
+            tolerated_failure_percentage=tolerated_failure_percentage,
+            map_execution_type=sfn.StateMachineType.STANDARD,
+            label=MAP_RUN_LABEL,
+            result_writer_v2=sfn.ResultWriterV2(bucket=self.manifest_bucket, prefix=RESULTS_PREFIX),
+            result_selector={
+                "map_run_arn": sfn.JsonPath.string_at("$.MapRunArn"),
+                "results_bucket": sfn.JsonPath.string_at("$.ResultWriterDetails.Bucket"),
+                "results_key": sfn.JsonPath.string_at("$.ResultWriterDetails.Key"),
+            },
+            result_path="$.map",
+        )
+        label_receipts.item_processor(process_receipt)
+
+        count_results = tasks.CallAwsService(
+            self,
+            "CountResults",
+            comment="Item counts of the map run (succeeded, failed, timed out, aborted)",
+            service="sfn",
+            action="describeMapRun",
+            parameters={"MapRunArn": sfn.JsonPath.string_at("$.map.map_run_arn")},
+            iam_action="states:DescribeMapRun",
+            iam_resources=[self._map_runs_arn],
+            result_selector={
+                "succeeded": sfn.JsonPath.number_at("$.ItemCounts.Succeeded"),
+                "failed": sfn.JsonPath.number_at("$.ItemCounts.Failed"),
+                "timed_out": sfn.JsonPath.number_at("$.ItemCounts.TimedOut"),
+                "aborted": sfn.JsonPath.number_at("$.ItemCounts.Aborted"),
+                "total": sfn.JsonPath.number_at("$.ItemCounts.Total"),
+            },
+            result_path="$.counts",
+        )
+        # A read-only call: any failure of it is worth a few more tries before failing the run.
+        _add_retry(count_results, ["States.TaskFailed"], interval=2, max_attempts=3, max_delay=20)
+
+        summarize = sfn.Pass(
+            self,
+            "Summarize",
+            comment="The execution's output: counts and where the per-receipt results are",
+            parameters={
+                "receipt_count": sfn.JsonPath.number_at("$.list.receipt_count"),
+                "succeeded": sfn.JsonPath.number_at("$.counts.succeeded"),
+                "failed": sfn.JsonPath.number_at("$.counts.failed"),
+                "timed_out": sfn.JsonPath.number_at("$.counts.timed_out"),
+                "aborted": sfn.JsonPath.number_at("$.counts.aborted"),
+                "results": {
+                    "bucket": sfn.JsonPath.string_at("$.map.results_bucket"),
+                    "manifest_key": sfn.JsonPath.string_at("$.map.results_key"),
+                },
+                "manifest": {
+                    "bucket": sfn.JsonPath.string_at("$.list.manifest_bucket"),
+                    "key": sfn.JsonPath.string_at("$.list.manifest_key"),
+                },
+                "map_run_arn": sfn.JsonPath.string_at("$.map.map_run_arn"),
+            },
+        )
+        no_receipts = sfn.Succeed(
+            self, "NoReceipts", comment="The table holds no receipt: nothing to label", output_path="$.list"
+        )
+        has_receipts = (
+            sfn.Choice(self, "HasReceipts", comment="Skip the map when the manifest is empty")
+            .when(sfn.Condition.number_greater_than("$.list.receipt_count", 0), label_receipts)
+            .otherwise(no_receipts)
+        )
+        label_receipts.next(count_results).next(summarize)
+        return list_receipts.next(has_receipts)
+
+    def _acknowledge_state_machine_findings(self) -> None:
+        """Every wildcard the state machine's role holds, each with why it cannot be narrower."""
+        sm = self.state_machine
+        stack = Stack.of(self)
+        executions = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=Fn.select(6, Fn.split(":", sm.state_machine_arn)),
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        findings = {
+            # Resource "*": these actions have no resource-level permissions.
+            "AwsSolutions-IAM5[Resource::*]": "State machine role, Resource '*' only for the actions that support "
+            "no resource-level permission: X-Ray PutTraceSegments, PutTelemetryRecords, GetSamplingRules, "
+            "GetSamplingTargets (tracing) and the CloudWatch Logs vended-log-delivery actions (CreateLogDelivery, "
+            "GetLogDelivery, UpdateLogDelivery, DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, "
+            "DescribeResourcePolicies, DescribeLogGroups) that Step Functions logging requires.",
+            _iam5(self, f"{self.list_function.function_arn}:*"): "State machine role, lambda:InvokeFunction on "
+            "the list function's qualified ARNs (versions and aliases of this one function), added by LambdaInvoke.",
+            _iam5(self, f"{self.process_function.function_arn}:*"): "State machine role, lambda:InvokeFunction on "
+            "the process function's qualified ARNs (versions and aliases of this one function), added by "
+            "LambdaInvoke.",
+            _iam5(self, f"arn:{Aws.PARTITION}:s3:::{self.manifest_bucket.bucket_name}/*"): "State machine role, "
+            "s3:GetObject (ItemReader: the run's manifest) and s3:PutObject/GetObject/ListMultipartUploadParts/"
+            "AbortMultipartUpload (ResultWriter: results/<map run id>/...) on objects of the manifest bucket only; "
+            "the keys are per run and unknown at deploy time.",
+            _iam5(self, self._map_runs_arn): "State machine role, states:DescribeMapRun on the map runs of this "
+            "state machine only: a map run ARN ends in a run id that exists only once the run starts.",
+            _iam5(self, f"{executions}:*"): "Distributed Map policy, states:DescribeExecution/StopExecution on "
+            "the child executions of this state machine only (their names are generated per item).",
+            _iam5(self, f"{executions}/{MAP_RUN_LABEL}:*"): "Distributed Map policy, states:RedriveExecution on "
+            "this state machine's LabelReceipts map-run executions only (ids generated per run).",
+        }
+        for rule, reason in findings.items():
+            _acknowledge(sm, rule, reason)
+
+
+def _add_retry(
+    state: sfn.TaskStateBase,
+    errors: Sequence[str],
+    *,
+    interval: int,
+    max_attempts: int,
+    max_delay: int,
+    backoff_rate: float = 2.0,
+) -> None:
+    """Exponential backoff with full jitter, capped at ``max_delay`` seconds."""
+    state.add_retry(
+        errors=list(errors),
+        interval=Duration.seconds(interval),
+        max_attempts=max_attempts,
+        backoff_rate=backoff_rate,
+        max_delay=Duration.seconds(max_delay),
+        jitter_strategy=sfn.JitterType.FULL,
+    )
+
+
+def _type_index_name() -> str:
+    """The index the list Lambda queries (receipt_dynamo iter_receipt_keys: TYPE = RECEIPT)."""
+    names = [index_name for index_name, pk, _ in schema.GLOBAL_SECONDARY_INDEXES if pk == schema.TYPE_ATTRIBUTE]
+    if len(names) != 1:
+        raise RuntimeError(f"expected one index keyed on {schema.TYPE_ATTRIBUTE}, found {names}")
+    return names[0]
