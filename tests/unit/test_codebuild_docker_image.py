@@ -1,0 +1,641 @@
+"""CodeBuildDockerImage synthesized in a stack of its own: every resource and property the issue asks
+for, IAM scoping, cdk-nag (AwsSolutions) and cfn-lint, deterministic synth.
+
+One small test stack per mode is synthesized once per module (fixtures) over a temporary build
+context with a fake Dockerfile, so these tests do not depend on the real image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk.assertions import Capture, Match, Template
+from cdk_nag import AwsSolutionsChecks
+
+from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig
+from constructs.docker_image_buildspec import build_spec_object
+
+pytestmark = pytest.mark.unit
+
+FUNCTION = "receipt-labeling-test-process"
+DOCKERFILE = "lambdas/process_receipt/Dockerfile"
+# IAM actions granted on Resource "*": ECR's registry token, and CloudWatch Logs' vended log delivery
+# used by the provider's waiter state machine logging (no resource-level permissions for either).
+STAR_ONLY_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    # AWS's documented Step Functions logging policy also lists these two on "*"; CDK emits it as is.
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
+
+
+def make_context(root: Path) -> Path:
+    files = {
+        "receipt_dynamo/__init__.py": "from .client import DynamoClient\n",
+        "receipt_dynamo/client.py": "class DynamoClient: ...\n",
+        "receipt_label/__init__.py": "from .graph import label_receipt\n",
+        "receipt_label/graph.py": "def label_receipt(details, *, llm): ...\n",
+        DOCKERFILE: "FROM public.ecr.aws/lambda/python:3.13\nCOPY receipt_dynamo receipt_dynamo\n",
+        "lambdas/process_receipt/handler.py": "def lambda_handler(event, context): ...\n",
+        "lambdas/process_receipt/requirements.txt": "pydantic==2.11.0\n",
+        "lambdas/list_receipts/handler.py": "def lambda_handler(event, context): ...\n",
+        "README.md": "# readme\n",
+        "tests/test_x.py": "def test_x(): ...\n",
+        "receipt_label/__pycache__/graph.cpython-313.pyc": "\0compiled",
+        ".git/HEAD": "ref: refs/heads/main\n",
+        "cdk.out/manifest.json": "{}\n",
+    }
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def synth(
+    outdir: Path, context_dir: Path, *, nag: bool = False, **overrides: Any
+) -> tuple[CodeBuildDockerImage, Template, dict[str, Any], Path]:
+    app = cdk.App(outdir=str(outdir))
+    stack = cdk.Stack(app, "ImageOnly", env=cdk.Environment(account="123456789012", region="us-east-1"))
+    props: dict[str, Any] = {
+        "dockerfile_path": DOCKERFILE,
+        "build_context_path": str(context_dir),
+        "lambda_function_name": FUNCTION,
+        "lambda_config": LambdaConfig(
+            timeout=600,
+            memory_size=1536,
+            ephemeral_storage=2048,
+            environment={"DYNAMODB_TABLE_NAME": "receipts"},
+            tags={"component": "process-receipt"},
+            reserved_concurrent_executions=5,
+        ),
+        "build_args": {"PYTHON_VERSION": "3.13"},
+    }
+    props.update(overrides)
+    image = CodeBuildDockerImage(stack, "Image", **props)
+    if nag:
+        Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    app.synth()
+    template_path = outdir / "ImageOnly.template.json"
+    return image, Template.from_stack(stack), json.loads(template_path.read_text()), template_path
+
+
+@pytest.fixture(scope="module")
+def context_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_context(tmp_path_factory.mktemp("context"))
+
+
+@pytest.fixture(scope="module")
+def async_stack(
+    tmp_path_factory: pytest.TempPathFactory, context_dir: Path
+) -> tuple[CodeBuildDockerImage, Template, dict[str, Any], Path]:
+    """Default mode (async), arm64, with cdk-nag's AwsSolutions pack on the app."""
+    return synth(tmp_path_factory.mktemp("cdk.out"), context_dir, nag=True)
+
+
+@pytest.fixture(scope="module")
+def wait_stack(
+    tmp_path_factory: pytest.TempPathFactory, context_dir: Path
+) -> tuple[CodeBuildDockerImage, Template, dict[str, Any], Path]:
+    """wait_for_build=True on linux/amd64, with a caller-provided role and DESTROY removal."""
+    return synth(
+        tmp_path_factory.mktemp("cdk.out"),
+        context_dir,
+        wait_for_build=True,
+        platform="linux/amd64",
+        removal_policy=cdk.RemovalPolicy.DESTROY,
+        lambda_config={"timeout": 30, "memory_size": 512, "role": None},
+    )
+
+
+def resources(raw: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in raw["Resources"].items() if v["Type"] == kind}
+
+
+def only(raw: dict[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
+    found = resources(raw, kind)
+    assert len(found) == 1, f"expected one {kind}, got {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def statements(raw: dict[str, Any], role_logical_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for policy in resources(raw, "AWS::IAM::Policy").values():
+        if {"Ref": role_logical_id} in policy["Properties"]["Roles"]:
+            out.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return out
+
+
+def actions_of(statement: dict[str, Any]) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def logical_id(image_construct: Any) -> str:
+    return cdk.Stack.of(image_construct).get_logical_id(image_construct.node.default_child)
+
+
+# ---- resources and properties -------------------------------------------------------------------
+
+
+def test_repository_scans_on_push_keeps_tags_immutable_and_expires_old_images(async_stack: Any) -> None:
+    _image, template, _raw, _ = async_stack
+    template.resource_count_is("AWS::ECR::Repository", 1)
+    policy = Capture()
+    template.has_resource(
+        "AWS::ECR::Repository",
+        {
+            "Properties": Match.object_like(
+                {
+                    "ImageScanningConfiguration": {"ScanOnPush": True},
+                    "ImageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
+                    "ImageTagMutabilityExclusionFilters": [
+                        {
+                            "ImageTagMutabilityExclusionFilterType": "WILDCARD",
+                            "ImageTagMutabilityExclusionFilterValue": "buildcache",
+                        }
+                    ],
+                    "LifecyclePolicy": {"LifecyclePolicyText": policy},
+                }
+            ),
+            "DeletionPolicy": "Retain",
+        },
+    )
+    rules = json.loads(policy.as_string())["rules"]
+    untagged = next(r for r in rules if r["selection"]["tagStatus"] == "untagged")
+    assert untagged["selection"] | {} == {
+        "tagStatus": "untagged",
+        "countType": "sinceImagePushed",
+        "countNumber": 1,
+        "countUnit": "days",
+    }
+    tagged = next(r for r in rules if r["selection"]["tagStatus"] == "tagged")
+    assert tagged["selection"]["countType"] == "imageCountMoreThan"
+    assert tagged["selection"]["countNumber"] == 10
+    assert all(r["action"] == {"type": "expire"} for r in rules)
+    # The cache tag is never the only tag an expiring rule can target on its own.
+    assert not any("buildcache" in json.dumps(r["selection"]) for r in rules)
+
+
+def test_keep_images_sets_the_lifecycle_count(wait_stack: Any) -> None:
+    _, _, raw, _ = wait_stack
+    _, repo = only(raw, "AWS::ECR::Repository")
+    rules = json.loads(repo["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    assert [r["selection"].get("countNumber") for r in rules] == [1, 10]
+    assert repo["DeletionPolicy"] == "Delete"  # removal_policy=DESTROY
+    assert repo["Properties"]["EmptyOnDelete"] is True
+
+
+def test_artifact_bucket_is_versioned_encrypted_private_tls_only_and_expires_old_versions(async_stack: Any) -> None:
+    _image, template, _raw, _ = async_stack
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                                "Status": "Enabled",
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+    template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Action": "s3:*",
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_project_is_a_privileged_arm_al2023_build_with_its_own_log_group(async_stack: Any) -> None:
+    image, template, raw, _ = async_stack
+    log_group_id = logical_id(image.build_log_group)
+    template.has_resource_properties(
+        "AWS::CodeBuild::Project",
+        {
+            "Name": f"{FUNCTION}-image-build",
+            "Environment": Match.object_like(
+                {
+                    "Type": "ARM_CONTAINER",
+                    "Image": "aws/codebuild/amazonlinux-aarch64-standard:3.0",
+                    "PrivilegedMode": True,
+                    "ComputeType": "BUILD_GENERAL1_SMALL",
+                    "EnvironmentVariables": Match.array_with(
+                        [
+                            {"Name": "PLATFORM", "Type": "PLAINTEXT", "Value": "linux/arm64"},
+                            {"Name": "DOCKERFILE", "Type": "PLAINTEXT", "Value": DOCKERFILE},
+                            {"Name": "CACHE_TAG", "Type": "PLAINTEXT", "Value": "buildcache"},
+                            {"Name": "FUNCTION_NAME", "Type": "PLAINTEXT", "Value": FUNCTION},
+                        ]
+                    ),
+                }
+            ),
+            "TimeoutInMinutes": 30,
+            "QueuedTimeoutInMinutes": 10,
+            "LogsConfig": {"CloudWatchLogs": {"GroupName": {"Ref": log_group_id}, "Status": "ENABLED"}},
+        },
+    )
+    assert raw["Resources"][log_group_id]["Properties"]["RetentionInDays"] == 30
+
+
+def test_buildspec_is_the_tested_command_list_with_the_build_args(async_stack: Any) -> None:
+    _, _, raw, _ = async_stack
+    _, project = only(raw, "AWS::CodeBuild::Project")
+    spec = json.loads(project["Properties"]["Source"]["BuildSpec"])
+    assert spec == build_spec_object({"PYTHON_VERSION": "3.13"})
+    build = " ".join(spec["phases"]["build"]["commands"])
+    assert "--build-arg PYTHON_VERSION=3.13" in build
+    assert all(phase["on-failure"] == "ABORT" for phase in spec["phases"].values())
+
+
+def test_pipeline_is_v2_superseded_unpolled_s3_version_source_then_codebuild(async_stack: Any) -> None:
+    image, template, raw, _ = async_stack
+    bucket_id, project_id = logical_id(image.artifact_bucket), logical_id(image.project)
+    template.has_resource_properties(
+        "AWS::CodePipeline::Pipeline",
+        {
+            "Name": f"{FUNCTION}-image",
+            "PipelineType": "V2",
+            "ExecutionMode": "SUPERSEDED",
+            "RestartExecutionOnUpdate": False,
+            "ArtifactStore": {"Location": {"Ref": bucket_id}, "Type": "S3"},
+            "Variables": [
+                Match.object_like({"Name": "IMAGE_TAG", "DefaultValue": image.image_tag}),
+                Match.object_like({"Name": "UPDATE_FUNCTION", "DefaultValue": "true"}),
+            ],
+            "Stages": [
+                {
+                    "Name": "Source",
+                    "Actions": [
+                        Match.object_like(
+                            {
+                                "Name": "Source",
+                                "ActionTypeId": Match.object_like({"Category": "Source", "Provider": "S3"}),
+                                "Configuration": {
+                                    "S3Bucket": {"Ref": bucket_id},
+                                    "S3ObjectKey": f"{FUNCTION}/context.zip",
+                                    "PollForSourceChanges": False,
+                                },
+                            }
+                        )
+                    ],
+                },
+                {
+                    "Name": "Build",
+                    "Actions": [
+                        Match.object_like(
+                            {
+                                "Name": "Build",
+                                "ActionTypeId": Match.object_like({"Category": "Build", "Provider": "CodeBuild"}),
+                                "Configuration": Match.object_like({"ProjectName": {"Ref": project_id}}),
+                            }
+                        )
+                    ],
+                },
+            ],
+        },
+    )
+    _, pipeline = only(raw, "AWS::CodePipeline::Pipeline")
+    build_env = json.loads(pipeline["Properties"]["Stages"][1]["Actions"][0]["Configuration"]["EnvironmentVariables"])
+    assert {(v["name"], v["value"]) for v in build_env} == {
+        ("IMAGE_TAG", "#{variables.IMAGE_TAG}"),
+        ("UPDATE_FUNCTION", "#{variables.UPDATE_FUNCTION}"),
+    }
+    # No polling and no S3 event rule: only the trigger custom resource starts the pipeline.
+    template.resource_count_is("AWS::Events::Rule", 0)
+    template.resource_count_is("AWS::CloudTrail::Trail", 0)
+
+
+def test_trigger_custom_resource_carries_the_tag_asset_and_source_and_ends_within_the_hour(async_stack: Any) -> None:
+    image, template, raw, _ = async_stack
+    assert len(image.image_tag) == 32 and int(image.image_tag, 16) >= 0
+    props = Capture()
+    template.has_resource("Custom::CodeBuildDockerImage", {"Properties": props})
+    value = props.as_object()
+    assert value["ImageTag"] == image.image_tag
+    assert value["SourceKey"] == f"{FUNCTION}/context.zip"
+    assert value["SourceBucket"] == {"Ref": logical_id(image.artifact_bucket)}
+    assert value["PipelineName"] == {"Ref": logical_id(image.pipeline)}
+    assert value["RepositoryName"] == {"Ref": logical_id(image.repository)}
+    assert value["FunctionName"] == FUNCTION
+    assert value["WaitForBuild"] == "false"
+    assert value["AssetKey"].endswith(".zip")
+    assert value["AssetBucket"] == "cdk-hnb659fds-assets-123456789012-us-east-1"
+    # CloudFormation's custom resource limit is one hour: the resource, the provider's waiter and the
+    # handler's own deadline all end before it.
+    assert int(value["ServiceTimeout"]) < 3600
+    _, machine = only(raw, "AWS::StepFunctions::StateMachine")
+    definition = "".join(p for p in machine["Properties"]["DefinitionString"]["Fn::Join"][1] if isinstance(p, str))
+    retry = re.search(r'"IntervalSeconds":(\d+),"MaxAttempts":(\d+),"BackoffRate":1\b', definition)
+    assert retry, definition
+    waiter_seconds = int(retry[1]) * int(retry[2])
+    assert waiter_seconds < int(value["ServiceTimeout"]) < 3600
+    assert int(value["DeadlineSeconds"]) < waiter_seconds
+    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_trigger_handlers_are_plain_python_from_lambdas_folder(async_stack: Any) -> None:
+    image, template, raw, out = async_stack
+    for handler, timeout in (("handler.on_event", 300), ("handler.is_complete", 60)):
+        template.has_resource_properties(
+            "AWS::Lambda::Function",
+            {"Handler": handler, "Runtime": "python3.14", "Architectures": ["arm64"], "Timeout": timeout},
+        )
+    key = raw["Resources"][logical_id(image.on_event_function)]["Properties"]["Code"]["S3Key"]
+    manifest = json.loads((out.parent / "ImageOnly.assets.json").read_text())
+    asset_dir = out.parent / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
+    assert sorted(p.name for p in asset_dir.iterdir()) == ["handler.py"]
+
+
+def test_function_is_pinned_to_the_trigger_digest_with_the_lambda_config(async_stack: Any) -> None:
+    image, template, raw, _ = async_stack
+    trigger_id = logical_id(image.trigger)
+    uri = Capture()
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "FunctionName": FUNCTION,
+            "PackageType": "Image",
+            "Architectures": ["arm64"],
+            "Code": {"ImageUri": uri},
+            "MemorySize": 1536,
+            "Timeout": 600,
+            "EphemeralStorage": {"Size": 2048},
+            "ReservedConcurrentExecutions": 5,
+            "Environment": {"Variables": {"DYNAMODB_TABLE_NAME": "receipts"}},
+            "Tags": Match.array_with([{"Key": "component", "Value": "process-receipt"}]),
+            "LoggingConfig": {"LogGroup": {"Ref": logical_id(image.lambda_function.log_group)}},
+        },
+    )
+    parts = uri.as_object()["Fn::Join"][1]
+    assert parts[-2:] == ["@sha256:", {"Fn::GetAtt": [trigger_id, "DigestHex"]}]
+    assert {"Ref": logical_id(image.repository)} in parts
+    # The function waits for the trigger (it needs the digest), never the other way round.
+    function_id = logical_id(image.lambda_function)
+    assert function_id not in json.dumps(raw["Resources"][trigger_id])
+
+
+def test_wait_mode_on_amd64(wait_stack: Any) -> None:
+    image, template, raw, _ = wait_stack
+    template.has_resource_properties("AWS::Lambda::Function", {"FunctionName": FUNCTION, "Architectures": ["x86_64"]})
+    template.has_resource_properties(
+        "AWS::CodeBuild::Project",
+        {"Environment": Match.object_like({"Type": "LINUX_CONTAINER", "PrivilegedMode": True})},
+    )
+    template.has_resource_properties("Custom::CodeBuildDockerImage", {"WaitForBuild": "true"})
+    template.has_resource_properties(
+        "AWS::CodePipeline::Pipeline",
+        {"Variables": Match.array_with([Match.object_like({"Name": "UPDATE_FUNCTION", "DefaultValue": "false"})])},
+    )
+    # CloudFormation updates the function in this mode: neither the build nor the trigger touch it.
+    assert "lambda:" not in json.dumps(statements(raw, logical_id(image.project.role)))
+    assert "lambda:" not in json.dumps(statements(raw, logical_id(image.trigger_role)))
+    assert image.image_tag != arm64_tag_of(image)  # the platform is part of the tag
+
+
+def arm64_tag_of(image: CodeBuildDockerImage) -> str:
+    """The arm64 tag of the same context (the platform is part of the tag)."""
+    from constructs.docker_build_context import resolve_context
+
+    return resolve_context(
+        root=image.build_context.root,
+        dockerfile_path=DOCKERFILE,
+        source_paths=None,
+        build_args={"PYTHON_VERSION": "3.13"},
+        platform="linux/arm64",
+    ).image_tag
+
+
+def test_caller_role_gets_log_permissions(tmp_path: Path, context_dir: Path) -> None:
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "RoleStack")
+    role = iam.Role(stack, "CallerRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    image = CodeBuildDockerImage(
+        stack,
+        "Image",
+        dockerfile_path=str(context_dir / DOCKERFILE),
+        build_context_path=str(context_dir),
+        lambda_function_name="fn",
+        lambda_config=LambdaConfig(role=role),
+    )
+    raw = Template.from_stack(stack).to_json()
+    function = raw["Resources"][logical_id(image.lambda_function)]
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": [logical_id(role), "Arn"]}
+    writes = [s for s in statements(raw, logical_id(role)) if "logs:PutLogEvents" in actions_of(s)]
+    assert writes and writes[0]["Resource"] == {"Fn::GetAtt": [logical_id(image.lambda_function.log_group), "Arn"]}
+
+
+# ---- IAM scoping -----------------------------------------------------------------------------------
+
+
+def test_no_wildcard_resource_except_where_aws_requires_it(async_stack: Any) -> None:
+    _, _, raw, _ = async_stack
+    for name, policy in resources(raw, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Resource"] == "*":
+                assert actions_of(statement) <= STAR_ONLY_ACTIONS, (name, statement)
+    assert not resources(raw, "AWS::IAM::ManagedPolicy")
+    for role in resources(raw, "AWS::IAM::Role").values():
+        assert "ManagedPolicyArns" not in role["Properties"]
+
+
+def test_trigger_role_is_scoped_to_this_asset_bucket_pipeline_repository_project_and_function(
+    async_stack: Any,
+) -> None:
+    image, _, raw, _ = async_stack
+    by_action: dict[str, Any] = {}
+    for statement in statements(raw, logical_id(image.trigger_role)):
+        for action in actions_of(statement):
+            by_action[action] = statement["Resource"]
+    bucket, pipeline = logical_id(image.artifact_bucket), logical_id(image.pipeline)
+    assert by_action["s3:PutObject"] == {
+        "Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, f"/{FUNCTION}/context.zip"]]
+    }
+    asset_object = json.dumps(by_action["s3:GetObject"])
+    assert image.context_asset.s3_object_key in asset_object and "cdk-hnb659fds-assets" in asset_object
+    for action in (
+        "codepipeline:StartPipelineExecution",
+        "codepipeline:GetPipelineExecution",
+        "codepipeline:ListActionExecutions",
+    ):
+        assert {"Ref": pipeline} in by_action[action]["Fn::Join"][1]
+    assert by_action["ecr:DescribeImages"] == {"Fn::GetAtt": [logical_id(image.repository), "Arn"]}
+    assert by_action["codebuild:BatchGetBuilds"] == {"Fn::GetAtt": [logical_id(image.project), "Arn"]}
+    streams = by_action["logs:GetLogEvents"]["Fn::Join"][1]
+    assert {"Ref": logical_id(image.build_log_group)} in streams and streams[-1] == ":log-stream:*"
+    assert json.dumps(by_action["lambda:GetFunction"]).endswith(f':function:{FUNCTION}"]]}}')
+    assert set(by_action) == {
+        "s3:PutObject",
+        "s3:GetObject",
+        "codepipeline:StartPipelineExecution",
+        "codepipeline:GetPipelineExecution",
+        "codepipeline:ListActionExecutions",
+        "ecr:DescribeImages",
+        "codebuild:BatchGetBuilds",
+        "logs:GetLogEvents",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "lambda:GetFunction",
+    }
+
+
+def test_build_role_pushes_to_this_repository_and_updates_only_this_function(async_stack: Any) -> None:
+    image, _, raw, _ = async_stack
+    repo_arn = {"Fn::GetAtt": [logical_id(image.repository), "Arn"]}
+    build = statements(raw, logical_id(image.project.role))
+    push = next(s for s in build if "ecr:PutImage" in actions_of(s))
+    assert push["Resource"] == repo_arn
+    assert {"ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"} <= actions_of(push)
+    update = next(s for s in build if "lambda:UpdateFunctionCode" in actions_of(s))
+    assert json.dumps(update["Resource"]).endswith(f':function:{FUNCTION}"]]}}')
+    assert not any(a.startswith(("lambda:", "ecr:Put")) and s["Resource"] == "*" for s in build for a in actions_of(s))
+
+
+# ---- static analysis -------------------------------------------------------------------------------
+
+
+def test_cdk_nag_aws_solutions_has_no_unacknowledged_finding(async_stack: Any) -> None:
+    _, _, _, template_path = async_stack
+    report = json.loads((template_path.parent / "validation-report.json").read_text())
+    plugins = {p["pluginName"]: p for p in report["pluginReports"]}
+    assert plugins["AwsSolutions"]["conclusion"] == "success", json.dumps(plugins["AwsSolutions"]["violations"])[:3000]
+    assert plugins["AwsSolutions"]["violations"] == []
+
+
+def test_every_acknowledgement_has_a_reason(async_stack: Any) -> None:
+    image, _, _, _ = async_stack
+    acknowledged: dict[str, str] = {}
+    for construct in image.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
+                acknowledged.update({f"{construct.node.path}:{k}": v for k, v in entry.data.items()})
+    assert acknowledged, "expected the construct's cdk-nag acknowledgements in construct metadata"
+    for rule, reason in acknowledged.items():
+        assert ":AwsSolutions::AwsSolutions-" in rule
+        assert len(reason) >= 50, (rule, reason)
+    rules = {rule.split(":AwsSolutions::", 1)[1] for rule in acknowledged}
+    # Each kind of acknowledgement, and nothing broader (no whole-rule IAM5 acknowledgement).
+    assert {r.split("[")[0] for r in rules} == {
+        "AwsSolutions-S1",
+        "AwsSolutions-CB4",
+        "AwsSolutions-IAM5",
+        "AwsSolutions-SF2",
+    }
+    assert all("[" in r for r in rules if r.startswith("AwsSolutions-IAM5"))
+
+
+def test_cfn_lint_is_clean(async_stack: Any, wait_stack: Any) -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    # W3005: CDK adds an explicit DependsOn on a role (so its default policy exists first) next to
+    # the GetAtt of the same role; redundant but harmless, and generated by CDK, not by us.
+    config = ManualArgs(regions=["us-east-1"], ignore_checks=["W3005"])
+    for stack in (async_stack, wait_stack):
+        matches = lint_file(stack[3], config=config)
+        assert [str(m) for m in matches] == []
+
+
+# ---- build context asset and determinism ----------------------------------------------------------
+
+
+def test_context_asset_is_the_minimal_staged_directory(async_stack: Any) -> None:
+    _image, _, _, template_path = async_stack
+    manifest = json.loads((template_path.parent / "ImageOnly.assets.json").read_text())
+    sources = {k: v["source"] for k, v in manifest["files"].items()}
+    context_sources = [s for s in sources.values() if s.get("packaging") == "zip"]
+    staged = [template_path.parent / s["path"] for s in context_sources]
+    shipped = [
+        sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) for d in staged if (d / DOCKERFILE).exists()
+    ]
+    assert shipped == [
+        sorted(
+            [
+                DOCKERFILE,
+                "lambdas/process_receipt/handler.py",
+                "lambdas/process_receipt/requirements.txt",
+                "receipt_dynamo/__init__.py",
+                "receipt_dynamo/client.py",
+                "receipt_label/__init__.py",
+                "receipt_label/graph.py",
+            ]
+        )
+    ]
+
+
+def test_two_synths_are_identical_and_unrelated_edits_keep_the_asset(
+    async_stack: Any, context_dir: Path, tmp_path: Path
+) -> None:
+    image, _, _raw, template_path = async_stack
+    (context_dir / "README.md").write_text("# readme, edited\n")
+    (context_dir / "tests" / "test_x.py").write_text("def test_y(): ...\n")
+    second = synth(tmp_path / "second", context_dir, nag=True)
+    assert second[3].read_text() == template_path.read_text()
+    assert second[0].image_tag == image.image_tag
+
+
+def test_invalid_props_are_rejected(context_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "Dockerfile"
+    outside.write_text("FROM scratch\n")
+    stack = cdk.Stack(cdk.App(), "Invalid")
+    base: dict[str, Any] = {
+        "dockerfile_path": DOCKERFILE,
+        "build_context_path": str(context_dir),
+        "lambda_function_name": "fn",
+        "lambda_config": LambdaConfig(),
+    }
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"platform": "linux/s390x"}, "platform"),
+        ({"keep_images": 1}, "keep_images"),
+        ({"build_timeout": cdk.Duration.minutes(55)}, "build_timeout"),
+        ({"dockerfile_path": "missing/Dockerfile"}, "Dockerfile"),
+        ({"dockerfile_path": str(outside)}, "outside the build context"),
+        ({"source_paths": ["receipt_dynamo", "nope"]}, "does not exist"),
+        ({"lambda_function_name": "x" * 65}, "lambda_function_name"),
+    ]
+    for index, (override, message) in enumerate(cases):
+        with pytest.raises(ValueError, match=message):
+            CodeBuildDockerImage(stack, f"Bad{index}", **(base | override))
