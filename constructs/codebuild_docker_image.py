@@ -45,7 +45,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 
-from constructs import Construct
+from constructs import Construct, IConstruct
 from constructs.docker_build_context import BuildContext, resolve_context, stage_context
 from constructs.docker_image_buildspec import CACHE_TAG, build_spec_object
 
@@ -457,7 +457,7 @@ class CodeBuildDockerImage(Construct):
             Tags.of(self.lambda_function).add(key, config.tags[key])
         self._acknowledge_nag_findings()
 
-    def _acknowledge(self, scope: Construct, findings: Mapping[str, str]) -> None:
+    def _acknowledge(self, scope: IConstruct, findings: Mapping[str, str]) -> None:
         """Acknowledge cdk-nag (AwsSolutions) findings on ``scope`` and its children, each with its reason."""
         Validations.of(scope).acknowledge(
             *[Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=why) for rule, why in findings.items()]
@@ -466,7 +466,7 @@ class CodeBuildDockerImage(Construct):
     def _acknowledge_nag_findings(self) -> None:
         stack = Stack.of(self)
 
-        def ref(resource: Construct) -> str:
+        def ref(resource: IConstruct) -> str:
             child = resource.node.default_child
             assert isinstance(child, CfnElement)
             return stack.get_logical_id(child)
