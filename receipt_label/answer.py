@@ -66,6 +66,17 @@ class AnswerFormatError(ValueError):
 _FENCE_RE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
+def _embedded_object(text: str) -> Any:
+    """The JSON object between the first `{` and the last `}` of `text`, if that parses; else None."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return json.loads(text[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+
+
 def parse_answer(text: str) -> ParsedAnswer:
     """Parse the model's text; raise AnswerFormatError if it cannot be used at all."""
     if len(text) > MAX_ANSWER_CHARS:
@@ -77,9 +88,12 @@ def parse_answer(text: str) -> ParsedAnswer:
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise AnswerFormatError(
-            f"the answer is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        # Some models (gpt-oss among them) do not always honour `format` and wrap the object in prose.
+        data = _embedded_object(body)
+        if data is None:
+            raise AnswerFormatError(
+                f"the answer is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from None
     if not isinstance(data, dict):
         raise AnswerFormatError(
             f'the answer must be a JSON object {{"labels": [...]}}, got a JSON {type(data).__name__}'

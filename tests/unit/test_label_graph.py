@@ -266,6 +266,23 @@ def test_labels_are_normalized_and_fenced_json_is_accepted() -> None:
     assert [(lab.line_id, lab.word_id, lab.label) for lab in result.labels] == [(4, 2, "GRAND_TOTAL")]
 
 
+def test_a_json_object_wrapped_in_prose_is_used_without_a_repair() -> None:
+    answer = "Here are the labels:\n" + json.dumps({"labels": [item(4, 2, "GRAND_TOTAL")]}) + "\nHope this helps."
+    llm = ScriptedChatModel(answers=[answer])
+    result = label_receipt(receipt(SHOP), llm=llm)
+    assert len(llm.calls) == 1
+    assert [(lab.line_id, lab.word_id) for lab in result.labels] == [(4, 2)]
+
+
+def test_a_runaway_answer_is_not_parsed_and_gets_a_repair() -> None:
+    huge = json.dumps({"labels": [item(1, 1, "MERCHANT_NAME", "x" * 5_000_000)]})
+    llm = ScriptedChatModel(answers=[huge, good_shop_answer()])
+    result = label_receipt(receipt(SHOP), llm=llm)
+    assert result.llm_calls == 2
+    assert "characters long" in result.errors[0]
+    assert len(result.labels) == 7
+
+
 def test_transient_error_is_retried_once_in_process() -> None:
     llm = ScriptedChatModel(answers=[httpx.ConnectError("refused"), good_shop_answer()])
     result = label_receipt(receipt(SHOP), llm=llm, options=NO_DELAY)
