@@ -1,0 +1,377 @@
+"""The image build trigger's custom resource handlers against botocore Stubbers (no network).
+
+Every stub lists exactly the calls expected: an unexpected call fails the test (Stubber raises), and
+``assert_no_pending_responses`` fails a test whose expected call did not happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import ANY, Stubber
+
+from lambdas.image_build_trigger import handler
+
+pytestmark = pytest.mark.unit
+
+TAG = "0123456789abcdef0123456789abcdef"
+DIGEST = "sha256:" + "d" * 64
+OLD_DIGEST = "sha256:" + "0" * 64
+REPO = "image-repo"
+PIPELINE = "fn-image"
+EXECUTION = "11111111-2222-3333-4444-555555555555"
+BUILD_ID = "fn-image-build:aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+PROPS = {
+    "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:provider",
+    "ImageTag": TAG,
+    "AssetBucket": "cdk-hnb659fds-assets-123456789012-us-east-1",
+    "AssetKey": "f00d.zip",
+    "SourceBucket": "artifact-bucket",
+    "SourceKey": "fn/context.zip",
+    "PipelineName": PIPELINE,
+    "SourceActionName": "Source",
+    "RepositoryName": REPO,
+    "FunctionName": "fn",
+    "WaitForBuild": "false",
+    "DeadlineSeconds": "2940",
+}
+
+
+class Aws:
+    """Stubbed clients for every service the handlers touch."""
+
+    def __init__(self) -> None:
+        self.raw = {
+            name: boto3.client(name, region_name="us-east-1")  # type: ignore[call-overload]
+            for name in ("ecr", "s3", "codepipeline", "lambda", "codebuild", "logs")
+        }
+        self.stub = {name: Stubber(client) for name, client in self.raw.items()}
+        for stub in self.stub.values():
+            stub.activate()
+        self.clients = handler.Clients(**self.raw)
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def tag_missing(self) -> None:
+        self.stub["ecr"].add_client_error(
+            "describe_images",
+            service_error_code="ImageNotFoundException",
+            http_status_code=400,
+            expected_params={"repositoryName": REPO, "imageIds": [{"imageTag": TAG}]},
+        )
+
+    def tag_exists(self, digest: str = DIGEST) -> None:
+        self.stub["ecr"].add_response(
+            "describe_images",
+            {"imageDetails": [{"imageDigest": digest, "imageTags": [TAG]}]},
+            {"repositoryName": REPO, "imageIds": [{"imageTag": TAG}]},
+        )
+
+    def copy(self) -> None:
+        self.stub["s3"].add_response(
+            "copy_object",
+            {"VersionId": "v-42"},
+            {
+                "Bucket": "artifact-bucket",
+                "Key": "fn/context.zip",
+                "CopySource": {"Bucket": PROPS["AssetBucket"], "Key": "f00d.zip"},
+            },
+        )
+
+    def start(self, *, update_function: bool) -> None:
+        self.stub["codepipeline"].add_response(
+            "start_pipeline_execution", {"pipelineExecutionId": EXECUTION}, self.start_params(update_function)
+        )
+
+    @staticmethod
+    def start_params(update_function: bool) -> dict[str, Any]:
+        return {
+            "name": PIPELINE,
+            "variables": [
+                {"name": "IMAGE_TAG", "value": TAG},
+                {"name": "UPDATE_FUNCTION", "value": "true" if update_function else "false"},
+            ],
+            "sourceRevisions": [
+                {"actionName": "Source", "revisionType": "S3_OBJECT_VERSION_ID", "revisionValue": "v-42"}
+            ],
+            "clientRequestToken": "req-1",
+        }
+
+    def execution(self, status: str, summary: str = "") -> None:
+        body: dict[str, Any] = {"pipelineName": PIPELINE, "pipelineExecutionId": EXECUTION, "status": status}
+        if summary:
+            body["statusSummary"] = summary
+        self.stub["codepipeline"].add_response(
+            "get_pipeline_execution",
+            {"pipelineExecution": body},
+            {"pipelineName": PIPELINE, "pipelineExecutionId": EXECUTION},
+        )
+
+    def verify(self) -> None:
+        for stub in self.stub.values():
+            stub.assert_no_pending_responses()
+
+
+@pytest.fixture
+def aws() -> Iterator[Aws]:
+    fake = Aws()
+    yield fake
+    fake.verify()
+
+
+def event(request: str, **props: str) -> dict[str, Any]:
+    merged = PROPS | props
+    out: dict[str, Any] = {
+        "RequestType": request,
+        "RequestId": "req-1",
+        "LogicalResourceId": "Trigger",
+        "ResourceProperties": merged,
+    }
+    if request != "Create":
+        out["PhysicalResourceId"] = "image-build:fn"
+        out["OldResourceProperties"] = PROPS | {"ImageTag": "f" * 32}
+    return out
+
+
+def poll(aws: Aws, started: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """The event the provider framework passes to is_complete: the request plus on_event's result."""
+    return handler.check_complete(event("Create") | started, clients=aws.clients, now=lambda: now)
+
+
+# ---- on_event ----------------------------------------------------------------------------------------
+
+
+def test_create_copies_the_asset_starts_the_pipeline_pinned_to_the_version_and_waits(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.copy()
+    aws.start(update_function=False)  # the function does not exist yet: CloudFormation creates it
+    started = handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep, now=lambda: 1000.0)
+    assert started["PhysicalResourceId"] == "image-build:fn"
+    assert started["Data"] == {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}
+
+    aws.execution("InProgress")
+    assert poll(aws, started, now=1060.0) == {"IsComplete": False}
+
+    aws.execution("Succeeded")
+    aws.tag_exists()
+    done = poll(aws, started, now=1300.0)
+    assert done == {
+        "IsComplete": True,
+        "Data": {
+            "ImageTag": TAG,
+            "ImageDigest": DIGEST,
+            "DigestHex": "d" * 64,
+            "PipelineExecutionId": EXECUTION,
+            "Built": "true",
+        },
+    }
+    assert aws.sleeps == []
+
+
+def test_async_update_starts_the_build_and_returns_at_once_with_the_running_digest(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.stub["lambda"].add_response(
+        "get_function",
+        {
+            "Configuration": {"FunctionName": "fn", "PackageType": "Image"},
+            "Code": {"ImageUri": f"repo@{OLD_DIGEST}", "ResolvedImageUri": f"123.dkr.ecr/repo@{OLD_DIGEST}"},
+        },
+        {"FunctionName": "fn"},
+    )
+    aws.copy()
+    aws.start(update_function=True)  # the build points the function at the new digest
+    started = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
+    assert started["Data"]["ImageDigest"] == OLD_DIGEST
+    assert started["Data"]["DigestHex"] == "0" * 64
+    assert started["Data"]["PipelineExecutionId"] == EXECUTION
+    # is_complete answers without a single AWS call (any call would fail on the empty stubs).
+    assert handler.check_complete(event("Update") | started, clients=aws.clients) == {"IsComplete": True}
+
+
+def test_wait_mode_update_waits_and_the_build_leaves_the_function_to_cloudformation(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.copy()
+    aws.start(update_function=False)
+    started = handler.handle_event(event("Update", WaitForBuild="true"), clients=aws.clients, sleep=aws.sleep)
+    assert "ImageDigest" not in started["Data"] and started["Data"]["PipelineExecutionId"] == EXECUTION
+
+
+def test_async_update_of_a_function_that_does_not_exist_yet_waits(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.stub["lambda"].add_client_error("get_function", "ResourceNotFoundException", http_status_code=404)
+    aws.copy()
+    aws.start(update_function=False)
+    started = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
+    assert "ImageDigest" not in started["Data"]
+
+
+@pytest.mark.parametrize("request_type", ["Create", "Update"])
+def test_an_existing_tag_starts_nothing_and_returns_its_digest(aws: Aws, request_type: str) -> None:
+    aws.tag_exists()  # redeploy of the same context, or a rollback to an image built before
+    result = handler.handle_event(event(request_type), clients=aws.clients, sleep=aws.sleep)
+    assert result["Data"]["DigestHex"] == "d" * 64
+    assert result["Data"]["Built"] == "false"
+    assert handler.check_complete(event(request_type) | result, clients=aws.clients) == {"IsComplete": True}
+
+
+def test_delete_touches_nothing(aws: Aws) -> None:
+    result = handler.handle_event(event("Delete"), clients=aws.clients, sleep=aws.sleep)
+    assert result == {"PhysicalResourceId": "image-build:fn"}
+    assert handler.check_complete(event("Delete") | result, clients=aws.clients) == {"IsComplete": True}
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ThrottlingException", "PipelineNotFoundException"])
+def test_start_is_retried_after_access_denied_or_throttling(aws: Aws, code: str) -> None:
+    aws.tag_missing()
+    aws.copy()
+    for _ in range(2):
+        aws.stub["codepipeline"].add_client_error(
+            "start_pipeline_execution", code, http_status_code=400, expected_params=aws.start_params(False)
+        )
+    aws.start(update_function=False)
+    started = handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
+    assert started["Data"]["PipelineExecutionId"] == EXECUTION
+    assert aws.sleeps == list(handler.START_RETRY_DELAYS[:2])
+
+
+def test_copy_is_retried_after_access_denied(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.stub["s3"].add_client_error("copy_object", "AccessDenied", http_status_code=403)
+    aws.copy()
+    aws.start(update_function=False)
+    handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
+    assert aws.sleeps == [handler.START_RETRY_DELAYS[0]]
+
+
+def test_start_gives_up_after_the_bounded_retries(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.copy()
+    for _ in range(len(handler.START_RETRY_DELAYS) + 1):
+        aws.stub["codepipeline"].add_client_error("start_pipeline_execution", "AccessDeniedException", 400)
+    with pytest.raises(ClientError, match="AccessDeniedException"):
+        handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
+    assert aws.sleeps == list(handler.START_RETRY_DELAYS)
+    assert sum(aws.sleeps) < 300  # well inside the on-event function's 5 minute timeout
+
+
+def test_other_start_errors_are_not_retried(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.copy()
+    aws.stub["codepipeline"].add_client_error("start_pipeline_execution", "ValidationException", 400)
+    with pytest.raises(ClientError, match="ValidationException"):
+        handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
+    assert aws.sleeps == []
+
+
+def test_unversioned_source_bucket_is_reported(aws: Aws) -> None:
+    aws.tag_missing()
+    aws.stub["s3"].add_response("copy_object", {}, None)
+    with pytest.raises(RuntimeError, match="versioning"):
+        handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
+
+
+# ---- is_complete failures -------------------------------------------------------------------------
+
+
+def add_failure_details(aws: Aws) -> None:
+    aws.stub["codepipeline"].add_response(
+        "list_action_executions",
+        {
+            "actionExecutionDetails": [
+                {"stageName": "Source", "actionName": "Source", "status": "Succeeded"},
+                {
+                    "stageName": "Build",
+                    "actionName": "Build",
+                    "status": "Failed",
+                    "output": {
+                        "executionResult": {
+                            "externalExecutionId": BUILD_ID,
+                            "externalExecutionSummary": "Build terminated with state: FAILED",
+                        }
+                    },
+                },
+            ]
+        },
+        {"pipelineName": PIPELINE, "filter": {"pipelineExecutionId": EXECUTION}},
+    )
+    aws.stub["codebuild"].add_response(
+        "batch_get_builds",
+        {
+            "builds": [
+                {
+                    "id": BUILD_ID,
+                    "phases": [
+                        {"phaseType": "PRE_BUILD", "phaseStatus": "SUCCEEDED"},
+                        {
+                            "phaseType": "BUILD",
+                            "phaseStatus": "FAILED",
+                            "contexts": [{"statusCode": "COMMAND_EXECUTION_ERROR", "message": "exit status 1"}],
+                        },
+                    ],
+                    "logs": {
+                        "groupName": "build-logs",
+                        "streamName": "aaaaaaaa-bbbb",
+                        "deepLink": "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1#logEvent:x",
+                    },
+                }
+            ]
+        },
+        {"ids": [BUILD_ID]},
+    )
+    lines = [f"step {i}" for i in range(20)] + ["ERROR: failed to solve: pip install exited 1"]
+    aws.stub["logs"].add_response(
+        "get_log_events",
+        {"events": [{"timestamp": i, "message": line + "\n"} for i, line in enumerate(lines)]},
+        {"logGroupName": "build-logs", "logStreamName": "aaaaaaaa-bbbb", "limit": ANY, "startFromHead": False},
+    )
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped", "Superseded", "Cancelled"])
+def test_a_failed_execution_raises_with_the_log_tail_and_a_console_link(aws: Aws, status: str) -> None:
+    aws.execution(status, summary="Build action failed")
+    add_failure_details(aws)
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    with pytest.raises(handler.BuildFailedError) as raised:
+        poll(aws, started, now=1100.0)
+    reason = str(raised.value)
+    assert f"image build {TAG} {status.lower()}" in reason
+    assert EXECUTION in reason and "BUILD: exit status 1" in reason
+    assert "Console: https://console.aws.amazon.com/cloudwatch/home" in reason
+    assert reason.rstrip().endswith("ERROR: failed to solve: pip install exited 1")
+    assert "step 19" in reason
+    assert len(reason) < 3500  # fits CloudFormation's 4 KB response with the framework's wrapping
+
+
+def test_failure_reason_survives_unreadable_logs(aws: Aws) -> None:
+    aws.execution("Failed")
+    aws.stub["codepipeline"].add_client_error("list_action_executions", "AccessDeniedException", 400)
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    with pytest.raises(handler.BuildFailedError, match="could not read the build log: AccessDeniedException"):
+        poll(aws, started, now=1100.0)
+
+
+def test_a_build_that_never_finishes_fails_at_the_deadline_instead_of_hanging(aws: Aws) -> None:
+    aws.execution("InProgress")
+    aws.stub["codepipeline"].add_response(
+        "list_action_executions",
+        {"actionExecutionDetails": []},
+        {"pipelineName": PIPELINE, "filter": {"pipelineExecutionId": EXECUTION}},
+    )
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    with pytest.raises(handler.BuildFailedError, match=r"timed out.*still InProgress after 2941 s") as raised:
+        poll(aws, started, now=1000.0 + 2941)
+    assert f"codepipeline/pipelines/{PIPELINE}/executions/{EXECUTION}" in str(raised.value)
+
+
+def test_success_without_the_tag_in_ecr_is_an_error(aws: Aws) -> None:
+    aws.execution("Succeeded")
+    aws.tag_missing()
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    with pytest.raises(handler.BuildFailedError, match="is not in ECR"):
+        poll(aws, started, now=1100.0)
