@@ -1,15 +1,17 @@
 """The labeling workflow as a LangGraph graph.
 
-    START -> build_prompt -> call_model -> validate --ok--> build_labels -> END
-                                ^              |--repair--> repair --+
-                                +------------------------------------+
-                                               |--fail--> fail (raises LLMOutputError)
+    START -> build_prompt --> call_model --> validate --ok------> build_labels --> END
+                  |               ^              |--repair--> repair --+       ^
+                  |               +------------------------------------+       |
+                  |                              '--fail----> fail (raises LLMOutputError)
+                  '-- every word already labeled: no call ---------------------'
 
 - build_prompt: system instructions (taxonomy, rules, answer form) + the receipt's words by line.
 - call_model: one chat call (`invoke_with_retries`: small in-process retries for transient errors).
 - validate: parse the JSON; check each proposal (word exists, label in the taxonomy, word not
   already labeled, one label per word, no duplicates). Unusable answers (not JSON, wrong shape)
-  and answers with too many invalid items go to one repair call that shows the model its errors.
+  and answers with too many invalid items go to one repair call that shows the model its errors;
+  so does an empty first answer for a receipt with words to label (an empty second one is accepted).
 - build_labels: `ReceiptWordLabel` objects, PENDING, `label_proposed_by = "receipt_label:<model>"`.
 """
 
@@ -50,6 +52,8 @@ class LabelingOptions:
     """An answer needs a repair when its invalid items reach this count AND ..."""
     repair_invalid_fraction: float = 0.1
     """... this share of its items (unknown word, unknown label, malformed item, conflicting labels)."""
+    repair_min_unlabeled_for_empty: int = 5
+    """An empty first answer gets a repair call when at least this many words have no label yet."""
     transient_attempts: int = TRANSIENT_ATTEMPTS
     rate_limit_attempts: int = RATE_LIMIT_ATTEMPTS
     retry_delay_seconds: float = RETRY_DELAY_SECONDS
@@ -132,7 +136,19 @@ def build_labeling_graph(
         messages = prompts.initial_messages(details, existing)
         chars = prompts.prompt_chars(messages)
         logger.debug("prompt: %d words, %d characters", len(details.words), chars)
-        return {"existing": existing, "messages": messages, "prompt_chars": chars, "llm_calls": 0, "repair_calls": 0}
+        return {
+            "existing": existing,
+            "messages": messages,
+            "prompt_chars": chars,
+            "llm_calls": 0,
+            "repair_calls": 0,
+            "accepted": [],
+            "rejected": [],
+        }
+
+    def after_prompt(state: LabelingState) -> str:
+        unlabeled = sum((w.line_id, w.word_id) not in state["existing"] for w in state["details"].words)
+        return "call_model" if unlabeled else "build_labels"  # nothing left to label: no call at all
 
     def call_model(state: LabelingState, config: RunnableConfig) -> dict[str, Any]:
         answer, attempts = invoke_with_retries(
@@ -158,6 +174,15 @@ def build_labeling_graph(
                 f"{review.invalid} of {review.total} items are invalid",
                 *(r.describe() for r in review.rejected if not r.reason.startswith(("duplicate", "word already"))),
             ]
+        elif review.total == 0 and state.get("repair_calls", 0) < opts.max_repair_calls:
+            unlabeled = sum((w.line_id, w.word_id) not in state["existing"] for w in details.words)
+            # an empty list for a receipt with words to label is the typical lazy answer: ask once more,
+            # and accept an empty list the second time (some receipts have nothing to label)
+            errors = (
+                [f"the answer labels no word, but {unlabeled} words have no label yet"]
+                if unlabeled >= opts.repair_min_unlabeled_for_empty
+                else []
+            )
         else:
             errors = []
         verdict: Verdict
@@ -227,7 +252,7 @@ def build_labeling_graph(
     builder.add_node("fail", fail)
     builder.add_node("build_labels", build_labels)
     builder.add_edge(START, "build_prompt")
-    builder.add_edge("build_prompt", "call_model")
+    builder.add_conditional_edges("build_prompt", after_prompt, ["call_model", "build_labels"])
     builder.add_edge("call_model", "validate")
     builder.add_conditional_edges("validate", route, {"ok": "build_labels", "repair": "repair", "fail": "fail"})
     builder.add_edge("repair", "call_model")

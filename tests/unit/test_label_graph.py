@@ -283,6 +283,36 @@ def test_a_runaway_answer_is_not_parsed_and_gets_a_repair() -> None:
     assert len(result.labels) == 7
 
 
+def test_a_receipt_whose_words_all_have_labels_costs_no_call() -> None:
+    details = receipt([["TOTAL", "$1.00"]])
+    details.labels = [
+        ReceiptWordLabel(IMAGE_ID, 1, 1, w, lab, "", "2026-01-01T00:00:00+00:00", ValidationStatus.VALID)
+        for w, lab in ((1, "GRAND_TOTAL"), (2, "GRAND_TOTAL"))
+    ]
+    llm = ScriptedChatModel(answers=[])
+    result = label_receipt(details, llm=llm)
+    assert result.llm_calls == 0 and llm.calls == []
+    assert result.labels == [] and result.rejected == []
+
+
+def test_an_empty_first_answer_gets_one_repair_and_an_empty_second_answer_is_accepted() -> None:
+    lazy = {"labels": []}
+    llm = ScriptedChatModel(answers=[lazy, good_shop_answer()])
+    result = label_receipt(receipt(SHOP), llm=llm)
+    assert result.llm_calls == 2 and len(result.labels) == 7
+    assert "labels no word" in str(llm.calls[1][-1].content)
+
+    llm = ScriptedChatModel(answers=[lazy, lazy])
+    result = label_receipt(receipt(SHOP), llm=llm)
+    assert result.llm_calls == 2 and result.labels == []
+
+
+def test_an_empty_answer_for_a_tiny_receipt_is_accepted_in_one_call() -> None:
+    llm = ScriptedChatModel(answers=[{"labels": []}])
+    result = label_receipt(receipt([["THANK", "YOU"]]), llm=llm)
+    assert result.llm_calls == 1 and result.labels == []
+
+
 def test_transient_error_is_retried_once_in_process() -> None:
     llm = ScriptedChatModel(answers=[httpx.ConnectError("refused"), good_shop_answer()])
     result = label_receipt(receipt(SHOP), llm=llm, options=NO_DELAY)
