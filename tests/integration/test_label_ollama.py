@@ -78,7 +78,8 @@ def test_one_call_carries_bearer_model_schema_and_temperature(ollama_server: Oll
     ]
 
 
-def test_no_key_means_no_authorization_header(ollama_server: OllamaServer) -> None:
+def test_no_key_means_no_authorization_header(ollama_server: OllamaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_API_KEY", raising=False)  # the ollama client would send it on its own
     ollama_server.responder = label_words_responder(price_label)
     llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=TIMEOUT))
     label_receipt(fixture("receipt_pharmacy.json"), llm=llm)
