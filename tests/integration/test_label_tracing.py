@@ -32,6 +32,11 @@ ENV_VARS = [
 ]
 
 
+def _clear_env_cache() -> None:
+    """langsmith caches environment lookups; tests change the environment."""
+    ls_utils.get_env_var.cache_clear()  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def langsmith_api(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[HTTPServer]:
     for var in ENV_VARS:
@@ -42,12 +47,12 @@ def langsmith_api(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> It
     httpserver.expect_request("/runs/multipart", method="POST").respond_with_json({})
     httpserver.expect_request("/runs/batch", method="POST").respond_with_json({})
     httpserver.expect_request("/runs", method="POST").respond_with_json({})
-    ls_utils.get_env_var.cache_clear()
+    _clear_env_cache()
     run_trees._CLIENT = None  # the shared client reads the endpoint when first created
     yield httpserver
     wait_for_all_tracers()
     run_trees._CLIENT = None
-    ls_utils.get_env_var.cache_clear()
+    _clear_env_cache()
 
 
 def _label(ollama_server: OllamaServer, **kwargs: object) -> None:
@@ -67,7 +72,7 @@ def test_flag_and_key_trace_the_run_without_the_ollama_key(
 ) -> None:
     monkeypatch.setenv("LANGCHAIN_TRACING_V2", "true")
     monkeypatch.setenv("LANGCHAIN_API_KEY", "ls-test-key")
-    ls_utils.get_env_var.cache_clear()
+    _clear_env_cache()
 
     _label(ollama_server)
     wait_for_all_tracers()
@@ -99,7 +104,7 @@ def test_a_flag_without_a_key_sends_nothing(
     langsmith_api: HTTPServer, ollama_server: OllamaServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LANGCHAIN_TRACING_V2", "true")
-    ls_utils.get_env_var.cache_clear()
+    _clear_env_cache()
 
     _label(ollama_server)
     wait_for_all_tracers()

@@ -9,6 +9,7 @@ import pytest
 from langchain_ollama import ChatOllama
 from langsmith.utils import tracing_is_enabled
 from ollama import ResponseError
+from pydantic import SecretStr
 
 from receipt_dynamo import parse_receipt_document
 from receipt_label import (
@@ -106,7 +107,7 @@ def test_chat_model_is_configured_for_labeling() -> None:
 
 
 def test_explicit_key_wins_over_settings_and_no_key_sends_no_auth() -> None:
-    settings = OllamaSettings(api_key="from-settings")
+    settings = OllamaSettings(api_key=SecretStr("from-settings"))
     llm = create_chat_model(settings, api_key=SECRET)
     request = next(llm.client_kwargs["auth"].auth_flow(httpx.Request("GET", "http://x")))  # type: ignore[index]
     assert request.headers["Authorization"] == f"Bearer {SECRET}"

@@ -296,7 +296,7 @@ def test_a_receipt_whose_words_all_have_labels_costs_no_call() -> None:
 
 
 def test_an_empty_first_answer_gets_one_repair_and_an_empty_second_answer_is_accepted() -> None:
-    lazy = {"labels": []}
+    lazy: dict[str, list[Any]] = {"labels": []}
     llm = ScriptedChatModel(answers=[lazy, good_shop_answer()])
     result = label_receipt(receipt(SHOP), llm=llm)
     assert result.llm_calls == 2 and len(result.labels) == 7
