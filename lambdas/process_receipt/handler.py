@@ -9,7 +9,8 @@ Contract (DESIGN.md, "Lambda handlers"):
   ``OLLAMA_TIMEOUT_SECONDS`` (read by ``receipt_label.OllamaSettings``);
   ``OLLAMA_API_KEY_SECRET_ARN`` (Secrets Manager secret whose SecretString is the Ollama key;
   unset: no key is sent); ``LANGSMITH_API_KEY_SECRET_ARN`` (optional: trace the LLM calls to
-  LangSmith, project ``LANGSMITH_PROJECT``, default ``receipt-labeling``); Powertools' own
+  LangSmith, project ``LANGSMITH_PROJECT``, default ``receipt-labeling``, endpoint
+  ``LANGSMITH_ENDPOINT``, default LangSmith's); Powertools' own
   ``POWERTOOLS_SERVICE_NAME`` and ``POWERTOOLS_LOG_LEVEL``.
 - returns ``{"image_id", "receipt_id", "labels_added", "labels_skipped_existing",
   "labels_rejected", "llm_calls", "already_labeled"}``; ``already_labeled`` is true when the
@@ -157,7 +158,10 @@ def langsmith_tracer() -> Any:
         from langchain_core.tracers.langchain import LangChainTracer  # only paid for when tracing
         from langsmith import Client
 
-        client = Client(api_key=read_secret("LANGSMITH_API_KEY_SECRET_ARN"))
+        client = Client(
+            api_url=os.environ.get("LANGSMITH_ENDPOINT") or None,
+            api_key=read_secret("LANGSMITH_API_KEY_SECRET_ARN"),
+        )
         _tracer = LangChainTracer(client=client, project_name=os.environ.get("LANGSMITH_PROJECT", "receipt-labeling"))
     return _tracer
 

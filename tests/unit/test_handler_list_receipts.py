@@ -181,7 +181,7 @@ def _peak_bytes(wire: Any, count: int) -> tuple[int, int]:
 
 
 def test_memory_stays_flat_for_100k_receipts(wired: Any) -> None:
-    small_peak, _ = _peak_bytes(wired, 30_000)
+    small_peak, _ = _peak_bytes(wired, 30_000)  # two pages: the most ever held at once
     peak, manifest_bytes = _peak_bytes(wired, 100_000)
     # The manifest is several MB; the handler holds one DynamoDB page at a time, not the whole list:
     # more than three times the receipts must not cost noticeably more memory.

@@ -110,3 +110,9 @@ def test_no_secret_arn_means_no_key_and_no_call(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(handler, "_secrets", SecretsProvider(boto3_client=client))
     with Stubber(client):  # any call would raise: no response is queued
         assert handler.read_secret("OLLAMA_API_KEY_SECRET_ARN") is None
+
+
+def test_no_langsmith_secret_means_no_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LANGSMITH_API_KEY_SECRET_ARN", raising=False)
+    monkeypatch.setattr(handler, "_tracer", None)
+    assert handler.langsmith_tracer() is None

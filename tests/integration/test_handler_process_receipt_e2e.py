@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pytest_httpserver import HTTPServer
 
 from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus, utc_now_iso
 from receipt_dynamo.schema import create_table_kwargs
@@ -34,6 +36,7 @@ HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 TABLE = "receipts-test"
 API_KEY = "olk-loopback-7f3a9c-do-not-log"
+LANGSMITH_KEY = "lsv2-loopback-key-do-not-log"
 WRITE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 
 
@@ -296,3 +299,27 @@ def test_any_llm_failure_raises_its_typed_error_and_writes_nothing(
     assert world.calls.writes() == []
     assert world.items() == before
     assert world.labels(event) == []
+
+
+def test_with_a_langsmith_secret_the_run_gets_a_tracer_built_from_it(
+    world: World, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_core.tracers.langchain import LangChainTracer
+
+    httpserver.expect_request("/info").respond_with_json({})  # LangSmith stand-in on loopback
+    httpserver.expect_request(re.compile("^/runs.*")).respond_with_json({})
+    arn = boto3.client("secretsmanager").create_secret(Name="langsmith", SecretString=LANGSMITH_KEY)["ARN"]
+    monkeypatch.setenv("LANGSMITH_API_KEY_SECRET_ARN", arn)
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", httpserver.url_for("/").rstrip("/"))
+    monkeypatch.setenv("LANGSMITH_PROJECT", "receipts-test")
+    events = [world.load("receipt_grocery.json"), world.load("receipt_pharmacy.json")]
+
+    results = [world.invoke(event) for event in events]
+
+    assert all(r["labels_added"] > 0 for r in results)
+    tracer = handler.langsmith_tracer()
+    assert isinstance(tracer, LangChainTracer) and tracer.project_name == "receipts-test"
+    assert tracer.client.api_key == LANGSMITH_KEY
+    assert world.calls.names.count("GetSecretValue") == 2  # Ollama key and LangSmith key, once each
+    assert all(LANGSMITH_KEY not in value for value in os.environ.values())
+    assert all(not r.url.startswith("https://") for r, _ in httpserver.log)
