@@ -59,6 +59,7 @@ PIPELINE_PREFIX = "receipt_label:"
 #: Seconds a secret read from Secrets Manager is reused. A container lives for hours at most, so
 #: this is about one GetSecretValue per container, while a rotated key is still picked up.
 SECRET_MAX_AGE_SECONDS = 3600
+TRACE_FLUSH_SECONDS = 5.0
 MAX_RECEIPT_ID = 99_999  # ids are zero-padded to 5 digits in the table's sort keys
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "process_receipt"))
@@ -195,8 +196,9 @@ def process(request: ProcessReceiptEvent) -> dict[str, Any]:
     try:
         labeling = label_receipt(details, llm=llm, config={"callbacks": [tracer]} if tracer is not None else None)
     finally:
-        if tracer is not None:
-            tracer.wait_for_futures()  # send the trace before the container is frozen
+        if tracer is not None:  # send the trace before the container is frozen; a slow LangSmith never fails a receipt
+            tracer.wait_for_futures()
+            tracer.client.flush(timeout=TRACE_FLUSH_SECONDS)
     for rejected in labeling.rejected:
         logger.info("proposal rejected", reason=getattr(rejected, "reason", str(rejected)))
     written = dynamo().add_receipt_word_labels(labeling.labels) if labeling.labels else None

@@ -322,4 +322,7 @@ def test_with_a_langsmith_secret_the_run_gets_a_tracer_built_from_it(
     assert tracer.client.api_key == LANGSMITH_KEY
     assert world.calls.names.count("GetSecretValue") == 2  # Ollama key and LangSmith key, once each
     assert all(LANGSMITH_KEY not in value for value in os.environ.values())
-    assert all(not r.url.startswith("https://") for r, _ in httpserver.log)
+    posts = [request for request, _ in httpserver.log if request.path.startswith("/runs")]
+    assert posts, "the runs were sent to the configured LangSmith endpoint before the handler returned"
+    assert all(request.headers.get("x-api-key") == LANGSMITH_KEY for request in posts)
+    assert all(API_KEY not in request.get_data(as_text=True) for request in posts), "the Ollama key is in a trace"
