@@ -160,7 +160,24 @@ def build_labeling_graph(
             retry_delay_seconds=opts.retry_delay_seconds,
         )
         text = answer.content if isinstance(answer.content, str) else answer.text
-        return {"answer_text": text, "llm_calls": state.get("llm_calls", 0) + attempts}
+        usage = getattr(answer, "usage_metadata", None) or {}
+        input_tokens, output_tokens = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+        cut = (answer.response_metadata or {}).get("done_reason") == "length"
+        logger.info(
+            "chat call done: %d attempt(s), %d answer characters, %d input / %d output tokens%s",
+            attempts,
+            len(text),
+            input_tokens,
+            output_tokens,
+            " (cut at the output limit)" if cut else "",
+        )
+        return {
+            "answer_text": text,
+            "answer_cut": cut,
+            "llm_calls": state.get("llm_calls", 0) + attempts,
+            "input_tokens": state.get("input_tokens", 0) + input_tokens,
+            "output_tokens": state.get("output_tokens", 0) + output_tokens,
+        }
 
     def validate(state: LabelingState) -> dict[str, Any]:
         details = state["details"]
@@ -169,6 +186,8 @@ def build_labeling_graph(
         errors: list[str]
         if review.unusable is not None:
             errors = [review.unusable]
+            if state.get("answer_cut"):
+                errors.insert(0, "the answer was cut off at the output token limit: keep each reasoning to a few words")
         elif review.invalid >= max(opts.repair_min_invalid, math.ceil(opts.repair_invalid_fraction * review.total)):
             errors = [
                 f"{review.invalid} of {review.total} items are invalid",

@@ -95,6 +95,8 @@ def label_receipt(
         repaired=final.get("repair_calls", 0) > 0,
         prompt_chars=int(final.get("prompt_chars", 0)),
         errors=list(final.get("first_errors", [])),
+        input_tokens=int(final.get("input_tokens", 0)),
+        output_tokens=int(final.get("output_tokens", 0)),
     )
     logger.info(
         "labeled receipt %s/%s: %d labels, %d rejected, %d llm call(s)%s",

@@ -49,6 +49,8 @@ class LabelingResult:
     repaired: bool = False
     prompt_chars: int = 0
     errors: list[str] = field(default_factory=list)  # the problems that caused the repair call, if any
+    input_tokens: int = 0  # reported by the server (Ollama: prompt_eval_count), summed over calls
+    output_tokens: int = 0
 
 
 class LabelingState(TypedDict, total=False):
@@ -58,6 +60,9 @@ class LabelingState(TypedDict, total=False):
     messages: list[BaseMessage]
     prompt_chars: int
     answer_text: str
+    answer_cut: bool  # the server stopped at its output token limit (done_reason "length")
+    input_tokens: int  # as reported by the server, summed over calls (0 if it reports none)
+    output_tokens: int
     llm_calls: int
     repair_calls: int
     accepted: list[LabelProposal]

@@ -168,6 +168,32 @@ def test_malformed_answer_is_repaired_over_http(ollama_server: OllamaServer) -> 
     assert len(result.labels) == len(details.words)
 
 
+def test_an_answer_cut_at_the_token_limit_is_repaired_with_that_reason(ollama_server: OllamaServer) -> None:
+    details = fixture("receipt_restaurant.json")
+    ollama_server.script(
+        ScriptedResponse.answer('{"labels": [{"line_id": 1, "word_id": 1, "label": "MERC', done_reason="length")
+    )
+    ollama_server.responder = label_words_responder(price_label)
+
+    result = label_receipt(details, llm=chat_model(ollama_server))
+
+    assert result.llm_calls == 2
+    assert "cut off at the output token limit" in ollama_server.chat_requests[1].json["messages"][-1]["content"]
+    assert len(result.labels) == len(details.words)
+
+
+def test_token_usage_reported_by_the_server_is_summed(ollama_server: OllamaServer) -> None:
+    details = fixture("receipt_pharmacy.json")
+    ollama_server.script(
+        ScriptedResponse.answer("not json", prompt_eval_count=1200, eval_count=30),
+        ScriptedResponse.answer(
+            well_formed_answer(details, lambda w: "PRODUCT_NAME"), prompt_eval_count=1300, eval_count=900
+        ),
+    )
+    result = label_receipt(details, llm=chat_model(ollama_server))
+    assert (result.input_tokens, result.output_tokens) == (2500, 930)
+
+
 def test_two_garbage_answers_raise_llm_output_error(ollama_server: OllamaServer) -> None:
     ollama_server.default = ScriptedResponse.answer("I cannot help with receipts.")
     with pytest.raises(LLMOutputError):
