@@ -12,7 +12,7 @@ started server per test, stopped afterwards)::
     def test_something(ollama_server: OllamaServer) -> None:
         ollama_server.script(ScriptedResponse.answer({"labels": []}))   # 1st /api/chat call
         ollama_server.script(ScriptedResponse.http_error(429, "slow down"))  # 2nd call
-        llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=1))
+        llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=1), api_key="k")
         ...
         request = ollama_server.chat_requests[0]
         assert request.headers["authorization"] == "Bearer k"   # header names are lower case
@@ -31,7 +31,7 @@ API
   - `.requests` (every request) / `.chat_requests` (POST /api/chat only): `RecordedRequest`
     with `.method`, `.path`, `.headers` (dict, lower-case names), `.body` (bytes), `.json`,
     `.messages` (the chat messages) and `.prompt_chars` (characters of all message contents).
-  - `.pending`: scripted responses not consumed yet.
+  - `.pending`: scripted responses not consumed yet; `.clear()` forgets requests and the queue.
   - GET `/api/tags` and `/api/version` answer too (for clients that probe the server).
 - `ScriptedResponse` fields (all optional; combine freely):
   - `content`: the assistant message text; a dict or list is JSON-encoded.
