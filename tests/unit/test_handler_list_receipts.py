@@ -9,7 +9,7 @@ import sys
 import tracemalloc
 import uuid
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -188,3 +188,17 @@ def test_memory_stays_flat_for_100k_receipts(wired: Any) -> None:
     assert manifest_bytes > 6_000_000
     assert peak < small_peak * 1.25
     assert peak < 64 * 2**20  # with the ~50 MB runtime + boto3 baseline this fits the default 128 MB
+
+
+def test_each_log_line_is_one_json_object_with_the_runs_facts(
+    wired: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(handler.logger.handlers[0], "stream", sys.stdout)  # the stdout capsys captures
+    wired(3)
+    handler.lambda_handler({"execution_name": "run-7"}, SimpleNamespace(aws_request_id="req-7"))
+    lines = capsys.readouterr().out.strip().splitlines()
+    record = json.loads(lines[-1])
+    assert record["level"] == "INFO" and record["message"] == "manifest written"
+    assert record["receipt_count"] == 3 and record["manifest_key"] == "manifests/run-7/receipts.json"
+    assert record["aws_request_id"] == "req-7"
+    assert record["timestamp"].endswith("Z")
