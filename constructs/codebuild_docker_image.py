@@ -411,6 +411,7 @@ class CodeBuildDockerImage(Construct):
                 "SourceKey": self.source_key,
                 "PipelineName": self.pipeline.pipeline_name,
                 "SourceActionName": "Source",
+                "ProjectName": self.project.project_name,
                 "RepositoryName": self.repository.repository_name,
                 "FunctionName": name,
                 "WaitForBuild": "true" if wait_for_build else "false",
@@ -592,13 +593,18 @@ class CodeBuildDockerImage(Construct):
                     "codepipeline:StartPipelineExecution",
                     "codepipeline:GetPipelineExecution",
                     "codepipeline:ListActionExecutions",
+                    "codepipeline:ListPipelineExecutions",
+                    "codepipeline:StopPipelineExecution",
                 ],
                 resources=[self.pipeline.pipeline_arn],
             )
         )
         self.repository.grant(role, "ecr:DescribeImages")
         role.add_to_policy(
-            iam.PolicyStatement(actions=["codebuild:BatchGetBuilds"], resources=[self.project.project_arn])
+            iam.PolicyStatement(
+                actions=["codebuild:BatchGetBuilds", "codebuild:ListBuildsForProject", "codebuild:StopBuild"],
+                resources=[self.project.project_arn],
+            )
         )
         build_log_streams = Stack.of(self).format_arn(
             service="logs",

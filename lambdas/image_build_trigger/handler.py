@@ -13,8 +13,12 @@ on_event (Delete): nothing (the repository and bucket follow their removal polic
 is_complete: polls the execution by id; on success returns the digest of the tag; on failure raises
   with the CodeBuild log tail and console links; past the deadline raises instead of hanging.
 
+Update and Delete first stop the executions and builds still running for an earlier request, so an
+older async build never repoints the function after this request (a later deploy or a rollback).
+
 Properties (strings): ImageTag, AssetBucket, AssetKey, SourceBucket, SourceKey, PipelineName,
-SourceActionName, RepositoryName, FunctionName, WaitForBuild ("true"/"false"), DeadlineSeconds.
+SourceActionName, ProjectName, RepositoryName, FunctionName, WaitForBuild ("true"/"false"),
+DeadlineSeconds.
 Attributes: ImageTag, ImageDigest ("sha256:..."), DigestHex, PipelineExecutionId, Built ("true"/"false").
 """
 
@@ -179,6 +183,39 @@ def start_build(
     return execution_id
 
 
+def stop_in_flight_builds(clients: Clients, props: Mapping[str, Any], reason: str) -> list[str]:
+    """Stop the pipeline executions and CodeBuild builds still running for an earlier request.
+
+    Best effort: an error is logged, never raised (the request itself must still succeed).
+    Returns what was stopped (execution ids, then build ids).
+    """
+    pipeline, project = props["PipelineName"], props.get("ProjectName")
+    stopped: list[str] = []
+    try:
+        summaries = clients.codepipeline.list_pipeline_executions(pipelineName=pipeline, maxResults=20).get(
+            "pipelineExecutionSummaries", []
+        )
+        for summary in summaries:
+            if summary.get("status") == RUNNING:
+                execution_id = str(summary["pipelineExecutionId"])
+                clients.codepipeline.stop_pipeline_execution(
+                    pipelineName=pipeline, pipelineExecutionId=execution_id, abandon=True, reason=reason[:200]
+                )
+                stopped.append(execution_id)
+        if project:
+            ids = clients.codebuild.list_builds_for_project(projectName=project, sortOrder="DESCENDING").get("ids", [])
+            builds = clients.codebuild.batch_get_builds(ids=ids[:10]).get("builds", []) if ids else []
+            for build in builds:
+                if build.get("buildStatus") == "IN_PROGRESS":
+                    clients.codebuild.stop_build(id=build["id"])
+                    stopped.append(str(build["id"]))
+    except ClientError as err:
+        LOG.warning("could not stop in-flight builds of %s: %s", pipeline, _error_code(err))
+    if stopped:
+        LOG.info("stopped in-flight builds of %s: %s", pipeline, ", ".join(stopped))
+    return stopped
+
+
 def handle_event(
     event: Mapping[str, Any],
     *,
@@ -190,9 +227,15 @@ def handle_event(
     request = event["RequestType"]
     props = event["ResourceProperties"]
     physical_id = event.get("PhysicalResourceId") or f"image-build:{props['FunctionName']}"
+    request_id = str(event.get("RequestId", ""))
     if request == "Delete":
+        stop_in_flight_builds(clients, props, f"stack resource deleted (request {request_id})")
         return {"PhysicalResourceId": physical_id}
     tag = str(props["ImageTag"])
+    if request == "Update":
+        # An older async build must not repoint the function after this request settles it
+        # (a later deploy, or a rollback to an image already in ECR).
+        stop_in_flight_builds(clients, props, f"superseded by image {tag} (request {request_id})")
     existing = find_image_digest(clients, props["RepositoryName"], tag)
     if existing:
         LOG.info("%s:%s exists (%s): nothing to build", props["RepositoryName"], tag, existing)
@@ -203,9 +246,7 @@ def handle_event(
     if not wait:
         running_digest = current_function_digest(clients, props["FunctionName"])
         wait = running_digest is None  # no function yet (or not an image function): it needs this image
-    execution_id = start_build(
-        props, update_function=not wait, request_id=str(event.get("RequestId", "")), clients=clients, sleep=sleep
-    )
+    execution_id = start_build(props, update_function=not wait, request_id=request_id, clients=clients, sleep=sleep)
     if wait:
         data = {"PipelineExecutionId": execution_id, "ImageTag": tag, "StartedAt": str(int(now()))}
         return {"PhysicalResourceId": physical_id, "Data": data}

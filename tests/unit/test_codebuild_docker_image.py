@@ -362,6 +362,7 @@ def test_trigger_custom_resource_carries_the_tag_asset_and_source_and_ends_withi
     assert value["PipelineName"] == {"Ref": logical_id(image.pipeline)}
     assert value["RepositoryName"] == {"Ref": logical_id(image.repository)}
     assert value["FunctionName"] == FUNCTION
+    assert value["ProjectName"] == {"Ref": logical_id(image.project)}
     assert value["WaitForBuild"] == "false"
     assert value["AssetKey"].endswith(".zip")
     assert value["AssetBucket"] == "cdk-hnb659fds-assets-123456789012-us-east-1"
@@ -497,14 +498,12 @@ def test_trigger_role_is_scoped_to_this_asset_bucket_pipeline_repository_project
     }
     asset_object = json.dumps(by_action["s3:GetObject"])
     assert image.context_asset.s3_object_key in asset_object and "cdk-hnb659fds-assets" in asset_object
-    for action in (
-        "codepipeline:StartPipelineExecution",
-        "codepipeline:GetPipelineExecution",
-        "codepipeline:ListActionExecutions",
-    ):
-        assert {"Ref": pipeline} in by_action[action]["Fn::Join"][1]
+    for action in by_action:
+        if action.startswith("codepipeline:"):
+            assert {"Ref": pipeline} in by_action[action]["Fn::Join"][1], action
+        if action.startswith("codebuild:"):
+            assert by_action[action] == {"Fn::GetAtt": [logical_id(image.project), "Arn"]}, action
     assert by_action["ecr:DescribeImages"] == {"Fn::GetAtt": [logical_id(image.repository), "Arn"]}
-    assert by_action["codebuild:BatchGetBuilds"] == {"Fn::GetAtt": [logical_id(image.project), "Arn"]}
     streams = by_action["logs:GetLogEvents"]["Fn::Join"][1]
     assert {"Ref": logical_id(image.build_log_group)} in streams and streams[-1] == ":log-stream:*"
     assert json.dumps(by_action["lambda:GetFunction"]).endswith(f':function:{FUNCTION}"]]}}')
@@ -514,8 +513,12 @@ def test_trigger_role_is_scoped_to_this_asset_bucket_pipeline_repository_project
         "codepipeline:StartPipelineExecution",
         "codepipeline:GetPipelineExecution",
         "codepipeline:ListActionExecutions",
+        "codepipeline:ListPipelineExecutions",
+        "codepipeline:StopPipelineExecution",
         "ecr:DescribeImages",
         "codebuild:BatchGetBuilds",
+        "codebuild:ListBuildsForProject",
+        "codebuild:StopBuild",
         "logs:GetLogEvents",
         "logs:CreateLogStream",
         "logs:PutLogEvents",

@@ -34,6 +34,7 @@ PROPS = {
     "SourceKey": "fn/context.zip",
     "PipelineName": PIPELINE,
     "SourceActionName": "Source",
+    "ProjectName": "fn-image-build",
     "RepositoryName": REPO,
     "FunctionName": "fn",
     "WaitForBuild": "false",
@@ -113,6 +114,38 @@ class Aws:
             {"pipelineName": PIPELINE, "pipelineExecutionId": EXECUTION},
         )
 
+    def in_flight(self, executions: list[tuple[str, str]], builds: list[tuple[str, str]]) -> None:
+        """Executions and builds of earlier requests, listed before an Update or Delete."""
+        self.stub["codepipeline"].add_response(
+            "list_pipeline_executions",
+            {"pipelineExecutionSummaries": [{"pipelineExecutionId": i, "status": st} for i, st in executions]},
+            {"pipelineName": PIPELINE, "maxResults": 20},
+        )
+        for execution_id, status in executions:
+            if status == "InProgress":
+                self.stub["codepipeline"].add_response(
+                    "stop_pipeline_execution",
+                    {"pipelineExecutionId": execution_id},
+                    {"pipelineName": PIPELINE, "pipelineExecutionId": execution_id, "abandon": True, "reason": ANY},
+                )
+        self.stub["codebuild"].add_response(
+            "list_builds_for_project",
+            {"ids": [i for i, _ in builds]} if builds else {},
+            {"projectName": "fn-image-build", "sortOrder": "DESCENDING"},
+        )
+        if builds:
+            self.stub["codebuild"].add_response(
+                "batch_get_builds",
+                {"builds": [{"id": i, "buildStatus": st} for i, st in builds]},
+                {"ids": [i for i, _ in builds]},
+            )
+        for build_id, status in builds:
+            if status == "IN_PROGRESS":
+                self.stub["codebuild"].add_response("stop_build", {"build": {"id": build_id}}, {"id": build_id})
+
+    def nothing_in_flight(self) -> None:
+        self.in_flight([], [])
+
     def verify(self) -> None:
         for stub in self.stub.values():
             stub.assert_no_pending_responses()
@@ -175,6 +208,7 @@ def test_create_copies_the_asset_starts_the_pipeline_pinned_to_the_version_and_w
 
 
 def test_async_update_starts_the_build_and_returns_at_once_with_the_running_digest(aws: Aws) -> None:
+    aws.nothing_in_flight()
     aws.tag_missing()
     aws.stub["lambda"].add_response(
         "get_function",
@@ -195,6 +229,7 @@ def test_async_update_starts_the_build_and_returns_at_once_with_the_running_dige
 
 
 def test_wait_mode_update_waits_and_the_build_leaves_the_function_to_cloudformation(aws: Aws) -> None:
+    aws.nothing_in_flight()
     aws.tag_missing()
     aws.copy()
     aws.start(update_function=False)
@@ -203,6 +238,7 @@ def test_wait_mode_update_waits_and_the_build_leaves_the_function_to_cloudformat
 
 
 def test_async_update_of_a_function_that_does_not_exist_yet_waits(aws: Aws) -> None:
+    aws.nothing_in_flight()
     aws.tag_missing()
     aws.stub["lambda"].add_client_error("get_function", "ResourceNotFoundException", http_status_code=404)
     aws.copy()
@@ -213,6 +249,8 @@ def test_async_update_of_a_function_that_does_not_exist_yet_waits(aws: Aws) -> N
 
 @pytest.mark.parametrize("request_type", ["Create", "Update"])
 def test_an_existing_tag_starts_nothing_and_returns_its_digest(aws: Aws, request_type: str) -> None:
+    if request_type == "Update":
+        aws.nothing_in_flight()
     aws.tag_exists()  # redeploy of the same context, or a rollback to an image built before
     result = handler.handle_event(event(request_type), clients=aws.clients, sleep=aws.sleep)
     assert result["Data"]["DigestHex"] == "d" * 64
@@ -220,10 +258,33 @@ def test_an_existing_tag_starts_nothing_and_returns_its_digest(aws: Aws, request
     assert handler.check_complete(event(request_type) | result, clients=aws.clients) == {"IsComplete": True}
 
 
-def test_delete_touches_nothing(aws: Aws) -> None:
+def test_delete_stops_in_flight_builds_and_touches_nothing_else(aws: Aws) -> None:
+    aws.in_flight([(EXECUTION, "InProgress")], [(BUILD_ID, "IN_PROGRESS")])
     result = handler.handle_event(event("Delete"), clients=aws.clients, sleep=aws.sleep)
     assert result == {"PhysicalResourceId": "image-build:fn"}
     assert handler.check_complete(event("Delete") | result, clients=aws.clients) == {"IsComplete": True}
+
+
+def test_rollback_to_an_existing_image_stops_the_newer_async_build(aws: Aws) -> None:
+    """Deploy B started an async build; the deployment rolls back to A, already in ECR: B's build
+    must not repoint the function to B afterwards."""
+    aws.in_flight(
+        [("newer-exec", "InProgress"), ("older-exec", "Succeeded")],
+        [("fn-image-build:b", "IN_PROGRESS"), ("fn-image-build:a", "SUCCEEDED")],
+    )
+    aws.tag_exists()
+    result = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
+    assert result["Data"]["DigestHex"] == "d" * 64
+
+
+def test_a_failure_to_stop_old_builds_does_not_fail_the_update(aws: Aws) -> None:
+    aws.stub["codepipeline"].add_client_error("list_pipeline_executions", "AccessDeniedException", 400)
+    aws.tag_exists()
+    stopped = handler.stop_in_flight_builds(aws.clients, PROPS, "test")
+    assert stopped == []
+    aws.stub["codepipeline"].add_client_error("list_pipeline_executions", "AccessDeniedException", 400)
+    result = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
+    assert result["Data"]["Built"] == "false"
 
 
 @pytest.mark.parametrize("code", ["AccessDeniedException", "ThrottlingException", "PipelineNotFoundException"])
