@@ -164,16 +164,30 @@ def resolve_context(
     return BuildContext(root=root, dockerfile=dockerfile, files=files, image_tag=tag)
 
 
+def _holds_exactly(directory: Path, files: Sequence[ContextFile]) -> bool:
+    present = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir())
+    if present != sorted(f.relative_path for f in files):
+        return False
+    return all(
+        (directory / f.relative_path).stat().st_mode & 0o777 == f.mode
+        and _file_digest(directory / f.relative_path) == _file_digest(f.source)
+        for f in files
+    )
+
+
 def stage_context(context: BuildContext, staging_root: Path | None = None) -> Path:
     """Copy the selected files into ``<staging_root>/<tag>`` (normalized modes) and return it.
 
-    The directory name is the content tag, so an existing directory already holds these files; it
-    is written to a sibling temporary directory first and renamed, so concurrent synths are safe.
+    The directory name is the content tag. An existing directory is reused only when it holds exactly
+    these files with the same content and modes (a temp cleaner may have removed some of them); a
+    new one is written to a sibling temporary directory first and renamed, so concurrent synths are safe.
     """
     base = staging_root or Path(tempfile.gettempdir()) / "cdk-codebuild-docker-image"
     target = base / context.image_tag
     if target.is_dir():
-        return target
+        if _holds_exactly(target, context.files):
+            return target
+        shutil.rmtree(target, ignore_errors=True)
     base.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{context.image_tag}.", dir=base))
     try:

@@ -179,3 +179,16 @@ def test_staging_copies_exactly_the_selected_files_with_normalized_modes(tmp_pat
     # Staging the same content again reuses the directory.
     assert stage_context(context, tmp_path / "staging") == staged
     assert [p.name for p in (tmp_path / "staging").iterdir()] == [context.image_tag]
+
+
+def test_a_damaged_staging_directory_is_rebuilt(tmp_path: Path) -> None:
+    root = build(tmp_path / "src")
+    context = resolve_context(
+        root=root, dockerfile_path=DOCKERFILE, source_paths=None, build_args={}, platform="linux/arm64"
+    )
+    staged = stage_context(context, tmp_path / "staging")
+    (staged / "receipt_label/graph.py").unlink()  # e.g. a /tmp cleaner
+    (staged / "receipt_dynamo/client.py").write_text("tampered\n")
+    again = stage_context(context, tmp_path / "staging")
+    assert (again / "receipt_label/graph.py").read_text() == FILES["receipt_label/graph.py"]
+    assert (again / "receipt_dynamo/client.py").read_text() == FILES["receipt_dynamo/client.py"]
