@@ -294,7 +294,7 @@ class CreateLabelsStepFunction(Construct):
             iam.PolicyStatement(
                 sid="ReadLlmApiKeys",
                 actions=["secretsmanager:GetSecretValue"],
-                resources=[secret.secret_arn for secret in secrets],
+                resources=[_secret_policy_arn(secret) for secret in secrets],
             )
         )
         environment: dict[str, str] = {
@@ -537,6 +537,16 @@ def _add_retry(
         max_delay=Duration.seconds(max_delay),
         jitter_strategy=sfn.JitterType.FULL,
     )
+
+
+def _secret_policy_arn(secret: secretsmanager.ISecret) -> str:
+    """The ARN to grant on: the full ARN, or for a secret imported by name the name plus its random suffix.
+
+    Secrets Manager appends ``-`` and six random characters to every secret's ARN, so a secret
+    imported by name has only a partial ARN; ``-??????`` matches exactly that suffix (as CDK's own
+    grants do) and nothing else.
+    """
+    return secret.secret_full_arn or f"{secret.secret_arn}-??????"
 
 
 def _type_index_name() -> str:

@@ -1,0 +1,94 @@
+"""ReceiptTable: the single table of DESIGN.md, created or imported (with its indexes, so grants cover them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_iam as iam
+from aws_cdk.assertions import Template
+
+from constructs.receipt_table import ReceiptTable
+
+pytestmark = pytest.mark.unit
+
+INDEXES = {
+    "GSI1": ("GSI1PK", "GSI1SK"),
+    "GSI2": ("GSI2PK", "GSI2SK"),
+    "GSI3": ("GSI3PK", "GSI3SK"),
+    "GSITYPE": ("TYPE", None),
+}
+
+
+def synth(**props: Any) -> tuple[dict[str, Any], cdk.Stack, ReceiptTable]:
+    stack = cdk.Stack(cdk.App(), "TableTest")
+    table = ReceiptTable(stack, "ReceiptTable", **props)
+    return Template.from_stack(stack).to_json(), stack, table
+
+
+@pytest.fixture(scope="module")
+def created() -> dict[str, Any]:
+    template, _, _ = synth()
+    (table,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::GlobalTable"]
+    return dict(table)
+
+
+def test_keys_and_indexes_match_the_design(created: dict[str, Any]) -> None:
+    props = created["Properties"]
+    assert props["KeySchema"] == [
+        {"AttributeName": "PK", "KeyType": "HASH"},
+        {"AttributeName": "SK", "KeyType": "RANGE"},
+    ]
+    indexes = {
+        index["IndexName"]: (
+            index["KeySchema"][0]["AttributeName"],
+            index["KeySchema"][1]["AttributeName"] if len(index["KeySchema"]) > 1 else None,
+            index["Projection"]["ProjectionType"],
+        )
+        for index in props["GlobalSecondaryIndexes"]
+    }
+    assert indexes == {name: (pk, sk, "ALL") for name, (pk, sk) in INDEXES.items()}
+    assert all(d["AttributeType"] == "S" for d in props["AttributeDefinitions"])
+
+
+def test_on_demand_pitr_streams_ttl_retained_and_protected(created: dict[str, Any]) -> None:
+    props = created["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "time_to_live", "Enabled": True}
+    (replica,) = props["Replicas"]
+    assert replica["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert replica["DeletionProtectionEnabled"] is True
+    assert created["DeletionPolicy"] == "Retain"
+    assert created["UpdateReplacePolicy"] == "Retain"
+
+
+def test_imported_table_creates_nothing_and_grants_cover_its_indexes() -> None:
+    stack = cdk.Stack(cdk.App(), "Imported", env=cdk.Environment(account="123456789012", region="eu-west-1"))
+    table = ReceiptTable(stack, "ReceiptTable", existing_table_name="receipts-existing")
+    role = iam.Role(stack, "Reader", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    table.table.grant_read_data(role)
+    template = Template.from_stack(stack).to_json()
+    assert [r["Type"] for r in template["Resources"].values() if r["Type"].startswith("AWS::DynamoDB")] == []
+    assert table.imported is True
+    assert table.table.table_name == "receipts-existing"
+    (policy,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"]
+    (statement,) = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if "dynamodb:Query" in s["Action"]]
+    resources = sorted(render(r) for r in statement["Resource"])
+    arn = "arn:${AWS::Partition}:dynamodb:eu-west-1:123456789012:table/receipts-existing"
+    assert resources == [arn, f"{arn}/index/*"]
+
+
+def render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if list(value) == ["Ref"]:
+        return "${" + value["Ref"] + "}"
+    return "".join(render(p) for p in value["Fn::Join"][1])
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_blank_existing_name_is_rejected(name: str) -> None:
+    with pytest.raises(ValueError, match="existing_table_name"):
+        synth(existing_table_name=name)

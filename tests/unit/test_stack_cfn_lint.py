@@ -1,0 +1,40 @@
+"""cfn-lint over every CloudFormation template of the synthesized cloud assembly: no error, no warning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint
+
+pytestmark = pytest.mark.unit
+
+# The stack is environment-agnostic: check it against two commercial regions.
+REGIONS = ["us-east-1", "eu-west-1"]
+
+
+def templates_of(assembly_dir: Path) -> list[Path]:
+    manifest = json.loads((assembly_dir / "manifest.json").read_text())
+    files = [
+        assembly_dir / artifact["properties"]["templateFile"]
+        for artifact in manifest["artifacts"].values()
+        if artifact["type"] == "aws:cloudformation:stack"
+    ]
+    assert files, "the cloud assembly holds no CloudFormation stack"
+    return sorted(files)
+
+
+def test_assembly_lists_every_template_file(synthesized: Any) -> None:
+    directory = Path(synthesized.directory)
+    on_disk = sorted(directory.glob("*.template.json"))
+    assert templates_of(directory) == on_disk
+
+
+def test_cfn_lint_reports_nothing(synthesized: Any) -> None:
+    findings = []
+    for path in templates_of(Path(synthesized.directory)):
+        matches = lint(path.read_text(), config=ManualArgs(regions=REGIONS))
+        findings += [f"{path.name}: {m.rule.id} {m.message} (line {m.linenumber})" for m in matches]
+    assert findings == []

@@ -1,0 +1,297 @@
+"""The labeling state machine, parsed out of the synthesized template and checked state by state.
+
+The definition is the ``Fn::Join`` in ``DefinitionString``; references are rendered as ``${LogicalId}``
+/ ``${LogicalId.Attr}`` so the JSON can be parsed and compared exactly (Retry and Catch included).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from receipt_dynamo import ReceiptNotFoundError
+from receipt_label import LLMOutputError, LLMRateLimitError, LLMTransientError
+
+pytestmark = pytest.mark.unit
+
+STATE_MACHINE_NAME = "receipt-labeling-dev-sf"
+LAMBDA_SERVICE_ERRORS = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+LAMBDA_SERVICE_RETRY = {
+    "ErrorEquals": LAMBDA_SERVICE_ERRORS,
+    "IntervalSeconds": 2,
+    "MaxAttempts": 6,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 60,
+    "JitterStrategy": "FULL",
+}
+
+
+def render_token(value: Any) -> str:
+    """A CloudFormation reference inside the definition, as ``${LogicalId}`` or ``${LogicalId.Attr}``."""
+    if isinstance(value, dict) and list(value) == ["Ref"]:
+        return "${" + value["Ref"] + "}"
+    if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
+        return "${" + ".".join(value["Fn::GetAtt"]) + "}"
+    raise AssertionError(f"unexpected intrinsic in the state machine definition: {value!r}")
+
+
+def parse_definition(definition_string: Any) -> dict[str, Any]:
+    if isinstance(definition_string, str):
+        return dict(json.loads(definition_string))
+    separator, parts = definition_string["Fn::Join"]
+    assert separator == ""
+    return dict(json.loads("".join(p if isinstance(p, str) else render_token(p) for p in parts)))
+
+
+def resources_of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def logical_id(template: dict[str, Any], type_: str, **properties: Any) -> str:
+    matches = [
+        k
+        for k, v in resources_of_type(template, type_).items()
+        if all(v["Properties"].get(name) == value for name, value in properties.items())
+    ]
+    assert len(matches) == 1, (type_, properties, matches)
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def template(synthesized: Any) -> dict[str, Any]:
+    return dict(synthesized.get_stack_by_name("ReceiptLabeling-dev").template)
+
+
+@pytest.fixture(scope="module")
+def definition(template: dict[str, Any]) -> dict[str, Any]:
+    machines = {
+        k: v
+        for k, v in resources_of_type(template, "AWS::StepFunctions::StateMachine").items()
+        if v["Properties"].get("StateMachineName") == STATE_MACHINE_NAME
+    }
+    assert len(machines) == 1, f"expected one state machine named {STATE_MACHINE_NAME}, got {list(machines)}"
+    (machine,) = machines.values()
+    return parse_definition(machine["Properties"]["DefinitionString"])
+
+
+@pytest.fixture(scope="module")
+def list_function(template: dict[str, Any]) -> str:
+    return logical_id(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-list")
+
+
+@pytest.fixture(scope="module")
+def process_function(template: dict[str, Any]) -> str:
+    return logical_id(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-process")
+
+
+@pytest.fixture(scope="module")
+def manifest_bucket(template: dict[str, Any]) -> str:
+    buckets = [k for k in resources_of_type(template, "AWS::S3::Bucket") if k.startswith("CreateLabelsManifestBucket")]
+    assert len(buckets) == 1, buckets
+    return buckets[0]
+
+
+def test_shape_list_choice_map_summary(definition: dict[str, Any]) -> None:
+    assert definition["StartAt"] == "ListReceipts"
+    assert set(definition["States"]) == {
+        "ListReceipts",
+        "HasReceipts",
+        "NoReceipts",
+        "LabelReceipts",
+        "CountResults",
+        "Summarize",
+    }
+    states = definition["States"]
+    assert states["ListReceipts"]["Next"] == "HasReceipts"
+    assert states["LabelReceipts"]["Next"] == "CountResults"
+    assert states["CountResults"]["Next"] == "Summarize"
+    assert states["Summarize"]["End"] is True
+    assert states["NoReceipts"]["Type"] == "Succeed"
+    assert "QueryLanguage" not in definition  # JSONPath throughout
+
+
+def test_list_receipts_passes_the_execution_name_and_keeps_the_input(
+    definition: dict[str, Any], list_function: str
+) -> None:
+    state = definition["States"]["ListReceipts"]
+    assert state["Type"] == "Task"
+    assert state["Resource"] == "arn:${AWS::Partition}:states:::lambda:invoke"
+    assert state["Parameters"] == {
+        "FunctionName": "${" + list_function + ".Arn}",
+        # {} or {"limit": N} from the execution input, plus {"execution_name": <execution name>}.
+        "Payload.$": "States.JsonMerge($, States.StringToJson(States.Format("
+        '\'\\{"execution_name":"{}"\\}\', $$.Execution.Name)), false)',
+    }
+    assert state["ResultSelector"] == {
+        "receipt_count.$": "$.Payload.receipt_count",
+        "manifest_bucket.$": "$.Payload.manifest_bucket",
+        "manifest_key.$": "$.Payload.manifest_key",
+    }
+    assert state["ResultPath"] == "$.list"
+    assert state["Retry"] == [LAMBDA_SERVICE_RETRY]
+    assert "Catch" not in state
+
+
+def test_has_receipts_skips_the_map_for_an_empty_manifest(definition: dict[str, Any]) -> None:
+    state = definition["States"]["HasReceipts"]
+    assert state["Type"] == "Choice"
+    assert state["Choices"] == [{"Variable": "$.list.receipt_count", "NumericGreaterThan": 0, "Next": "LabelReceipts"}]
+    assert state["Default"] == "NoReceipts"
+    assert definition["States"]["NoReceipts"] == {
+        "Type": "Succeed",
+        "Comment": "The table holds no receipt: nothing to label",
+        "OutputPath": "$.list",
+    }
+
+
+def test_label_receipts_is_a_distributed_map_over_the_s3_manifest(
+    definition: dict[str, Any], manifest_bucket: str
+) -> None:
+    state = definition["States"]["LabelReceipts"]
+    assert state["Type"] == "Map"
+    assert state["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert state["ItemReader"] == {
+        "Resource": "arn:${AWS::Partition}:states:::s3:getObject",
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket": "${" + manifest_bucket + "}", "Key.$": "$.list.manifest_key"},
+    }
+    assert "ItemsPath" not in state  # the items never travel through the state's payload
+    assert state["ItemSelector"] == {
+        "image_id.$": "$$.Map.Item.Value.image_id",
+        "receipt_id.$": "$$.Map.Item.Value.receipt_id",
+    }
+    assert state["MaxConcurrency"] == 3
+    assert state["ToleratedFailurePercentage"] == 10
+    assert state["Label"] == "LabelReceipts"
+    assert state["ResultWriter"] == {
+        "Resource": "arn:${AWS::Partition}:states:::s3:putObject",
+        "Parameters": {"Bucket": "${" + manifest_bucket + "}", "Prefix": "results"},
+    }
+    assert state["ResultSelector"] == {
+        "map_run_arn.$": "$.MapRunArn",
+        "results_bucket.$": "$.ResultWriterDetails.Bucket",
+        "results_key.$": "$.ResultWriterDetails.Key",
+    }
+    assert state["ResultPath"] == "$.map"
+    # A failed receipt fails its child execution and is counted; above the tolerated share the map
+    # (and the execution) fails with States.ExceedToleratedFailureThreshold. Nothing catches it.
+    assert "Retry" not in state
+    assert "Catch" not in state
+
+
+def test_process_receipt_retries_only_what_is_transient(definition: dict[str, Any], process_function: str) -> None:
+    processor = definition["States"]["LabelReceipts"]["ItemProcessor"]
+    assert processor["StartAt"] == "ProcessReceipt"
+    assert set(processor["States"]) == {"ProcessReceipt"}
+    state = processor["States"]["ProcessReceipt"]
+    assert state["Type"] == "Task"
+    assert state["End"] is True
+    assert state["Resource"] == "arn:${AWS::Partition}:states:::lambda:invoke"
+    assert state["Parameters"] == {
+        "FunctionName": "${" + process_function + ".Arn}",
+        "Payload": {"image_id.$": "$.image_id", "receipt_id.$": "$.receipt_id"},
+    }
+    assert state["OutputPath"] == "$.Payload"
+    assert state["Retry"] == [
+        LAMBDA_SERVICE_RETRY,
+        {
+            "ErrorEquals": ["LLMRateLimitError"],
+            "IntervalSeconds": 30,
+            "MaxAttempts": 6,
+            "BackoffRate": 2,
+            "MaxDelaySeconds": 300,
+            "JitterStrategy": "FULL",
+        },
+        {
+            "ErrorEquals": ["LLMTransientError"],
+            "IntervalSeconds": 5,
+            "MaxAttempts": 4,
+            "BackoffRate": 2,
+            "MaxDelaySeconds": 60,
+            "JitterStrategy": "FULL",
+        },
+    ]
+    assert "Catch" not in state
+
+
+def test_retry_names_are_the_class_names_the_handler_raises(definition: dict[str, Any]) -> None:
+    """Step Functions matches on the exception class name: a rename in receipt_label must break this test."""
+    state = definition["States"]["LabelReceipts"]["ItemProcessor"]["States"]["ProcessReceipt"]
+    retried = {name for retrier in state["Retry"] for name in retrier["ErrorEquals"]}
+    assert {LLMRateLimitError.__name__, LLMTransientError.__name__} <= retried
+    # Rate limits wait longer than other transient errors.
+    by_name = {name: retrier for retrier in state["Retry"] for name in retrier["ErrorEquals"]}
+    assert by_name["LLMRateLimitError"]["IntervalSeconds"] > by_name["LLMTransientError"]["IntervalSeconds"]
+    assert by_name["LLMRateLimitError"]["MaxDelaySeconds"] > by_name["LLMTransientError"]["MaxDelaySeconds"]
+    # Permanent errors are never retried (another try would give the same answer), nor is any catch-all.
+    for permanent in ("InvalidEventError", ReceiptNotFoundError.__name__, LLMOutputError.__name__):
+        assert permanent not in retried
+    assert not retried & {"States.ALL", "States.TaskFailed"}
+    for retrier in state["Retry"]:
+        assert retrier["JitterStrategy"] == "FULL"
+        assert retrier["BackoffRate"] > 1
+
+
+def test_count_results_describes_the_map_run(definition: dict[str, Any]) -> None:
+    state = definition["States"]["CountResults"]
+    assert state["Type"] == "Task"
+    assert state["Resource"] == "arn:${AWS::Partition}:states:::aws-sdk:sfn:describeMapRun"
+    assert state["Parameters"] == {"MapRunArn.$": "$.map.map_run_arn"}
+    assert state["ResultSelector"] == {
+        "succeeded.$": "$.ItemCounts.Succeeded",
+        "failed.$": "$.ItemCounts.Failed",
+        "timed_out.$": "$.ItemCounts.TimedOut",
+        "aborted.$": "$.ItemCounts.Aborted",
+        "total.$": "$.ItemCounts.Total",
+    }
+    assert state["ResultPath"] == "$.counts"
+    assert state["Retry"] == [
+        {
+            "ErrorEquals": ["States.TaskFailed"],
+            "IntervalSeconds": 2,
+            "MaxAttempts": 3,
+            "BackoffRate": 2,
+            "MaxDelaySeconds": 20,
+            "JitterStrategy": "FULL",
+        }
+    ]
+    assert "Catch" not in state
+
+
+def test_summary_is_the_execution_output(definition: dict[str, Any]) -> None:
+    state = definition["States"]["Summarize"]
+    assert state["Type"] == "Pass"
+    assert state["Parameters"] == {
+        "receipt_count.$": "$.list.receipt_count",
+        "succeeded.$": "$.counts.succeeded",
+        "failed.$": "$.counts.failed",
+        "timed_out.$": "$.counts.timed_out",
+        "aborted.$": "$.counts.aborted",
+        "results": {"bucket.$": "$.map.results_bucket", "manifest_key.$": "$.map.results_key"},
+        "manifest": {"bucket.$": "$.list.manifest_bucket", "key.$": "$.list.manifest_key"},
+        "map_run_arn.$": "$.map.map_run_arn",
+    }
+    for name in ("Retry", "Catch", "ResultPath", "OutputPath"):
+        assert name not in state
+
+
+def test_no_state_catches_errors(definition: dict[str, Any]) -> None:
+    """A failure is never swallowed: no Catch anywhere, in the parent or in the item processor."""
+
+    def walk(states: dict[str, Any]) -> list[str]:
+        found = []
+        for name, state in states.items():
+            if "Catch" in state:
+                found.append(name)
+            if "ItemProcessor" in state:
+                found += walk(state["ItemProcessor"]["States"])
+        return found
+
+    assert walk(definition["States"]) == []
