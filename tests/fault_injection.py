@@ -1,0 +1,249 @@
+"""Fault injection helpers for the fault and abuse suite (tests/*/test_faults_*.py, test_security_*.py).
+
+- :class:`HttpFaults` answers chosen AWS API calls with an error *at the HTTP layer* (a botocore
+  ``before-send`` hook registered before moto's), so botocore's own retries, error parsing and
+  the caller's handling all run as they would against AWS.
+- :class:`ProcessWorld` / :func:`process_world`: the ProcessReceipt handler on moto (DynamoDB,
+  Secrets Manager) and the loopback Ollama server, with no real sleeps (every ``time.sleep``,
+  botocore's retry sleeps included, is recorded instead), and helpers to read the table.
+- :func:`load_handler`: a fresh copy of a Lambda handler module, loaded from its file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+from moto.core.botocore_stubber import MockRawResponse
+
+from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus
+from receipt_dynamo.schema import create_table_kwargs
+from tests.ollama_server import OllamaServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+PROCESS_HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
+LIST_HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
+TABLE = "receipts-faults"
+BUCKET = "manifests-faults"
+API_KEY = "olk-faults-3b9e71d2-never-log-me"
+MODEL = "loopback-model"
+WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+
+
+def load_handler(path: Path, name: str) -> ModuleType:
+    """Import the handler at ``path`` as a new module called ``name`` (its cached clients start empty)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- AWS faults at the HTTP layer ----------------------------------------------------------------
+
+
+def dynamodb_error(code: str, message: str, status: int = 400) -> tuple[int, bytes]:
+    return status, json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message}).encode()
+
+
+def s3_error(code: str, message: str, status: int) -> tuple[int, bytes]:
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return status, body.encode()
+
+
+THROTTLED = dynamodb_error(
+    "ProvisionedThroughputExceededException",
+    "The level of configured provisioned throughput for the table was exceeded.",
+)
+
+
+class _FaultRouter:
+    """Takes the place of moto's ``before-send`` handler on one client: faults first, then moto.
+
+    botocore calls every ``before-send`` handler and uses the first response; a fault hook merely
+    registered before moto's would still let moto execute the request. Routing keeps a failed
+    request away from moto entirely, as a throttled request never reaches the table.
+    """
+
+    def __init__(self, client: Any) -> None:
+        from moto.core.models import botocore_stubber
+
+        self._moto = botocore_stubber
+        self.faults: list[HttpFaults] = []
+        client.meta.events.unregister("before-send", botocore_stubber)
+        client.meta.events.register("before-send", self)
+
+    def __call__(self, event_name: str, request: Any, **kwargs: Any) -> AWSResponse | None:
+        operation = event_name.rsplit(".", 1)[-1]
+        for fault in list(self.faults):
+            if fault.operation == operation:
+                response = fault.attempt(request)
+                if response is not None:
+                    return response
+        result: AWSResponse | None = self._moto(event_name=event_name, request=request, **kwargs)
+        return result
+
+
+_ROUTERS: dict[int, _FaultRouter] = {}
+
+
+@dataclass
+class HttpFaults:
+    """Fail the HTTP requests of ``operation`` on ``client`` for which ``when(n)`` is true (n counts from 1).
+
+    Every HTTP attempt (botocore's retries included) is counted in ``seen``; failed ones never reach moto.
+    """
+
+    client: Any
+    operation: str
+    when: Callable[[int], bool]
+    error: tuple[int, bytes] = THROTTLED
+    respond: Callable[[Any], tuple[int, bytes]] | None = None  # builds the answer from the request instead
+    seen: int = 0
+    failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        key = id(self.client.meta.events)
+        if key not in _ROUTERS:
+            _ROUTERS[key] = _FaultRouter(self.client)
+        self._router = _ROUTERS[key]
+        self._router.faults.append(self)
+
+    def remove(self) -> None:
+        """The fault clears: later requests reach moto again."""
+        if self in self._router.faults:
+            self._router.faults.remove(self)
+
+    def attempt(self, request: Any) -> AWSResponse | None:
+        with self._lock:
+            self.seen += 1
+            fail = self.when(self.seen)
+            if fail:
+                self.failed += 1
+        if not fail:
+            return None
+        status, body = self.respond(request) if self.respond is not None else self.error
+        headers = {"Content-Type": "application/x-amz-json-1.0" if body.startswith(b"{") else "application/xml"}
+        return AWSResponse(request.url, status, headers, MockRawResponse(body))
+
+
+@dataclass
+class Calls:
+    """API operations a client made (one per API call, not per HTTP attempt)."""
+
+    names: list[str] = field(default_factory=list)
+
+    def hook(self, model: Any, **_: Any) -> None:
+        self.names.append(model.name)
+
+    def writes(self) -> list[str]:
+        return [n for n in self.names if n in WRITE_OPERATIONS]
+
+
+# ---- the ProcessReceipt world ---------------------------------------------------------------------
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "ProcessReceipt"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ProcessReceipt"
+    memory_limit_in_mb: int = 1536
+    aws_request_id: str = "req-faults"
+    log_group_name: str = "/aws/lambda/ProcessReceipt"
+    log_stream_name: str = "stream"
+
+
+@dataclass
+class ProcessWorld:
+    handler: ModuleType
+    server: OllamaServer
+    ddb: Any  # the boto3 DynamoDB client the handler uses (fault hooks go on it)
+    store: DynamoClient  # the handler's DynamoClient (no real sleeps)
+    calls: Calls
+    sleeps: list[float]
+
+    def load(self, fixture: str = "receipt_grocery.json") -> dict[str, Any]:
+        doc = json.loads((FIXTURES / fixture).read_text())
+        DynamoClient(TABLE).load_receipt_document(doc)
+        return {"image_id": doc["image_id"], "receipt_id": doc["receipt_id"]}
+
+    def invoke(self, event: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.handler.lambda_handler(event, LambdaContext())
+        return result
+
+    def items(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every item of the table by (PK, SK), read with a client that has no fault hooks."""
+        client = boto3.client("dynamodb")
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"TableName": TABLE}
+        while True:
+            page = client.scan(**kwargs)
+            items.update({(i["PK"]["S"], i["SK"]["S"]): i for i in page["Items"]})
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def labels(self, event: dict[str, Any]) -> list[ReceiptWordLabel]:
+        return list(DynamoClient(TABLE).get_receipt_details(event["image_id"], event["receipt_id"]).labels)
+
+
+@contextmanager
+def process_world(server: OllamaServer, monkeypatch: pytest.MonkeyPatch, *, name: str) -> Iterator[ProcessWorld]:
+    """A fresh ProcessReceipt container on moto + the loopback server; see :class:`ProcessWorld`."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)  # botocore's and receipt_label's retry sleeps
+    with mock_aws():
+        boto3.client("dynamodb").create_table(**create_table_kwargs(TABLE))
+        arn = boto3.client("secretsmanager").create_secret(Name="ollama-api-key", SecretString=API_KEY)["ARN"]
+        monkeypatch.setenv("DYNAMODB_TABLE_NAME", TABLE)
+        monkeypatch.setenv("OLLAMA_BASE_URL", server.url)
+        monkeypatch.setenv("OLLAMA_MODEL", MODEL)
+        monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "5")
+        monkeypatch.setenv("OLLAMA_API_KEY_SECRET_ARN", arn)
+        for var in ("LANGSMITH_API_KEY_SECRET_ARN", "OLLAMA_API_KEY", "LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
+            monkeypatch.delenv(var, raising=False)
+        handler = load_handler(PROCESS_HANDLER, f"process_receipt_handler_{name}")
+        ddb = boto3.client("dynamodb")
+        store = DynamoClient(TABLE, client=ddb, sleep=sleeps.append)
+        handler._dynamo = store
+        calls = Calls()
+        ddb.meta.events.register("before-call.*.*", calls.hook)
+        yield ProcessWorld(handler, server, ddb, store, calls, sleeps)
+
+
+def human_label(
+    word: Any,
+    label: str,
+    status: ValidationStatus,
+    *,
+    by: str = "reviewer:alice",
+    when: str = "2026-01-02T03:04:05+00:00",
+) -> ReceiptWordLabel:
+    return ReceiptWordLabel(
+        image_id=word.image_id,
+        receipt_id=word.receipt_id,
+        line_id=word.line_id,
+        word_id=word.word_id,
+        label=label,
+        reasoning=f"set by a person ({status.value})",
+        timestamp_added=when,
+        validation_status=status,
+        label_proposed_by=by,
+    )
