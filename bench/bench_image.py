@@ -11,6 +11,7 @@ repeated runs reuse them and a changed requirements file gets a fresh folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -48,8 +49,9 @@ ARM64_CP312 = (
     "--only-binary=:all:",
 )
 
-#: The Dockerfile's byte-compilation: hash-based .pyc that a read-only task root never rewrites.
-COMPILEALL = (sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash")
+#: The Dockerfile's byte-compilation options: hash-based .pyc that a read-only task root never rewrites.
+COMPILEALL_OPTIONS = ("-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash")
+IMAGE_PYTHON_VERSION = "3.12"
 
 IMPORT_TIME_TARGET_S = 1.5
 DEPENDENCY_MB_TARGET = 100.0
@@ -72,10 +74,49 @@ def requirements_key(flavour: str) -> str:
     return f"{flavour}-{digest}"
 
 
-def pip(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run this interpreter's pip with the machine's pip configuration (index, mirror, find-links)."""
+def _version_of(python: str) -> str | None:
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except OSError:
+        return None
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
+@functools.cache
+def image_python() -> tuple[str, str]:
+    """(interpreter, "major.minor"): a CPython 3.12 like the image's when one is installed, else this one.
+
+    Looked for in ``$IMAGE_PYTHON``, ``python3.12`` on PATH, pyenv's versions and /usr(/local)/bin.
+    The arm64 interpreter itself cannot run here; the same CPython version catches version-specific
+    import and byte-compilation problems.
+    """
+    candidates = [os.environ.get("IMAGE_PYTHON", ""), shutil.which(f"python{IMAGE_PYTHON_VERSION}") or ""]
+    candidates += sorted(
+        (str(p) for p in Path.home().glob(f".pyenv/versions/{IMAGE_PYTHON_VERSION}*/bin/python{IMAGE_PYTHON_VERSION}")),
+        reverse=True,
+    )
+    candidates += [f"/usr/local/bin/python{IMAGE_PYTHON_VERSION}", f"/usr/bin/python{IMAGE_PYTHON_VERSION}"]
+    for candidate in filter(None, candidates):
+        if _version_of(candidate) == IMAGE_PYTHON_VERSION:
+            return candidate, IMAGE_PYTHON_VERSION
+    return sys.executable, f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def compileall_command(*paths: str) -> list[str]:
+    """The Dockerfile's byte-compilation of ``paths``, run by :func:`image_python`."""
+    return [image_python()[0], *COMPILEALL_OPTIONS, "-j", "0", *paths]
+
+
+def pip(*args: str, python: str = sys.executable, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python``'s pip with the machine's pip configuration (index, mirror, find-links)."""
     return subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        [python, "-m", "pip", "--disable-pip-version-check", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -83,7 +124,7 @@ def pip(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _fresh_cached_dir(name: str, fill: Sequence[str], *, compile_bytecode: bool) -> Path:
+def _fresh_cached_dir(name: str, fill: Sequence[str], *, compile_bytecode: bool, python: str = sys.executable) -> Path:
     """Return cache_root()/name, creating it with ``pip <fill> <tmp>`` first when it is missing.
 
     The folder is filled under a temporary name and renamed once complete, so an interrupted run
@@ -95,13 +136,13 @@ def _fresh_cached_dir(name: str, fill: Sequence[str], *, compile_bytecode: bool)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
     try:
-        result = pip(*fill, str(staging / "out"))
+        result = pip(*fill, str(staging / "out"), python=python)
         if result.returncode != 0:
             raise RuntimeError(f"pip {' '.join(fill)} failed:\n{result.stdout}\n{result.stderr}")
         if compile_bytecode:
             # As the Dockerfile does: hash-based .pyc, so a read-only task root never recompiles.
             compiled = subprocess.run(
-                [*COMPILEALL, "-j", "0", str(staging / "out")],
+                compileall_command(str(staging / "out")),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -119,13 +160,14 @@ def _fresh_cached_dir(name: str, fill: Sequence[str], *, compile_bytecode: bool)
 
 
 def local_image_dependencies() -> Path:
-    """The image requirements installed for THIS interpreter and platform (``pip install --target``)."""
-    python = f"{sys.implementation.name}{sys.version_info.major}{sys.version_info.minor}"
-    tag = f"{python}-{sys.platform}-{os.uname().machine}"
+    """The image requirements installed by :func:`image_python`'s pip for this machine (``--target``)."""
+    python, version = image_python()
+    tag = f"cpython{version.replace('.', '')}-{sys.platform}-{os.uname().machine}"
     return _fresh_cached_dir(
         requirements_key(f"deps-{tag}"),
         ["install", "--quiet", "--no-compile", "--only-binary=:all:", "-r", str(IMAGE_REQUIREMENTS), "--target"],
         compile_bytecode=True,
+        python=python,
     )
 
 
@@ -158,7 +200,7 @@ def lay_out_task_root(dest: Path, dependencies: Path) -> Path:
         else:
             shutil.copy2(source, target)
     subprocess.run(
-        [*COMPILEALL, *(str(dest / Path(p).name) for p in IMAGE_CODE)],
+        compileall_command(*(str(dest / Path(p).name) for p in IMAGE_CODE)),
         check=True,
         capture_output=True,
     )
@@ -173,7 +215,14 @@ def isolated_python(task_root: Path, code: str, *extra_flags: str) -> subprocess
     """
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "AWS_DEFAULT_REGION": "us-east-1"}
     return subprocess.run(
-        [sys.executable, *extra_flags, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(task_root)!r})\n{code}"],
+        [
+            image_python()[0],
+            *extra_flags,
+            "-I",
+            "-S",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(task_root)!r})\n{code}",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -204,16 +253,18 @@ def unpacked_bytes(wheel_dir: Path) -> int:
     return sum(info.file_size for wheel in wheel_dir.glob("*.whl") for info in zipfile.ZipFile(wheel).infolist())
 
 
-def installed_bytes_with_bytecode(wheel_dir: Path) -> int:
-    """Unpack the wheels and byte-compile them as the Dockerfile does; the folder's size.
+def unpack_and_compile(wheel_dir: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+    """Unpack the wheels into ``dest`` and byte-compile them as the Dockerfile's dependency stage does."""
+    for wheel in wheel_dir.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(dest)  # wheels from the index, into a throw-away folder
+    return subprocess.run(compileall_command(str(dest)), capture_output=True, text=True, check=False)
 
-    The .pyc files are compiled by this interpreter, not 3.12: a close estimate of the image layer.
-    """
+
+def installed_bytes_with_bytecode(wheel_dir: Path) -> int:
+    """Size of the dependency layer: the wheels unpacked and byte-compiled (by :func:`image_python`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        for wheel in wheel_dir.glob("*.whl"):
-            with zipfile.ZipFile(wheel) as archive:
-                archive.extractall(tmp)  # wheels from the index, into a throw-away folder
-        subprocess.run([*COMPILEALL, "-j", "0", tmp], capture_output=True, check=False)
+        unpack_and_compile(wheel_dir, Path(tmp))
         return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
 
 
@@ -281,7 +332,7 @@ def rows() -> list[Row]:
     out.append(
         Row(
             "image",
-            f"process handler cold import (-X importtime, best of 5; median {median:.2f} s)",
+            f"process handler import, CPython {image_python()[1]} -X importtime (best of 5, median {median:.2f} s)",
             f"{best:.2f} s",
             f"< {IMPORT_TIME_TARGET_S} s",
             best < IMPORT_TIME_TARGET_S,
@@ -300,7 +351,11 @@ def rows() -> list[Row]:
     )
     with_bytecode = installed_bytes_with_bytecode(wheels) / 1e6
     out.append(
-        Row("image", "arm64 dependencies installed incl. .pyc (compiled by this Python)", f"{with_bytecode:.1f} MB")
+        Row(
+            "image",
+            f"arm64 dependencies incl. .pyc (compiled by CPython {image_python()[1]})",
+            f"{with_bytecode:.1f} MB",
+        )
     )
     peak, manifest_bytes = manifest_peak_bytes(MANIFEST_RECEIPTS)
     out.append(

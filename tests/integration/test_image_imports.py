@@ -1,10 +1,12 @@
 """The image holds everything the handler imports.
 
-The image requirements are installed (for this machine's interpreter: the arm64 wheels cannot run
-here) into an empty folder with ``pip install --target``, as the Dockerfile does; the handler and
-both packages are laid out beside them like ${LAMBDA_TASK_ROOT}; then a fresh interpreter that
-sees only the standard library and that folder (``-I -S``: no site-packages, no PYTHONPATH, no
-current directory) imports the handler and builds what it builds lazily (the chat model).
+The image requirements are installed for this machine (the arm64 wheels cannot run here) into an
+empty folder with ``pip install --target`` and byte-compiled as the Dockerfile does, by CPython
+3.12 like the image's when it is installed (``bench.bench_image.image_python``; a compile error
+fails the install); the handler and both packages are laid out beside them like
+${LAMBDA_TASK_ROOT}; then a fresh interpreter that sees only the standard library and that folder
+(``-I -S``: no site-packages, no PYTHONPATH, no current directory) imports the handler and builds
+what it builds lazily (the chat model).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_image import isolated_python, lay_out_task_root, local_image_dependencies
+from bench.bench_image import image_python, isolated_python, lay_out_task_root, local_image_dependencies
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +39,7 @@ outside = sorted(
 )
 print(json.dumps({
     "handler": handler.__file__,
+    "python": "%d.%d" % sys.version_info[:2],
     "callable": callable(handler.lambda_handler),
     "model": type(model).__name__,
     "outside": outside,
@@ -57,6 +60,7 @@ def test_handler_imports_from_the_image_layout_alone(task_root: Path) -> None:
     assert result.returncode == 0, result.stderr[-6000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["handler"] == str(task_root / "handler.py")
+    assert report["python"] == image_python()[1]
     assert report["callable"] is True
     assert report["model"] == "ChatOllama"
     assert report["outside"] == [], "modules loaded from outside the task root and the standard library"
@@ -73,3 +77,11 @@ def test_the_isolated_interpreter_cannot_see_this_virtualenv(task_root: Path) ->
     # moto is installed in .venv but not in the image: the probe must not find it.
     result = isolated_python(task_root, "import moto")
     assert result.returncode != 0 and "No module named 'moto'" in result.stderr
+
+
+def test_dependencies_and_code_carry_bytecode_of_the_image_python(task_root: Path) -> None:
+    tag = "cpython-" + image_python()[1].replace(".", "")
+    for module in ("handler", "receipt_label/__init__", "pydantic/main", "langgraph/graph/state"):
+        folder = (task_root / module).parent
+        name = (task_root / module).name
+        assert list((folder / "__pycache__").glob(f"{name}.{tag}.pyc")), f"{module} has no {tag} bytecode"
