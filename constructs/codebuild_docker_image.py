@@ -15,6 +15,7 @@ Modes:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from constructs.docker_build_context import BuildContext, resolve_context, stage
 from constructs.docker_image_buildspec import CACHE_TAG, build_spec_object
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TRIGGER_CODE_DIR = REPO_ROOT / "lambdas" / "image_build_trigger"
 
 PLATFORMS: dict[str, lambda_.Architecture] = {
@@ -131,8 +133,11 @@ class CodeBuildDockerImage(Construct):
                 f"build_timeout must be at most {MAX_BUILD_TIMEOUT_MINUTES} minutes so that a waiting deploy "
                 f"fails before CloudFormation's one-hour custom resource limit"
             )
-        if not lambda_function_name or len(lambda_function_name) > 64:
-            raise ValueError("lambda_function_name must be 1..64 characters")
+        if Token.is_unresolved(lambda_function_name) or not FUNCTION_NAME.fullmatch(lambda_function_name):
+            # A literal: it also names the pipeline, the project and the source key at synth time.
+            raise ValueError(
+                f"lambda_function_name must be 1..64 letters, digits, '-' or '_', got {lambda_function_name!r}"
+            )
         config = lambda_config if isinstance(lambda_config, LambdaConfig) else LambdaConfig(**lambda_config)
         build_args = dict(build_args or {})
         stack = Stack.of(self)

@@ -641,6 +641,8 @@ def test_invalid_props_are_rejected(context_dir: Path, tmp_path: Path) -> None:
         ({"dockerfile_path": str(outside)}, "outside the build context"),
         ({"source_paths": ["receipt_dynamo", "nope"]}, "does not exist"),
         ({"lambda_function_name": "x" * 65}, "lambda_function_name"),
+        ({"lambda_function_name": "has space"}, "lambda_function_name"),
+        ({"lambda_function_name": cdk.Fn.ref("AWS::StackName")}, "lambda_function_name"),
     ]
     for index, (override, message) in enumerate(cases):
         with pytest.raises(ValueError, match=message):
