@@ -60,6 +60,7 @@ PIPELINE_PREFIX = "receipt_label:"
 #: this is about one GetSecretValue per container, while a rotated key is still picked up.
 SECRET_MAX_AGE_SECONDS = 3600
 TRACE_FLUSH_SECONDS = 5.0
+MAX_LOGGED_REJECTIONS = 50
 MAX_RECEIPT_ID = 99_999  # ids are zero-padded to 5 digits in the table's sort keys
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "process_receipt"))
@@ -167,6 +168,15 @@ def langsmith_tracer() -> Any:
     return _tracer
 
 
+def _flush_traces(tracer: Any) -> None:
+    """Send the traces before the container is frozen; a slow or failing LangSmith never fails a receipt."""
+    try:
+        tracer.wait_for_futures()
+        tracer.client.flush(timeout=TRACE_FLUSH_SECONDS)
+    except Exception as error:  # tracing is best effort
+        logger.warning("could not flush LangSmith traces", error_type=type(error).__name__)
+
+
 def already_labeled(details: ReceiptDetails) -> bool:
     """True when any label of the receipt was proposed by this pipeline."""
     return any((label.label_proposed_by or "").startswith(PIPELINE_PREFIX) for label in details.labels)
@@ -196,11 +206,17 @@ def process(request: ProcessReceiptEvent) -> dict[str, Any]:
     try:
         labeling = label_receipt(details, llm=llm, config={"callbacks": [tracer]} if tracer is not None else None)
     finally:
-        if tracer is not None:  # send the trace before the container is frozen; a slow LangSmith never fails a receipt
-            tracer.wait_for_futures()
-            tracer.client.flush(timeout=TRACE_FLUSH_SECONDS)
-    for rejected in labeling.rejected:
-        logger.info("proposal rejected", reason=getattr(rejected, "reason", str(rejected)))
+        if tracer is not None:
+            _flush_traces(tracer)
+    if labeling.rejected:
+        logger.info(
+            "proposals rejected",
+            rejected_count=len(labeling.rejected),
+            rejected=[
+                {"line_id": r.line_id, "word_id": r.word_id, "label": r.label, "reason": r.reason}
+                for r in labeling.rejected[:MAX_LOGGED_REJECTIONS]
+            ],
+        )
     written = dynamo().add_receipt_word_labels(labeling.labels) if labeling.labels else None
     result = _result(
         request,

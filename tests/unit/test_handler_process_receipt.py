@@ -116,3 +116,20 @@ def test_no_langsmith_secret_means_no_tracer(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("LANGSMITH_API_KEY_SECRET_ARN", raising=False)
     monkeypatch.setattr(handler, "_tracer", None)
     assert handler.langsmith_tracer() is None
+
+
+def test_a_failing_trace_flush_never_fails_the_receipt() -> None:
+    class BrokenClient:
+        def flush(self, timeout: float | None = None) -> None:
+            raise ConnectionError("LangSmith unreachable")
+
+    class Tracer:
+        client = BrokenClient()
+        waited = False
+
+        def wait_for_futures(self) -> None:
+            self.waited = True
+
+    tracer = Tracer()
+    handler._flush_traces(tracer)  # must not raise
+    assert tracer.waited
