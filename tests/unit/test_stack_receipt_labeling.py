@@ -365,6 +365,8 @@ def test_list_role_can_query_the_type_index_and_write_manifests_only(template: d
         },
     ]
     assert statements == sorted(expected, key=lambda s: json.dumps(s, sort_keys=True))
+    # The prefix is where lambdas/list_receipts/handler.py writes (MANIFEST_PREFIX = "manifests/").
+    assert 'MANIFEST_PREFIX = "manifests/"' in (REPO_ROOT / "lambdas/list_receipts/handler.py").read_text()
 
 
 def test_process_role_reads_receipts_writes_labels_and_reads_only_its_secrets(template: dict[str, Any]) -> None:

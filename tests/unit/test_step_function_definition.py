@@ -6,13 +6,16 @@ The definition is the ``Fn::Join`` in ``DefinitionString``; references are rende
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from receipt_dynamo import ReceiptNotFoundError
 from receipt_label import LLMOutputError, LLMRateLimitError, LLMTransientError
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -137,6 +140,33 @@ def test_list_receipts_passes_the_execution_name_and_keeps_the_input(
     assert state["ResultPath"] == "$.list"
     assert state["Retry"] == [LAMBDA_SERVICE_RETRY]
     assert "Catch" not in state
+
+
+def module_constants(path: Path) -> dict[str, Any]:
+    """Module-level ``NAME = <literal>`` assignments of a Python file, read without importing it."""
+    constants = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return constants
+
+
+def test_list_payload_uses_the_handlers_field_and_result_names(definition: dict[str, Any]) -> None:
+    """The seam with lambdas/list_receipts/handler.py: the event field and the returned keys."""
+    handler = REPO_ROOT / "lambdas/list_receipts/handler.py"
+    constants = module_constants(handler)
+    state = definition["States"]["ListReceipts"]
+    assert f'"{constants["EXECUTION_NAME_FIELD"]}":"{{}}"' in state["Parameters"]["Payload.$"]
+    returned = 'return {"receipt_count": count, "manifest_bucket": bucket, "manifest_key": key}'
+    assert returned in handler.read_text()
+    assert {v.removeprefix("$.Payload.") for v in state["ResultSelector"].values()} == {
+        "receipt_count",
+        "manifest_bucket",
+        "manifest_key",
+    }
 
 
 def test_has_receipts_skips_the_map_for_an_empty_manifest(definition: dict[str, Any]) -> None:
