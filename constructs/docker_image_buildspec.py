@@ -22,8 +22,16 @@ LOGIN = (
     'aws ecr get-login-password --region "$AWS_DEFAULT_REGION"'
     ' | docker login --username AWS --password-stdin "${REPOSITORY_URI%%/*}"'
 )
-PUSH_IMAGE = 'docker push "$REPOSITORY_URI:$IMAGE_TAG"'
-PUSH_CACHE = 'docker push "$REPOSITORY_URI:$CACHE_TAG"'
+# A re-run of the pipeline for a tag already in ECR (say, "Release change" after an async update
+# failed) skips build and push (content tags are immutable) and only updates the function.
+EXISTS_MARKER = '"${TMPDIR:-/tmp}/image-exists-$IMAGE_TAG"'
+CHECK_EXISTING = (
+    'if aws ecr describe-images --repository-name "$REPOSITORY_NAME" --image-ids "imageTag=$IMAGE_TAG"'
+    f' > /dev/null 2>&1; then touch {EXISTS_MARKER} && echo "$IMAGE_TAG is already in ECR: not rebuilt"; fi'
+)
+SKIP_IF_EXISTING = f"[ -f {EXISTS_MARKER} ] || "
+PUSH_IMAGE = SKIP_IF_EXISTING + 'docker push "$REPOSITORY_URI:$IMAGE_TAG"'
+PUSH_CACHE = SKIP_IF_EXISTING + 'docker push "$REPOSITORY_URI:$CACHE_TAG"'
 # Async mode: point the function at the digest just pushed and wait until Lambda has applied it.
 # One command, so that any failing step fails it (the && chain) and CodeBuild fails the build.
 UPDATE_FUNCTION = (
@@ -44,7 +52,7 @@ def build_command(build_args: Mapping[str, str]) -> str:
     metadata in the image tagged ``$CACHE_TAG``) and without provenance attestations (Lambda
     rejects image indexes carrying attestation manifests)."""
     args = "".join(f" --build-arg {shlex.quote(f'{key}={build_args[key]}')}" for key in sorted(build_args))
-    return (
+    return SKIP_IF_EXISTING + (
         'docker buildx build --platform "$PLATFORM" --provenance=false'
         ' --cache-from "type=registry,ref=$REPOSITORY_URI:$CACHE_TAG" --cache-to type=inline'
         f'{args} --file "$DOCKERFILE" --tag "$REPOSITORY_URI:$IMAGE_TAG" --tag "$REPOSITORY_URI:$CACHE_TAG"'
@@ -59,7 +67,7 @@ def build_spec_object(build_args: Mapping[str, str]) -> dict[str, Any]:
         "phases": {
             "pre_build": {
                 "on-failure": "ABORT",
-                "commands": ['test -n "$IMAGE_TAG"', LOGIN],
+                "commands": ['test -n "$IMAGE_TAG"', LOGIN, CHECK_EXISTING],
             },
             "build": {
                 "on-failure": "ABORT",

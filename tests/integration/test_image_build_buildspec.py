@@ -31,10 +31,14 @@ for arg in "$@"; do line="$line	$arg"; done
 printf '%s\n' "$line" >> "$CALL_LOG"
 case "$name $1 $2" in
   "aws ecr get-login-password") printf 'fake-password\n' ;;
-  "aws ecr describe-images") printf '%s\n' "$FAKE_DIGEST" ;;
+  "aws ecr describe-images")
+    # The tag exists once pushed (or when the test says it was pushed before).
+    if [ -f "$CALL_LOG.pushed" ] || [ -n "$FAKE_EXISTING" ]; then printf '%s\n' "$FAKE_DIGEST"
+    else echo "ImageNotFoundException" >&2; exit 254; fi ;;
   "aws lambda update-function-code") printf 'InProgress\n' ;;
 esac
 if [ "$name" = docker ] && [ "$1" = login ]; then cat > "$CALL_LOG.password"; fi
+case "$name $1 $2" in "docker push "*":$IMAGE_TAG") touch "$CALL_LOG.pushed" ;; esac
 sub="$1"
 if [ "$name" = docker ] && [ "$1" = buildx ]; then sub="$2"; fi
 if [ "$name $sub" = "$FAKE_FAIL" ]; then echo "$name $sub failed" >&2; exit 1; fi
@@ -55,7 +59,12 @@ class Run:
 
 
 def run_buildspec(
-    tmp_path: Path, *, update_function: str, fail: str = "", build_args: dict[str, str] | None = None
+    tmp_path: Path,
+    *,
+    update_function: str,
+    fail: str = "",
+    build_args: dict[str, str] | None = None,
+    existing: bool = False,
 ) -> Run:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -72,6 +81,8 @@ def run_buildspec(
         "CALL_LOG": str(log),
         "FAKE_FAIL": fail,
         "FAKE_DIGEST": DIGEST,
+        "FAKE_EXISTING": "1" if existing else "",
+        "TMPDIR": str(tmp_path),
         "AWS_DEFAULT_REGION": "us-east-1",
         "REPOSITORY_URI": REPOSITORY_URI,
         "REPOSITORY_NAME": "image-repo",
@@ -102,6 +113,7 @@ def test_async_build_logs_in_builds_pushes_then_updates_the_function_and_waits(t
     # The two sides of the login pipe run concurrently: their order in the log is not defined.
     assert set(run.programs()[:2]) == {"aws ecr get-login-password", "docker login"}
     assert run.programs()[2:] == [
+        "aws ecr describe-images",  # not in ECR yet: build it
         "docker buildx",
         "docker push",
         "docker push",
@@ -111,7 +123,7 @@ def test_async_build_logs_in_builds_pushes_then_updates_the_function_and_waits(t
         "aws lambda wait",
     ]
     login = next(call for call in run.calls if call[:2] == ["docker", "login"])
-    build, push_image, push_cache = run.calls[2:5]
+    build, push_image, push_cache = run.calls[3:6]
     assert login == ["docker", "login", "--username", "AWS", "--password-stdin", REPOSITORY_URI.split("/")[0]]
     assert run.password == "fake-password"
     assert build[:3] == ["docker", "buildx", "build"]
@@ -128,12 +140,19 @@ def test_async_build_logs_in_builds_pushes_then_updates_the_function_and_waits(t
     assert build[-1] == "."
     assert push_image == ["docker", "push", f"{REPOSITORY_URI}:{TAG}"]
     assert push_cache == ["docker", "push", f"{REPOSITORY_URI}:buildcache"]
-    describe, _, update, wait = run.calls[5:]
+    describe, _, update, wait = run.calls[6:]
     assert describe[describe.index("--image-ids") + 1] == f"imageTag={TAG}"
     assert update[update.index("--function-name") + 1] == "fn"
     assert update[update.index("--image-uri") + 1] == f"{REPOSITORY_URI}@{DIGEST}"
     assert wait[:3] == ["aws", "lambda", "wait"] and wait[3] == "function-updated-v2"
     assert wait[wait.index("--function-name") + 1] == "fn"
+
+
+def test_a_rerun_for_a_tag_already_in_ecr_only_updates_the_function(tmp_path: Path) -> None:
+    run = run_buildspec(tmp_path, update_function="true", existing=True)
+    assert run.returncode == 0
+    assert not any(call[0] == "docker" and call[1] in ("buildx", "push") for call in run.calls)
+    assert run.programs()[-3:] == ["aws lambda wait", "aws lambda update-function-code", "aws lambda wait"]
 
 
 def test_wait_mode_build_leaves_the_function_alone(tmp_path: Path) -> None:
