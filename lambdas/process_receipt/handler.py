@@ -229,8 +229,15 @@ def process(request: ProcessReceiptEvent) -> dict[str, Any]:
     return result
 
 
-@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    """The Lambda entry point (``handler.lambda_handler``)."""
+    if context is None:  # called outside Lambda (a script, a test): the same, without the context's log keys
+        logger.clear_state()
+        return _handle(event, context)
+    return _handle_in_lambda(event, context)
+
+
+def _handle(event: Any, context: Any) -> dict[str, Any]:
     try:
         request = parse_event(event)
     except InvalidEventError as error:
@@ -242,3 +249,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     except Exception as error:  # logged with the receipt's keys, then re-raised for Step Functions
         logger.exception("receipt failed", error_type=type(error).__name__)
         raise
+
+
+#: With the Lambda context: its request id, function name and cold-start flag on every log line.
+_handle_in_lambda = logger.inject_lambda_context(clear_state=True)(_handle)

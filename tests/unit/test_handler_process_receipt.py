@@ -133,3 +133,8 @@ def test_a_failing_trace_flush_never_fails_the_receipt() -> None:
     tracer = Tracer()
     handler._flush_traces(tracer)  # must not raise
     assert tracer.waited
+
+
+def test_without_a_lambda_context_the_handler_still_raises_the_typed_error() -> None:
+    with pytest.raises(handler.InvalidEventError, match="receipt_id"):
+        handler.lambda_handler({"image_id": IMAGE_ID}, None)
