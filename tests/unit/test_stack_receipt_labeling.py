@@ -428,6 +428,31 @@ def test_no_action_star_and_resource_star_only_where_required(template: dict[str
             assert set(actions) <= allowed, (logical_id, actions)
 
 
+def test_depends_on_keeps_the_policies_and_drops_only_what_a_reference_enforces(template: dict[str, Any]) -> None:
+    """A function or state machine must not start before its role's policy exists (DependsOn), and no
+    DependsOn entry repeats a Ref/GetAtt of the same resource (cfn-lint W3005)."""
+    for logical_id, resource in template["Resources"].items():
+        referenced = set(
+            re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"([A-Za-z0-9]+)"', json.dumps(resource.get("Properties", {})))
+        )
+        assert not referenced & set(resource.get("DependsOn", [])), logical_id
+    users = [
+        one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-list"),
+        one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-process"),
+        one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf"),
+    ]
+    for logical_id, resource in users:
+        role_ref = resource["Properties"].get("Role") or resource["Properties"]["RoleArn"]
+        role_id = role_ref["Fn::GetAtt"][0]
+        policies = [
+            k
+            for k, v in resources(template, "AWS::IAM::Policy").items()
+            if {"Ref": role_id} in v["Properties"]["Roles"] and "DefaultPolicy" in k
+        ]
+        assert policies, logical_id
+        assert set(policies) <= set(resource["DependsOn"]), (logical_id, policies, resource["DependsOn"])
+
+
 # ---- state machine --------------------------------------------------------------------------------
 def test_state_machine_is_standard_logged_and_traced(template: dict[str, Any]) -> None:
     _, machine = one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf")
