@@ -83,7 +83,7 @@ bench: install ## Print the benchmark table (ratios and counts)
 	@$(BIN)/python -m bench
 
 run-local: install ## Run the pipeline locally (moto server + a real Ollama endpoint)
-	@$(BIN)/python -m bench.run_local $(if $(RECEIPTS),--receipts $(RECEIPTS),)
+	@$(BIN)/python -m local_pipeline $(if $(RECEIPTS),--receipts $(RECEIPTS),)
 
 clean: ## Remove build outputs and caches (keeps .venv and node_modules)
 	@echo ">> removing cdk.out and caches"

@@ -1,0 +1,247 @@
+"""``make run-local`` / ``python -m local_pipeline``: the pipeline on this machine against a real Ollama endpoint.
+
+A moto server on loopback is the DynamoDB-, S3-, Secrets Manager- and Step Functions-compatible
+endpoint; the synthesized state machine runs there with the real handlers in this process.
+Exit status: 0 every receipt labeled; 1 the run finished with failed receipts (or failed);
+2 bad arguments or receipt files, or no Ollama endpoint answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+from local_pipeline.template import REPO_ROOT
+
+DEFAULT_BASE_URL = "http://localhost:11434"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local_pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--receipts",
+        nargs="+",
+        metavar="FILE",
+        help="receipt JSON documents (globs allowed); default: tests/fixtures/*.json",
+    )
+    parser.add_argument("--base-url", default=os.environ.get("OLLAMA_BASE_URL") or DEFAULT_BASE_URL)
+    parser.add_argument("--model", default=os.environ.get("OLLAMA_MODEL") or None, help="default: the stack's model")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per LLM read (OLLAMA_TIMEOUT_SECONDS)")
+    parser.add_argument("--template", type=Path, help="a synthesized template to run instead of synthesizing now")
+    parser.add_argument("--verbose", action="store_true", help="show the handlers' log lines")
+    return parser.parse_args(argv)
+
+
+def receipt_files(patterns: list[str] | None) -> list[Path]:
+    if not patterns:
+        return sorted(FIXTURES.glob("*.json"))
+    files: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        if not matches:
+            raise SystemExit(f"error: no file matches {pattern}")
+        files.extend(Path(m) for m in matches)
+    return files
+
+
+def load_documents(files: list[Path]) -> list[dict[str, Any]]:
+    """Read and validate every document before anything starts; errors name the file and the JSON path."""
+    from receipt_dynamo import DocumentValidationError, parse_receipt_document
+
+    documents = []
+    for path in files:
+        try:
+            document = json.loads(path.read_text())
+            parse_receipt_document(document)
+        except (OSError, json.JSONDecodeError, DocumentValidationError) as error:
+            raise SystemExit(f"error: {path}: {error}") from None
+        documents.append(document)
+    return documents
+
+
+def probe_ollama(base_url: str, api_key: str | None) -> list[str]:
+    """The models the endpoint lists (GET /api/tags); raises OSError when nothing answers."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {base_url}")
+    request = urllib.request.Request(base_url.rstrip("/") + "/api/tags")  # noqa: S310 - scheme checked above
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_SECONDS) as response:  # noqa: S310
+        body = json.loads(response.read() or b"{}")
+    return [str(m.get("name") or m.get("model")) for m in body.get("models", []) if isinstance(m, dict)]
+
+
+class Progress:
+    """One line per receipt as its Lambda invocation ends (retries show as separate lines)."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.total, self.out, self.done = total, out, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, invocation: Any) -> None:
+        with self._lock:
+            if invocation.state == "ListReceipts":
+                if invocation.ok:
+                    result = invocation.result
+                    print(
+                        f"ListReceipts: {result['receipt_count']} receipts -> "
+                        f"s3://{result['manifest_bucket']}/{result['manifest_key']}",
+                        file=self.out,
+                        flush=True,
+                    )
+                else:
+                    print(f"ListReceipts FAILED: {invocation.error_type}: {invocation.error_message}", file=self.out)
+                return
+            self.done += 1
+            event = invocation.event
+            key = f"{event.get('image_id')}#{event.get('receipt_id')}"
+            prefix = f"[{self.done:>{len(str(self.total))}}/{self.total}] {key}"
+            if invocation.ok:
+                r = invocation.result
+                if r.get("already_labeled"):
+                    what = "already labeled by this pipeline: skipped, no LLM call"
+                else:
+                    calls = r["llm_calls"]
+                    what = (
+                        f"{r['labels_added']} labels added, {r['labels_skipped_existing']} existing kept, "
+                        f"{r['labels_rejected']} rejected, {calls} LLM call{'s' if calls != 1 else ''}"
+                    )
+                print(f"{prefix}  ok      {what} ({invocation.seconds:.1f} s)", file=self.out, flush=True)
+            else:
+                message = (invocation.error_message or "").splitlines()[0][:160] if invocation.error_message else ""
+                print(f"{prefix}  FAILED  {invocation.error_type}: {message}", file=self.out, flush=True)
+
+
+def summary_table(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> str:
+    failed = {
+        (json.loads(r["Input"])["image_id"], json.loads(r["Input"])["receipt_id"]): r.get("Error") or r["Status"]
+        for r in run.failed_results
+    }
+    store = pipeline.dynamo()
+    rows: list[tuple[str, ...]] = [("receipt", "words", "PENDING", "VALID", "other", "result")]
+    totals: Counter[str] = Counter()
+    for image_id, receipt_id in keys:
+        details = store.get_receipt_details(image_id, receipt_id)
+        statuses = Counter(label.validation_status.value for label in details.labels)
+        pending, valid = statuses.pop("PENDING", 0), statuses.pop("VALID", 0)
+        other = sum(statuses.values())
+        totals.update({"words": len(details.words), "PENDING": pending, "VALID": valid, "other": other})
+        result = f"FAILED {failed[(image_id, receipt_id)]}" if (image_id, receipt_id) in failed else "ok"
+        rows.append((f"{image_id}#{receipt_id}", str(len(details.words)), str(pending), str(valid), str(other), result))
+    rows.append(("total", *(str(totals[k]) for k in ("words", "PENDING", "VALID", "other")), ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        pairs = enumerate(zip(row, widths, strict=True))
+        cells = [cell.ljust(w) if i in (0, 5) else cell.rjust(w) for i, (cell, w) in pairs]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0 or index == len(rows) - 2:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    api_key = os.environ.get("OLLAMA_API_KEY") or None
+    documents = load_documents(receipt_files(args.receipts))
+
+    print(f"Ollama endpoint: {args.base_url}", file=out, flush=True)
+    try:
+        models = probe_ollama(args.base_url, api_key)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        print(
+            f"error: no Ollama endpoint answers at {args.base_url} ({reason}).\n"
+            "Start one (`ollama serve`, then `ollama pull <model>`), or point OLLAMA_BASE_URL at one "
+            "(e.g. OLLAMA_BASE_URL=https://ollama.com with OLLAMA_API_KEY set).",
+            file=sys.stderr,
+        )
+        return 2
+    if args.model and models and args.model not in models:
+        print(f"warning: {args.base_url} does not list model {args.model!r} (it lists {', '.join(models)})", file=out)
+
+    # Everything AWS goes to the local moto server: fake credentials, a fixed region.
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(variable, None)
+
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+    from local_pipeline.harness import LocalPipeline
+    from local_pipeline.template import load_template, synthesize_template
+
+    started = time.perf_counter()
+    if args.template:
+        template = load_template(args.template)
+        print(f"Template: {args.template}", file=out, flush=True)
+    else:
+        print("Synthesizing the CDK app ...", file=out, flush=True)
+        template = synthesize_template()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    print(f"moto server (DynamoDB, S3, Secrets Manager, Step Functions): {endpoint}", file=out, flush=True)
+    try:
+        with LocalPipeline(
+            template,
+            ollama_base_url=args.base_url,
+            ollama_model=args.model,
+            ollama_api_key=api_key,
+            ollama_timeout_seconds=args.timeout,
+            endpoint_url=endpoint,
+            handler_log_level="INFO" if args.verbose else "CRITICAL",
+        ) as pipeline:
+            keys = pipeline.load_receipts(documents)
+            model = pipeline.environment.get("OLLAMA_MODEL", "?")
+            print(
+                f"Table {pipeline.table_name}: {len(keys)} receipts loaded; model {model}; "
+                f"state machine {pipeline.state_machine_arn.rsplit(':', 1)[-1]}",
+                file=out,
+                flush=True,
+            )
+            pipeline.router.listeners.append(Progress(len(keys), out))
+            run = pipeline.run()
+            print("", file=out)
+            print(summary_table(pipeline, keys, run), file=out)
+            print("", file=out)
+            counts = run.output or {}
+            print(f"Execution {run.status}", file=out, end="")
+            if run.output:
+                print(
+                    f": {counts['succeeded']} succeeded, {counts['failed']} failed of {counts['receipt_count']}; "
+                    f"results s3://{counts['results']['bucket']}/{counts['results']['manifest_key']}",
+                    file=out,
+                )
+            else:
+                print(f": {run.error}: {(run.cause or '')[:300]}", file=out)
+            print(
+                f"{len(run.history)} events in the execution history; {time.perf_counter() - started:.1f} s in all",
+                file=out,
+            )
+            ok = run.status == "SUCCEEDED" and not run.failed_results
+            return 0 if ok else 1
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""The synthesized template, read as deployed: the labeling state machine and its Lambdas, with local names.
+
+``synthesize_template()`` builds the CDK app exactly as ``cdk synth`` does (``app.build_app`` with
+cdk.json's context) into a temporary directory and returns the stack's template. ``LocalStack``
+(not the product: a tiny resolver) gives every resource a local physical name and renders the
+intrinsics the state machine definition and the Lambda environments use (``Fn::Join``,
+``Fn::GetAtt``, ``Ref``, ``Fn::Sub``, ``Fn::Select``, ``Fn::Split``) into the names and ARNs the
+local moto account uses. Nothing here knows the logical ids: resources are found by type and by
+what the definition references.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT_ID = "123456789012"  # moto's default account
+REGION = "us-east-1"
+PARTITION = "aws"
+
+STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
+LAMBDA_INVOKE_RESOURCE = "arn:aws:states:::lambda:invoke"
+
+
+def cdk_json_context() -> dict[str, Any]:
+    return dict(json.loads((REPO_ROOT / "cdk.json").read_text())["context"])
+
+
+def synthesize_template(outdir: Path | None = None, **context: Any) -> dict[str, Any]:
+    """Synthesize the app (cdk.json context plus ``context``) and return its single stack's template."""
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    import aws_cdk as cdk
+
+    from app import build_app
+
+    merged = cdk_json_context()
+    merged.update(context)
+    with tempfile.TemporaryDirectory(prefix="local-pipeline-synth-") as tmp:
+        target = outdir or Path(tmp)
+        app = cdk.App(outdir=str(target), context=merged)
+        build_app(app)
+        assembly = app.synth()
+        stacks = list(assembly.stacks)
+        if len(stacks) != 1:
+            raise RuntimeError(f"expected one stack in the app, found {[s.stack_name for s in stacks]}")
+        return dict(stacks[0].template)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))
+
+
+class TemplateError(RuntimeError):
+    """The template does not hold what the local run needs, or uses an intrinsic it cannot resolve."""
+
+
+def _bucket_safe(name: str) -> str:
+    safe = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")
+    return safe[:63].rstrip("-.")
+
+
+# Property holding an explicit physical name, per resource type.
+_NAME_PROPERTY = {
+    "AWS::Lambda::Function": "FunctionName",
+    "AWS::S3::Bucket": "BucketName",
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::DynamoDB::GlobalTable": "TableName",
+    "AWS::StepFunctions::StateMachine": "StateMachineName",
+    "AWS::SecretsManager::Secret": "Name",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::ECR::Repository": "RepositoryName",
+}
+
+
+@dataclass
+class LocalStack:
+    """Local physical names and ARNs of a template's resources, and an intrinsic resolver."""
+
+    template: dict[str, Any]
+    stack_name: str = "local"
+    account: str = ACCOUNT_ID
+    region: str = REGION
+    #: Overrides: logical id -> value of ``Ref`` (e.g. the ARN moto gave a secret).
+    refs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return dict(self.template.get("Resources", {}))
+
+    def resource(self, logical_id: str) -> dict[str, Any]:
+        try:
+            return dict(self.resources[logical_id])
+        except KeyError:
+            raise TemplateError(f"the template has no resource {logical_id!r}") from None
+
+    def physical_name(self, logical_id: str) -> str:
+        resource = self.resource(logical_id)
+        prop = _NAME_PROPERTY.get(resource["Type"])
+        explicit = resource.get("Properties", {}).get(prop) if prop else None
+        if explicit is not None:
+            return self.resolve(explicit)
+        generated = f"{self.stack_name}-{logical_id}"
+        if resource["Type"] == "AWS::S3::Bucket":
+            return _bucket_safe(generated)
+        return generated
+
+    def arn(self, logical_id: str) -> str:
+        type_ = self.resource(logical_id)["Type"]
+        name = self.physical_name(logical_id)
+        p, r, a = PARTITION, self.region, self.account
+        if type_ == "AWS::Lambda::Function":
+            return f"arn:{p}:lambda:{r}:{a}:function:{name}"
+        if type_ == "AWS::StepFunctions::StateMachine":
+            return f"arn:{p}:states:{r}:{a}:stateMachine:{name}"
+        if type_ == "AWS::S3::Bucket":
+            return f"arn:{p}:s3:::{name}"
+        if type_ in ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable"):
+            return f"arn:{p}:dynamodb:{r}:{a}:table/{name}"
+        if type_ == "AWS::SecretsManager::Secret":
+            return self.refs.get(logical_id) or f"arn:{p}:secretsmanager:{r}:{a}:secret:{name}"
+        if type_ == "AWS::Logs::LogGroup":
+            return f"arn:{p}:logs:{r}:{a}:log-group:{name}:*"
+        if type_ == "AWS::IAM::Role":
+            return f"arn:{p}:iam::{a}:role/{name}"
+        return f"arn:{p}:local:{r}:{a}:{logical_id}/{name}"
+
+    def ref(self, logical_id: str) -> str:
+        pseudo = {
+            "AWS::Partition": PARTITION,
+            "AWS::Region": self.region,
+            "AWS::AccountId": self.account,
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": self.stack_name,
+            "AWS::StackId": f"arn:{PARTITION}:cloudformation:{self.region}:{self.account}:stack/{self.stack_name}/x",
+        }
+        if logical_id in pseudo:
+            return pseudo[logical_id]
+        if logical_id in self.refs:
+            return self.refs[logical_id]
+        type_ = self.resource(logical_id)["Type"]
+        if type_ in ("AWS::StepFunctions::StateMachine", "AWS::SecretsManager::Secret"):
+            return self.arn(logical_id)  # these types' Ref is their ARN
+        return self.physical_name(logical_id)
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        if attribute == "Arn":
+            return self.arn(logical_id)
+        if attribute in ("Name", "StateMachineName"):
+            return self.physical_name(logical_id)
+        raise TemplateError(f"cannot resolve Fn::GetAtt {logical_id}.{attribute} locally")
+
+    def resolve(self, value: Any) -> Any:
+        """``value`` with every intrinsic function replaced by its local value (strings stay strings)."""
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.get_att(logical_id, attribute)
+            if key == "Fn::Join":
+                separator, parts = arg
+                return str(separator).join(str(self.resolve(p)) for p in self.resolve(parts))
+            if key == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(self.resolve(index))]
+            if key == "Fn::Split":
+                separator, text = arg
+                return str(self.resolve(text)).split(separator)
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key.startswith("Fn::") or key == "Condition":
+                raise TemplateError(f"cannot resolve {key} locally: {json.dumps(value)[:200]}")
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return str(self.resolve(variables[name]))
+            if "." in name:
+                logical_id, attribute = name.split(".", 1)
+                return self.get_att(logical_id, attribute)
+            return self.ref(name)
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+    # What the local run needs --------------------------------------------------------------------
+    def resources_of_type(self, *types: str) -> list[str]:
+        return sorted(k for k, v in self.resources.items() if v["Type"] in types)
+
+    def labeling_state_machine(self) -> str:
+        """The logical id of the state machine that runs a Distributed Map (the labeling pipeline)."""
+        found = []
+        for logical_id in self.resources_of_type(STATE_MACHINE_TYPE):
+            definition = self.definition(logical_id)
+            if any(_is_distributed_map(state) for state in iter_states(definition)):
+                found.append(logical_id)
+        if len(found) != 1:
+            raise TemplateError(f"expected one state machine with a Distributed Map, found {found}")
+        return found[0]
+
+    def definition(self, state_machine_id: str) -> dict[str, Any]:
+        props = self.resource(state_machine_id).get("Properties", {})
+        raw = props.get("DefinitionString")
+        if raw is None:
+            raise TemplateError(f"{state_machine_id} has no DefinitionString")
+        return dict(json.loads(self.resolve(raw)))
+
+    def function_id_for_arn(self, function_arn: str) -> str:
+        for logical_id in self.resources_of_type("AWS::Lambda::Function"):
+            if function_arn in (self.arn(logical_id), self.physical_name(logical_id)):
+                return logical_id
+        raise TemplateError(f"no Lambda function in the template has the ARN {function_arn}")
+
+    def function_environment(self, function_id: str) -> dict[str, str]:
+        props = self.resource(function_id).get("Properties", {})
+        variables = props.get("Environment", {}).get("Variables", {})
+        return {k: str(self.resolve(v)) for k, v in variables.items()}
+
+
+def iter_states(definition: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every state of a definition, nested Map/Parallel states included (each with a ``_name`` key added)."""
+    for name, state in definition.get("States", {}).items():
+        yield {"_name": name, **state}
+        for nested in (state.get("ItemProcessor"), state.get("Iterator")):
+            if nested:
+                yield from iter_states(nested)
+        for branch in state.get("Branches", []):
+            yield from iter_states(branch)
+
+
+def _is_distributed_map(state: dict[str, Any]) -> bool:
+    return state.get("Type") == "Map" and (
+        state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
+    )
+
+
+def lambda_tasks(definition: dict[str, Any]) -> dict[str, str]:
+    """State name -> the function ARN (or name) each ``lambda:invoke`` Task state calls."""
+    out: dict[str, str] = {}
+    for state in iter_states(definition):
+        resource = str(state.get("Resource", ""))
+        if state.get("Type") == "Task" and resource.endswith(":states:::lambda:invoke"):
+            out[state["_name"]] = str(state.get("Parameters", {}).get("FunctionName", ""))
+        elif state.get("Type") == "Task" and ":lambda:" in resource and ":function:" in resource:
+            out[state["_name"]] = resource
+    return out
