@@ -74,11 +74,18 @@ def _check_optional_text(entity: str, name: str, value: object) -> None:
         _check_text(entity, name, value)
 
 
+#: The smallest positive magnitude a DynamoDB number can have.
+DYNAMODB_MIN_POSITIVE_NUMBER = 1e-130
+
+
 def _check_unit_number(entity: str, name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(entity, name, f"must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise _fail(entity, name, f"must be between 0 and 1, got {value}")
+    if 0.0 < value < DYNAMODB_MIN_POSITIVE_NUMBER:
+        # DynamoDB rejects the whole write ("Number underflow") for such a number.
+        raise _fail(entity, name, f"must be 0 or at least {DYNAMODB_MIN_POSITIVE_NUMBER:g}, got {value}")
 
 
 def _check_bounding_box(entity: str, value: object) -> None:
