@@ -325,3 +325,40 @@ def test_no_state_catches_errors(definition: dict[str, Any]) -> None:
         return found
 
     assert walk(definition["States"]) == []
+
+
+def test_definition_is_valid_asl_for_an_independent_parser(definition: dict[str, Any]) -> None:
+    """moto's Amazon States Language parser (a port of LocalStack's) accepts the definition.
+
+    That parser does not know ``ToleratedFailurePercentage`` (valid ASL, checked above), so only that
+    field is removed here. References are replaced by plain ARNs first.
+    """
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+    from moto.stepfunctions.parser.asl.parse.intrinsic.intrinsic_parser import IntrinsicParser
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, str) and "${" in value:
+            return value.replace("${AWS::Partition}", "aws").replace("${", "arn:aws:lambda:us-east-1:1:function:")
+        return value
+
+    parsable = plain(json.loads(json.dumps(definition)))
+    assert 0 <= parsable["States"]["LabelReceipts"].pop("ToleratedFailurePercentage") <= 100
+    program, _ = AmazonStateLanguageParser.parse(json.dumps(parsable))
+    assert program is not None
+
+    def intrinsics(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            own = [v for k, v in value.items() if k.endswith(".$") and str(v).startswith("States.")]
+            return own + [i for v in value.values() for i in intrinsics(v)]
+        if isinstance(value, list):
+            return [i for v in value for i in intrinsics(v)]
+        return []
+
+    found = intrinsics(definition)
+    assert found, "expected the ListReceipts payload intrinsic"
+    for expression in found:  # the ASL parser leaves intrinsic strings for run time
+        IntrinsicParser.parse(expression)
