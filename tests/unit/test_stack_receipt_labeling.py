@@ -17,7 +17,11 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from app import build_app
-from constructs.create_labels_step_function import list_receipts_code_files, stage_list_receipts_code
+from constructs.create_labels_step_function import (
+    CreateLabelsStepFunction,
+    list_receipts_code_files,
+    stage_list_receipts_code,
+)
 from constructs.receipt_labeling_stack import PipelineSettings
 from tests.conftest import REPO_ROOT, cdk_json_context, synth_app
 
@@ -566,6 +570,32 @@ def test_langsmith_secret_created_when_tracing_is_on(tmp_path: Path) -> None:
 def test_settings_reject_values_that_cannot_deploy(field: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PipelineSettings(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"tolerated_failure_percentage": -1}, "tolerated_failure_percentage"),
+        ({"tolerated_failure_percentage": 150}, "tolerated_failure_percentage"),
+    ],
+)
+def test_construct_rejects_impossible_map_settings(props: dict[str, Any], message: str) -> None:
+    from aws_cdk import aws_dynamodb as dynamodb
+    from aws_cdk import aws_secretsmanager as secretsmanager
+
+    stack = cdk.Stack(cdk.App(), "Props")
+    with pytest.raises(ValueError, match=message):
+        CreateLabelsStepFunction(
+            stack,
+            "CreateLabels",
+            name="receipt-labeling-test",
+            table=dynamodb.TableV2.from_table_name(stack, "Table", "receipts"),
+            ollama_api_key_secret=secretsmanager.Secret.from_secret_name_v2(stack, "Key", "ollama/api-key"),
+            ollama_model="gpt-oss:120b",
+            ollama_base_url="https://ollama.com",
+            **props,
+        )
 
 
 # ---- snapshot ---------------------------------------------------------------------------------------
