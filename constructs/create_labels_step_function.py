@@ -284,7 +284,8 @@ class CreateLabelsStepFunction(Construct):
         self.process_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadReceiptsWriteNewLabels",
-                # Query: get_receipt_details; PutItem: the conditional Puts of TransactWriteItems.
+                # Query: get_receipt_details (one key's items); PutItem: add_receipt_word_labels writes
+                # each label with attribute_not_exists(PK). No Update/Delete/Scan: it cannot overwrite.
                 actions=["dynamodb:Query", "dynamodb:PutItem"],
                 resources=[table.table_arn],
             )
@@ -399,7 +400,9 @@ class CreateLabelsStepFunction(Construct):
             retry_on_service_exceptions=False,
         )
         # Retriers are evaluated in order; their error names are disjoint. Not retried, on purpose:
-        # InvalidEventError, ReceiptNotFoundError, LLMOutputError (another try gives the same answer).
+        # InvalidEventError, ReceiptNotFoundError, LLMOutputError, LLMRequestError (another try gives
+        # the same answer) and LabelWriteError (labels partly written: the handler would skip the
+        # receipt as already labeled, so it must surface as a failed item instead).
         _add_retry(process_receipt, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
         _add_retry(process_receipt, ["LLMRateLimitError"], interval=30, max_attempts=6, max_delay=300)
         _add_retry(process_receipt, ["LLMTransientError"], interval=5, max_attempts=4, max_delay=60)
