@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from cfnlint.api import ManualArgs, lint
 
+from tests.conftest import synth_app
+
 pytestmark = pytest.mark.unit
 
 # The stack is environment-agnostic: check it against two commercial regions.
@@ -32,9 +34,33 @@ def test_assembly_lists_every_template_file(synthesized: Any) -> None:
     assert templates_of(directory) == on_disk
 
 
-def test_cfn_lint_reports_nothing(synthesized: Any) -> None:
+@pytest.fixture(scope="module")
+def other_options(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The other branches of the stack: imported table and key, created LangSmith key, waiting build."""
+    outdir = tmp_path_factory.mktemp("cdk.out-options")
+    synth_app(
+        outdir,
+        table_name="receipts-existing",
+        ollama_api_key_secret_name="ollama/api-key",
+        langsmith_tracing="true",
+        wait_for_build="true",
+        account="123456789012",
+        region="eu-west-1",
+    )
+    return outdir
+
+
+def lint_assembly(assembly_dir: Path) -> list[str]:
     findings = []
-    for path in templates_of(Path(synthesized.directory)):
+    for path in templates_of(assembly_dir):
         matches = lint(path.read_text(), config=ManualArgs(regions=REGIONS))
         findings += [f"{path.name}: {m.rule.id} {m.message} (line {m.linenumber})" for m in matches]
-    assert findings == []
+    return findings
+
+
+def test_cfn_lint_reports_nothing(synthesized: Any) -> None:
+    assert lint_assembly(Path(synthesized.directory)) == []
+
+
+def test_cfn_lint_reports_nothing_for_the_other_options(other_options: Path) -> None:
+    assert lint_assembly(other_options) == []
