@@ -349,6 +349,7 @@ class CreateLabelsStepFunction(Construct):
             tracing_enabled=True,
         )
         self._acknowledge_state_machine_findings()
+        self._acknowledge_serverless_findings()
 
     # The definition ------------------------------------------------------------------------------
     def _definition(
@@ -520,6 +521,60 @@ class CreateLabelsStepFunction(Construct):
         }
         for rule, reason in findings.items():
             _acknowledge(sm, rule, reason)
+
+    def _acknowledge_serverless_findings(self) -> None:
+        """cdk-nag Serverless pack: the findings that do not apply to how these functions are invoked."""
+        sync_dlq = (
+            "Invoked synchronously by the state machine (LambdaInvoke, RequestResponse): a failure goes back to "
+            "Step Functions, which retries it by error name and records it in the map run's FAILED results; a "
+            "DLQ only ever receives asynchronous invocations, so it would stay empty."
+        )
+        tracing = (
+            "The state machine traces with X-Ray and logs ALL events with execution data (each invocation's "
+            "duration, error and cause); Lambda active tracing would add xray:PutTraceSegments on Resource '*' "
+            "to the function role for no further insight. LLM calls are traced in LangSmith when configured."
+        )
+        deploy_dlq = (
+            "Custom resource handler of the image build trigger: a failure is reported to CloudFormation, which "
+            "fails the deployment with the error in the stack events; the request carries a presigned response "
+            "URL that expires, so a DLQ copy could not be replayed."
+        )
+        deploy_tracing = (
+            "Custom resource handler that runs a few times per deployment and logs to its own log group with "
+            "retention; X-Ray would add wildcard xray permissions to its role for no insight."
+        )
+        findings: list[tuple[Construct, dict[str, str]]] = [
+            (
+                self.list_function,
+                {
+                    "LambdaDLQ": sync_dlq,
+                    "LambdaTracing": tracing,
+                    "LambdaLatestVersion": "Python 3.12 on purpose: the process Lambda's image is "
+                    "public.ecr.aws/lambda/python:3.12 and both functions share receipt_dynamo, so one "
+                    "interpreter version is tested and deployed.",
+                },
+            ),
+            (self.process_function, {"LambdaDLQ": sync_dlq, "LambdaTracing": tracing}),
+            (self.process_image.on_event_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
+            (self.process_image.is_complete_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
+            (
+                self.process_image.provider,  # framework-onEvent/isComplete/onTimeout and the waiter state machine
+                {
+                    "LambdaDLQ": deploy_dlq,
+                    "LambdaTracing": deploy_tracing,
+                    "LambdaDefaultMemorySize": "Framework functions created by aws_cdk.custom_resources.Provider, "
+                    "whose API has no memory setting; they only relay one CloudFormation event per deployment to "
+                    "the trigger handlers, for which the default 128 MB is enough.",
+                    "StepFunctionStateMachineXray": "The provider framework's waiter state machine only polls the "
+                    "is-complete handler during deployments and logs ALL events with execution data; X-Ray adds "
+                    "cost and no insight here (the same reason as its AwsSolutions-SF2 acknowledgement).",
+                },
+            ),
+        ]
+        for scope, rules in findings:
+            Validations.of(scope).acknowledge(
+                *[Acknowledgment(id=f"Serverless::Serverless-{rule}", reason=why) for rule, why in rules.items()]
+            )
 
 
 def _add_retry(
