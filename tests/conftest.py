@@ -45,3 +45,6 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 # The loopback Ollama server (`ollama_server` fixture; API in tests/ollama_server.py's docstring).
 from tests.ollama_server import ollama_server  # noqa: E402, F401
+
+# One synthesis with cdk-nag's AwsSolutions and Serverless packs (`nag_synth`; tests/security_synth.py).
+from tests.security_synth import nag_synth  # noqa: E402, F401
