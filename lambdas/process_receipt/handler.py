@@ -26,6 +26,7 @@ into an environment variable, a log line, the LangGraph state or a trace.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from typing import Annotated, Any
@@ -64,6 +65,9 @@ MAX_LOGGED_REJECTIONS = 50
 MAX_RECEIPT_ID = 99_999  # ids are zero-padded to 5 digits in the table's sort keys
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "process_receipt"))
+# botocore logs every response body at DEBUG, GetSecretValue's SecretString (the Ollama key) included:
+# that logger stays at INFO even when the function's or the root log level is DEBUG.
+logging.getLogger("botocore.parsers").setLevel(logging.INFO)
 
 
 class InvalidEventError(ValueError):
