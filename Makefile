@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed-stamp
 STAMP_NODE := node_modules/.installed-stamp
 PY_REQS := requirements.txt requirements-dev.txt lambdas/process_receipt/requirements.txt
+# checkov pins boto3 (and urllib3/packaging/networkx) to versions that conflict with .venv: own tool venv.
+CHECKOV_VENV := .venv-checkov
+STAMP_CHECKOV := $(CHECKOV_VENV)/.installed-stamp
 
 # jsii checks the Node.js major version; the value lists the majors to stay quiet about.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
@@ -36,13 +39,20 @@ $(STAMP_PY): $(PY_REQS)
 	  || { echo "error: pip install failed (see above)"; exit 1; }
 	@touch $@
 
+$(STAMP_CHECKOV): requirements-checkov.txt
+	@echo ">> creating/refreshing $(CHECKOV_VENV) from requirements-checkov.txt"
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt \
+	  || { echo "error: pip install of checkov failed (see above)"; exit 1; }
+	@touch $@
+
 $(STAMP_NODE): package.json package-lock.json
 	@echo ">> installing the pinned CDK CLI into node_modules (npm ci)"
 	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20+"; exit 1; }
 	@npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed (see above)"; exit 1; }
 	@touch $@
 
-install: $(STAMP_PY) $(STAMP_NODE) ## Create or refresh .venv and node_modules
+install: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHECKOV) ## Create or refresh .venv, .venv-checkov and node_modules
 
 synth: install ## Synthesize the CDK app into cdk.out/ (no credentials, no Docker)
 	@echo ">> cdk synth -> $(CDK_OUT)/"
