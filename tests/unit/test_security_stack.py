@@ -56,7 +56,7 @@ def test_every_acknowledgement_names_one_rule_of_a_pack_and_gives_a_reviewable_r
     found = acknowledgements(nag_synth)
     assert any(" Serverless::" in k for k in found) and any(" AwsSolutions::" in k for k in found)
     for where, reason in found.items():
-        path, rule = where.split(" ", 1)
+        _path, rule = where.split(" ", 1)
         pack, _, rule_id = rule.partition("::")
         assert pack in PACKS and rule_id.startswith(f"{pack}-"), where
         assert len(reason.split()) >= 8, f"{where}: the reason must explain the exception: {reason!r}"
@@ -130,7 +130,11 @@ def test_the_scanner_finds_planted_secrets() -> None:
                 "Type": "AWS::Lambda::Function",
                 "Properties": {
                     "Environment": {
-                        "Variables": {"OLLAMA_API_KEY": "olk-123", "X": "AKIAABCDEFGHIJKLMNOP", "Y": "Bearer abcdef123456"}
+                        "Variables": {
+                            "OLLAMA_API_KEY": "olk-123",
+                            "X": "AKIAABCDEFGHIJKLMNOP",
+                            "Y": "Bearer abcdef123456",
+                        }
                     }
                 },
             },
