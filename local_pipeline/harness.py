@@ -243,6 +243,7 @@ class LocalPipeline:
         stack_name: str = "local",
         poll_seconds: float = 0.05,
         moto_log_level: int = logging.CRITICAL,
+        state_machine_id: str | None = None,
     ) -> None:
         self.template = template
         self.ollama_base_url = ollama_base_url
@@ -256,6 +257,7 @@ class LocalPipeline:
         self.stack_name = stack_name
         self.poll_seconds = poll_seconds
         self.moto_log_level = moto_log_level
+        self.state_machine_id = state_machine_id
         self.router = LambdaRouter()
         self.modules: dict[str, ModuleType] = {}
         self._exit = ExitStack()
@@ -288,7 +290,7 @@ class LocalPipeline:
 
     def start(self) -> None:
         self.stack = LocalStack(self.template if self.template is not None else synthesize_template(), self.stack_name)
-        state_machine_id = self.stack.labeling_state_machine()
+        state_machine_id = self.state_machine_id or self.stack.labeling_state_machine()
         self.definition = self.stack.definition(state_machine_id)
         self.moto_definition, self.tolerances = moto_shims.prepare_definition(self.definition)
         tasks = lambda_tasks(self.definition)

@@ -1,0 +1,371 @@
+"""The whole pipeline, measured with local_pipeline (the synthesized state machine on moto, real handlers).
+
+Rows (each with its target):
+- synth time of this app against an empty CDK app, same run: each synthesized by a fresh
+  ``python -c`` subprocess, 3 runs each interleaved, median; the app's phases (import, build,
+  synth) say what dominates;
+- LLM calls per receipt: the fixtures through the state machine with the real ChatOllama against
+  the loopback Ollama server (calls counted by the server);
+- DynamoDB requests per receipt (first run and re-run), counted with a botocore ``before-call``
+  hook on the default session the handlers' clients come from; target: receipt_dynamo's documented
+  bound (1 Query per receipt page of 1 MB, 1 conditional PutItem per proposed label, no other call);
+- handler time per receipt with an instant LLM (informational);
+- parent execution history events for 100, 1,000 and 10,000 receipts (the real ListReceipts
+  handler over the moto table; ProcessReceipt routed to an instant stand-in), and the same
+  definition transformed to an inline Map (the list Lambda returns the items in its payload)
+  run for 100 and 1,000 receipts and extrapolated linearly to 10,000 (events = a + b * N).
+The image's arm64 dependency size and cold import time are bench_image.py's rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import Row
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+AREA = "pipeline"
+SYNTH_RATIO_TARGET = 1.5
+SYNTH_REPETITIONS = 3
+HISTORY_TARGET = 100
+SIZES = (100, 1_000, 10_000)
+INLINE_SIZES = (100, 1_000)
+
+_EMPTY_APP = """
+import json, tempfile, time
+t0 = time.perf_counter()
+import aws_cdk as cdk
+t1 = time.perf_counter()
+app = cdk.App(outdir=tempfile.mkdtemp())
+cdk.Stack(app, "Empty")
+t2 = time.perf_counter()
+app.synth()
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "build": t2 - t1, "synth": t3 - t2}))
+"""
+
+_THIS_APP = """
+import json, sys, tempfile, time
+sys.path.insert(0, ".")
+t0 = time.perf_counter()
+import aws_cdk as cdk
+from app import build_app
+t1 = time.perf_counter()
+context = json.load(open("cdk.json"))["context"]
+app = cdk.App(outdir=tempfile.mkdtemp(), context=context)
+build_app(app)
+t2 = time.perf_counter()
+app.synth()
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "build": t2 - t1, "synth": t3 - t2}))
+"""
+
+
+def _synth_once(code: str) -> tuple[float, dict[str, float]]:
+    env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"synth failed:\n{done.stderr[-3000:]}")
+    phases = json.loads(done.stdout.strip().splitlines()[-1])
+    return seconds, phases
+
+
+def synth_rows() -> list[Row]:
+    empty: list[float] = []
+    this: list[float] = []
+    phases: list[dict[str, float]] = []
+    for _ in range(SYNTH_REPETITIONS):  # interleaved, so machine load hits both alike
+        empty.append(_synth_once(_EMPTY_APP)[0])
+        seconds, parts = _synth_once(_THIS_APP)
+        this.append(seconds)
+        phases.append(parts)
+    ratio = statistics.median(this) / statistics.median(empty)
+    median_phase = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+    return [
+        Row(
+            AREA,
+            f"synth time, this app / empty CDK app (fresh python -c each, median of {SYNTH_REPETITIONS}: "
+            f"{statistics.median(this):.1f} s / {statistics.median(empty):.1f} s)",
+            f"{ratio:.2f}x",
+            f"<= {SYNTH_RATIO_TARGET}x",
+            ratio <= SYNTH_RATIO_TARGET,
+        ),
+        Row(
+            AREA,
+            "  this app's synth phases: import aws_cdk + app / build constructs / app.synth() "
+            "(assets, cdk-nag and validation)",
+            " / ".join(f"{median_phase[k]:.1f} s" for k in ("import", "build", "synth")),
+        ),
+    ]
+
+
+# ---- the pipeline on moto --------------------------------------------------------------------------
+def _template() -> dict[str, Any]:
+    from local_pipeline.template import synthesize_template
+
+    return synthesize_template()
+
+
+def _label_for(text: str) -> str | None:
+    if re.fullmatch(r"-?\$?\d+\.\d\d", text):
+        return "LINE_TOTAL"
+    return "PRODUCT_NAME" if text.isalpha() else None
+
+
+class DynamoRequests:
+    """DynamoDB operations made through clients of boto3's default session (the handlers' clients)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+    def install(self) -> None:
+        import boto3
+
+        boto3._get_default_session().events.register("before-call.dynamodb", self)
+
+
+def fixture_rows(template: dict[str, Any]) -> list[Row]:
+    from local_pipeline.harness import LocalPipeline
+    from tests.ollama_server import OllamaServer, label_words_responder
+
+    documents = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
+    n = len(documents)
+    with (
+        OllamaServer(responder=label_words_responder(_label_for)) as server,
+        LocalPipeline(template, ollama_base_url=server.url, ollama_model="loopback-model") as local,
+    ):
+        local.load_receipts(documents)
+        requests = DynamoRequests()
+        requests.install()
+        first = local.run()
+        first_calls = Counter(requests.calls)
+        requests.calls.clear()
+        second = local.run()
+        second_calls = Counter(requests.calls)
+        chat_first = len(server.chat_requests)
+    if first.status != "SUCCEEDED" or second.status != "SUCCEEDED":
+        raise RuntimeError(f"fixture runs: {first.status} {first.error} / {second.status} {second.error}")
+    results = [i.result for i in first.invocations_of("ProcessReceipt") if i.ok]
+    proposed = sum(r["labels_added"] + r["labels_skipped_existing"] for r in results)
+    list_queries = 1  # ListReceipts: one GSITYPE Query page for 5 receipts
+    reads, puts = first_calls.get("Query", 0), first_calls.get("PutItem", 0)
+    others = sum(v for k, v in first_calls.items() if k not in ("Query", "PutItem"))
+    within = reads <= n + list_queries and puts == proposed and others == 0
+    rerun_within = second_calls.get("Query", 0) <= n + list_queries and sum(second_calls.values()) == second_calls.get(
+        "Query", 0
+    )
+    llm_per_receipt = chat_first / n
+    return [
+        Row(
+            AREA,
+            f"LLM calls per receipt ({n} fixture receipts through the state machine, loopback Ollama)",
+            f"{llm_per_receipt:.2f}",
+            "1.0",
+            llm_per_receipt == 1.0,
+        ),
+        Row(
+            AREA,
+            f"DynamoDB requests per receipt, first run ({reads} Query incl. {list_queries} by ListReceipts, "
+            f"{puts} PutItem for {proposed} proposed labels, {others} other)",
+            f"{sum(first_calls.values()) / n:.1f}",
+            "<= 1 Query + 1 PutItem per proposed label (receipt_dynamo)",
+            within,
+        ),
+        Row(
+            AREA,
+            f"DynamoDB requests per receipt, re-run (already labeled: {dict(second_calls)})",
+            f"{sum(second_calls.values()) / n:.1f}",
+            "<= 1 Query, no write",
+            rerun_within,
+        ),
+    ]
+
+
+def _instant_answer(messages: list[Any]) -> dict[str, Any]:
+    """What a perfect model answers, instantly: a label for every ``[line:word] text`` of the prompt."""
+    text = str(messages[-1].content)
+    labels = []
+    for line_id, word_id, word in re.findall(r"\[(\d+):(\d+)\] (\S+)", text):
+        label = _label_for(word)
+        if label:
+            labels.append({"line_id": int(line_id), "word_id": int(word_id), "label": label, "reasoning": "instant"})
+    return {"labels": labels}
+
+
+def handler_time_rows(template: dict[str, Any]) -> list[Row]:
+    from local_pipeline.harness import LocalPipeline
+    from receipt_label.testing import ScriptedChatModel
+
+    documents = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
+    copies = []
+    for i in range(20):
+        clone = copy.deepcopy(documents[i % len(documents)])
+        clone["image_id"] = str(uuid.uuid4())
+        copies.append(clone)
+    llm = ScriptedChatModel(answers=[_instant_answer], repeat_last=True, model="instant")
+    with LocalPipeline(template, ollama_base_url="http://127.0.0.1:9", chat_model=llm) as local:
+        local.load_receipts(copies)
+        run = local.run()
+    times = [i.seconds for i in run.invocations_of("ProcessReceipt") if i.ok]
+    words = statistics.mean(len([w for line in d["lines"] for w in line["words"]]) for d in copies)
+    return [
+        Row(
+            AREA,
+            f"ProcessReceipt handler time per receipt, instant LLM (moto DynamoDB, {len(times)} receipts, "
+            f"{words:.0f} words avg; median, p90 {statistics.quantiles(times, n=10)[-1] * 1000:.0f} ms)",
+            f"{statistics.median(times) * 1000:.0f} ms",
+        )
+    ]
+
+
+def _instant_process(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return {"image_id": event["image_id"], "receipt_id": event["receipt_id"], "labels_added": 0, "llm_calls": 0}
+
+
+def _put_receipts(table_name: str, count: int) -> None:
+    """``count`` Receipt items (no lines or words: the stand-in ProcessReceipt does not read them)."""
+    import boto3
+
+    from receipt_dynamo import Receipt
+
+    table = boto3.resource("dynamodb", region_name="us-east-1").Table(table_name)
+    with table.batch_writer() as batch:
+        for n in range(count):
+            batch.put_item(Item=_plain(Receipt(image_id=str(uuid.UUID(int=n + 1)), receipt_id=1)))
+
+
+def _plain(receipt: Any) -> dict[str, Any]:
+    out = {}
+    for name, value in receipt.to_item().items():
+        ((kind, raw),) = value.items()
+        out[name] = int(raw) if kind == "N" else raw
+    return out
+
+
+def distributed_history(template: dict[str, Any], count: int) -> tuple[int, float]:
+    from local_pipeline.harness import LocalPipeline
+
+    with LocalPipeline(
+        template, ollama_base_url="http://127.0.0.1:9", handlers={"ProcessReceipt": _instant_process}
+    ) as local:
+        _put_receipts(local.table_name, count)
+        run = local.run(timeout=1800)
+    if run.status != "SUCCEEDED" or not run.output or run.output["succeeded"] != count:
+        raise RuntimeError(f"{count} receipts: {run.status} {run.error} {run.cause}")
+    return len(run.history), run.seconds
+
+
+def inline_definition(definition: dict[str, Any]) -> dict[str, Any]:
+    """The same machine with an inline Map over the list Lambda's payload (the design DESIGN.md rejects)."""
+    inline = copy.deepcopy(definition)
+    states = inline["States"]
+    states["ListReceipts"]["ResultSelector"]["items.$"] = "$.Payload.items"
+    label = states["LabelReceipts"]
+    for key in ("ItemReader", "ResultWriter", "ResultSelector", "Label", "ToleratedFailurePercentage"):
+        label.pop(key, None)
+    label["ItemsPath"] = "$.list.items"
+    label["ItemProcessor"]["ProcessorConfig"] = {"Mode": "INLINE"}
+    label["ResultPath"] = None
+    label["Next"] = "Summarize"
+    states.pop("CountResults", None)
+    states["Summarize"]["Parameters"] = {"receipt_count.$": "$.list.receipt_count"}
+    return inline
+
+
+def inline_history(template: dict[str, Any], count: int) -> int:
+    from local_pipeline.harness import LocalPipeline
+    from local_pipeline.template import LocalStack
+
+    stack = LocalStack(template)
+    state_machine_id = stack.labeling_state_machine()
+    transformed = copy.deepcopy(template)
+    transformed["Resources"][state_machine_id]["Properties"]["DefinitionString"] = json.dumps(
+        inline_definition(stack.definition(state_machine_id))
+    )
+    items = [{"image_id": str(uuid.UUID(int=n + 1)), "receipt_id": 1} for n in range(count)]
+
+    def list_inline(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"receipt_count": count, "manifest_bucket": "-", "manifest_key": "-", "items": items}
+
+    with LocalPipeline(
+        transformed,
+        ollama_base_url="http://127.0.0.1:9",
+        handlers={"ListReceipts": list_inline, "ProcessReceipt": _instant_process},
+        state_machine_id=state_machine_id,
+    ) as local:
+        run = local.run(timeout=1800)
+    if run.status != "SUCCEEDED":
+        raise RuntimeError(f"inline {count}: {run.status} {run.error} {run.cause}")
+    return len(run.history)
+
+
+def history_rows(template: dict[str, Any], sizes: tuple[int, ...] = SIZES) -> list[Row]:
+    out = []
+    for count in sizes:
+        events, seconds = distributed_history(template, count)
+        out.append(
+            Row(
+                AREA,
+                f"parent history events, Distributed Map, {count:,} receipts (ran in {seconds:.0f} s on moto)",
+                str(events),
+                f"<= {HISTORY_TARGET}",
+                events <= HISTORY_TARGET,
+            )
+        )
+    measured = {count: inline_history(template, count) for count in INLINE_SIZES}
+    (n1, e1), (n2, e2) = sorted(measured.items())
+    per_item = (e2 - e1) / (n2 - n1)
+    base = e1 - per_item * n1
+    for count in sizes:
+        if count in measured:
+            how, value = "measured", measured[count]
+        else:
+            how, value = f"extrapolated: {base:.0f} + {per_item:.1f} x N", round(base + per_item * count)
+        out.append(
+            Row(
+                AREA,
+                f"  for comparison: inline Map, {count:,} receipts ({how})",
+                f"{value:,}",
+                "(AWS limit 25,000 events; 256 KB payload ~ 4,000 receipts)",
+            )
+        )
+    return out
+
+
+def _with_fake_aws() -> None:
+    for variable in [v for v in os.environ if v.startswith("AWS_")]:
+        del os.environ[variable]
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+
+
+def rows() -> list[Row]:
+    _with_fake_aws()
+    sys.path.insert(0, str(REPO_ROOT))
+    out = synth_rows()
+    template = _template()
+    steps: list[Callable[[dict[str, Any]], list[Row]]] = [fixture_rows, handler_time_rows, history_rows]
+    for step in steps:
+        out.extend(step(template))
+    return out

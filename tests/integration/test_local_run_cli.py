@@ -1,0 +1,99 @@
+"""``make run-local`` (``python -m local_pipeline``) as a user runs it, against the loopback Ollama server.
+
+The CLI runs in a subprocess (its own moto server on loopback); the synthesized template is passed
+with ``--template`` so the test does not synthesize twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ollama_server import OllamaServer, label_words_responder
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("*.json"))
+
+
+def run_cli(*args: str, base_url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OLLAMA_"))}
+    env["OLLAMA_BASE_URL"] = base_url
+    return subprocess.run(
+        [sys.executable, "-m", "local_pipeline", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def template_file(synthesized: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.json"
+    path.write_text(json.dumps(synthesized.stacks[0].template))
+    return path
+
+
+def test_run_local_labels_every_receipt_and_prints_a_summary(ollama_server: OllamaServer, template_file: Path) -> None:
+    ollama_server.responder = label_words_responder(lambda text: "PRODUCT_NAME" if text.isalpha() else None)
+
+    result = run_cli("--template", str(template_file), "--model", "loopback-model", base_url=ollama_server.url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    image_ids = [json.loads(path.read_text())["image_id"] for path in FIXTURES]
+    for image_id in image_ids:
+        progress = [line for line in out.splitlines() if line.startswith("[") and f"{image_id}#1" in line]
+        assert len(progress) == 1 and " ok " in progress[0] and "1 LLM call" in progress[0], progress
+        summary = [line for line in out.splitlines() if line.startswith(f"{image_id}#1")]
+        assert len(summary) == 1
+        words, pending, valid, other, outcome = summary[0].split()[1:]
+        assert int(words) >= int(pending) > 0 and (valid, other, outcome) == ("0", "0", "ok")
+    assert f"Execution SUCCEEDED: {len(FIXTURES)} succeeded, 0 failed of {len(FIXTURES)}" in out
+    assert len(ollama_server.chat_requests) == len(FIXTURES)
+    assert re.search(r"moto server \(.*\): http://127\.0\.0\.1:\d+", out)
+
+
+def test_run_local_with_one_receipt_file(ollama_server: OllamaServer, template_file: Path) -> None:
+    ollama_server.responder = label_words_responder(lambda text: "PRODUCT_NAME" if text.isalpha() else None)
+
+    result = run_cli("--template", str(template_file), "--receipts", str(FIXTURES[0]), base_url=ollama_server.url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Execution SUCCEEDED: 1 succeeded, 0 failed of 1" in result.stdout
+    assert "ListReceipts: 1 receipts" in result.stdout
+
+
+def test_run_local_without_an_ollama_endpoint_says_so() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    result = run_cli(base_url=f"http://127.0.0.1:{port}")
+
+    assert result.returncode == 2
+    assert f"no Ollama endpoint answers at http://127.0.0.1:{port}" in result.stderr
+    assert "OLLAMA_BASE_URL" in result.stderr
+    assert "Synthesizing" not in result.stdout  # it stops before doing anything slow
+
+
+def test_run_local_rejects_a_bad_receipt_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"image_id": "not-a-uuid", "receipt_id": 1, "lines": []}))
+
+    result = run_cli("--receipts", str(bad), base_url="http://127.0.0.1:9")
+
+    assert result.returncode != 0
+    assert str(bad) in result.stderr and "image_id" in result.stderr
