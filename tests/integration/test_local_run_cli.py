@@ -25,9 +25,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("*.json"))
 
 
-def run_cli(*args: str, base_url: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, base_url: str, api_key: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OLLAMA_"))}
     env["OLLAMA_BASE_URL"] = base_url
+    if api_key is not None:
+        env["OLLAMA_API_KEY"] = api_key
     return subprocess.run(
         [sys.executable, "-m", "local_pipeline", *args],
         cwd=REPO_ROOT,
@@ -49,9 +51,16 @@ def template_file(synthesized: Any, tmp_path_factory: pytest.TempPathFactory) ->
 def test_run_local_labels_every_receipt_and_prints_a_summary(ollama_server: OllamaServer, template_file: Path) -> None:
     ollama_server.responder = label_words_responder(lambda text: "PRODUCT_NAME" if text.isalpha() else None)
 
-    result = run_cli("--template", str(template_file), "--model", "loopback-model", base_url=ollama_server.url)
+    key = "olk-run-local-test-key-do-not-print"
+
+    result = run_cli(
+        "--template", str(template_file), "--model", "loopback-model", base_url=ollama_server.url, api_key=key
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
+    # The key went through the local Secrets Manager to the handler, as deployed, and is never printed.
+    assert {r.headers.get("authorization") for r in ollama_server.chat_requests} == {f"Bearer {key}"}
+    assert key not in result.stdout + result.stderr
     out = result.stdout
     image_ids = [json.loads(path.read_text())["image_id"] for path in FIXTURES]
     for image_id in image_ids:
