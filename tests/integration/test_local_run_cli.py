@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.ollama_server import OllamaServer, label_words_responder
+from tests.ollama_server import (
+    OllamaServer,
+    RecordedRequest,
+    ScriptedResponse,
+    label_words_responder,
+    words_in_prompt,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +89,43 @@ def test_run_local_with_one_receipt_file(ollama_server: OllamaServer, template_f
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Execution SUCCEEDED: 1 succeeded, 0 failed of 1" in result.stdout
     assert "ListReceipts: 1 receipts" in result.stdout
+
+
+def test_run_local_shows_a_failed_receipt_and_exits_1(
+    ollama_server: OllamaServer, template_file: Path, tmp_path: Path
+) -> None:
+    good = label_words_responder(lambda text: "PRODUCT_NAME" if text.isalpha() else None)
+
+    def responder(request: RecordedRequest) -> ScriptedResponse:
+        if any(word.text == "QQGARBLEDQQ" for word in words_in_prompt(request)):
+            return ScriptedResponse.answer("no JSON here")
+        return good(request)
+
+    ollama_server.responder = responder
+    garbage = json.loads(FIXTURES[1].read_text())
+    garbage["image_id"] = "5d1f3a2b-0c4e-4f6a-8b9c-1d2e3f4a5b6c"
+    garbage["lines"][0]["words"][0]["text"] = "QQGARBLEDQQ"
+    (tmp_path / "garbage.json").write_text(json.dumps(garbage))
+
+    result = run_cli(
+        "--template",
+        str(template_file),
+        "--receipts",
+        str(FIXTURES[0]),
+        str(tmp_path / "garbage.json"),
+        base_url=ollama_server.url,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    failed_progress = [line for line in lines if line.startswith("[") and garbage["image_id"] in line]
+    assert failed_progress and "FAILED  LLMOutputError" in failed_progress[-1]
+    (row,) = [line for line in lines if line.startswith(f"{garbage['image_id']}#1")]
+    assert row.split()[2:] == ["0", "0", "0", "FAILED", "LLMOutputError"]
+    (good_row,) = [line for line in lines if line.startswith(f"{json.loads(FIXTURES[0].read_text())['image_id']}#1")]
+    assert good_row.endswith(" ok")
+    # 1 of 2 receipts failed: above the template's 10 % the execution fails, as on AWS.
+    assert "Execution FAILED: States.ExceedToleratedFailureThreshold" in result.stdout
 
 
 def test_run_local_without_an_ollama_endpoint_says_so() -> None:
