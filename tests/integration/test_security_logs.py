@@ -11,6 +11,7 @@ nothing else may hold it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -138,3 +139,4 @@ def test_the_key_is_sent_to_ollama_but_never_logged_or_put_in_graph_state_even_a
     assert leaks(out + err) == []
     assert [line[:200] for line in capture.lines if leaks(line)] == []
     assert [s[:200] for s in recorder.seen if leaks(s)] == []
+    assert [name for name, value in os.environ.items() if leaks(value)] == []  # nor the environment
