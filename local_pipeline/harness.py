@@ -295,6 +295,7 @@ class LocalPipeline:
         self.moto_definition, self.tolerances = moto_shims.prepare_definition(self.definition)
         tasks = lambda_tasks(self.definition)
 
+        self._exit.enter_context(_preserved_logger_levels())
         self._exit.enter_context(_quiet_logger("moto.stepfunctions.parser", self.moto_log_level))
         self._exit.enter_context(self._moto())
         self._exit.enter_context(moto_shims.installed(self.tolerances))
@@ -488,6 +489,20 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _preserved_logger_levels() -> Iterator[None]:
+    """Leave the process's logger levels as found: handler modules set theirs at import (LOG_LEVEL)."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    saved = [(logger, logger.level) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 @contextmanager
