@@ -25,7 +25,7 @@ CDK_OUT := cdk.out
 CONTEXT ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install synth test test-unit test-integration lint diff deploy bench run-local clean
+.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,8 +53,9 @@ $(STAMP_NODE): package.json package-lock.json
 	@touch $@
 
 install: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHECKOV) ## Create or refresh .venv, .venv-checkov and node_modules
+cdk-tools: $(STAMP_PY) $(STAMP_NODE)
 
-synth: install ## Synthesize the CDK app into cdk.out/ (no credentials, no Docker)
+synth: cdk-tools ## Synthesize the CDK app into cdk.out/ (no credentials, no Docker)
 	@echo ">> cdk synth -> $(CDK_OUT)/"
 	@$(CDK) synth --quiet --output $(CDK_OUT) $(CONTEXT)
 	@ls $(CDK_OUT)/*.template.json
@@ -69,7 +70,7 @@ test-unit: install ## Run the unit tests only
 test-integration: install ## Run the integration tests only
 	@$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
-lint: install ## ruff, mypy and hadolint
+lint: $(STAMP_PY) ## ruff, mypy and hadolint
 	@echo ">> ruff check"
 	@$(BIN)/ruff check .
 	@echo ">> ruff format --check"
@@ -80,19 +81,19 @@ lint: install ## ruff, mypy and hadolint
 	@for f in $$(git ls-files '*Dockerfile*' 2>/dev/null || find lambdas -name Dockerfile); do \
 	  echo "   $$f"; $(BIN)/hadolint "$$f"; done
 
-diff: install ## cdk diff against the deployed stack (needs credentials); CONTEXT="-c key=value ..."
+diff: cdk-tools ## cdk diff against the deployed stack (needs credentials); CONTEXT="-c key=value ..."
 	@echo ">> cdk diff $(CONTEXT)"
 	@$(CDK) diff $(CONTEXT)
 
-deploy: install ## cdk deploy (needs credentials and a bootstrapped account); CONTEXT="-c key=value ..."
+deploy: cdk-tools ## cdk deploy (needs credentials and a bootstrapped account); CONTEXT="-c key=value ..."
 	@echo ">> cdk deploy $(CONTEXT)"
 	@$(CDK) deploy --require-approval broadening $(CONTEXT)
 
-bench: install ## Print the benchmark table (ratios and counts)
+bench: cdk-tools ## Print the benchmark table (ratios and counts)
 	@echo ">> benchmarks"
 	@$(BIN)/python -m bench
 
-run-local: install ## Run the pipeline locally (moto server + a real Ollama endpoint)
+run-local: cdk-tools ## Run the pipeline locally (moto server + a real Ollama endpoint)
 	@$(BIN)/python -m local_pipeline $(if $(RECEIPTS),--receipts $(RECEIPTS),)
 
 clean: ## Remove build outputs and caches (keeps .venv and node_modules)
