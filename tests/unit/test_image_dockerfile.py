@@ -1,4 +1,5 @@
-"""The process_receipt Dockerfile: arm64 Lambda base, wheels-only cached pip, minimal copies, hadolint clean."""
+"""The process_receipt Dockerfile: arm64 Lambda base, wheels-only cached pip, built-in frontend, minimal copies,
+hadolint clean."""
 
 from __future__ import annotations
 
@@ -57,6 +58,15 @@ def test_dependencies_come_from_the_image_requirements_as_wheels_with_a_pip_cach
     copies = [rest.split() for keyword, rest in instructions() if keyword == "COPY"]
     assert ["lambdas/process_receipt/requirements.txt", requirement] in copies
     assert "requirements-dev" not in DOCKERFILE.read_text()
+
+
+def test_the_builtin_frontend_builds_it_without_a_syntax_directive() -> None:
+    # A "# syntax=docker/dockerfile:..." parser directive makes BuildKit pull that frontend image from
+    # Docker Hub on every CodeBuild build (anonymous pull limits on shared CodeBuild addresses); the
+    # built-in frontend already supports RUN --mount=type=cache.
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"(?im)^#\s*syntax\s*=", text)
+    assert any(keyword == "RUN" and "--mount=type=cache," in rest for keyword, rest in instructions())
 
 
 def test_final_stage_copies_only_the_handler_and_the_two_packages_and_runs_the_handler() -> None:
