@@ -12,7 +12,9 @@ from receipt_dynamo.entities import (
     utc_now_iso,
 )
 from receipt_dynamo.errors import (
+    THROTTLING_ERROR_CODES,
     DocumentValidationError,
+    DynamoThrottledError,
     EntityValidationError,
     ItemWriteError,
     LabelWriteError,
@@ -22,8 +24,10 @@ from receipt_dynamo.errors import (
 )
 
 __all__ = [
+    "THROTTLING_ERROR_CODES",
     "DocumentValidationError",
     "DynamoClient",
+    "DynamoThrottledError",
     "EntityValidationError",
     "ItemWriteError",
     "LabelWriteError",

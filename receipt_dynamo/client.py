@@ -29,6 +29,10 @@ DynamoDB on demand bills write units, not requests; the extra requests run ``con
 time. (moto also deep-copies the table for every action of a transaction, which would make every
 team's moto tests slow.) ``bench/bench_dynamo.py`` prints both patterns' counts.
 
+Completion marker (``mark_receipt_labeled``): one ``UpdateItem`` setting ``labeled_by`` /
+``labeled_at`` on the Receipt item with ``attribute_exists(PK)`` (never creates a receipt), written
+by the pipeline after the labels, so "marker present" means "every label of that run is in the table".
+
 Reads: ``get_receipt_details`` is one paginated Query (``PK = IMAGE#id AND begins_with(SK,
 RECEIPT#00001)``), eventually consistent by default: 0.5 RCU per 4 KB of items per page.
 ``iter_receipt_keys`` queries the GSITYPE index (``TYPE = RECEIPT``) projecting only PK and SK.
@@ -52,8 +56,16 @@ from receipt_dynamo.entities import (
     ReceiptLine,
     ReceiptWord,
     ReceiptWordLabel,
+    utc_now_iso,
 )
-from receipt_dynamo.errors import ItemWriteError, LabelWriteError, ReceiptNotFoundError
+from receipt_dynamo.errors import (
+    THROTTLING_ERROR_CODES,
+    DynamoThrottledError,
+    ItemWriteError,
+    LabelWriteError,
+    ReceiptNotFoundError,
+    error_code,
+)
 
 #: request-level error codes worth retrying (botocore has its own retries underneath; these are ours)
 RETRYABLE_ERROR_CODES = frozenset(
@@ -77,11 +89,7 @@ class LabelWriteResult:
 
 
 def _error_code(exc: Exception) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code is not None else None
-    return None
+    return error_code(exc)
 
 
 def _key_tuple(key: Item) -> tuple[str, str]:
@@ -190,7 +198,7 @@ class DynamoClient:
             elif item_type == keys.TYPE_RECEIPT_WORD_LABEL:
                 labels.append(ReceiptWordLabel.from_item(item))
             # other item types under the receipt prefix belong to other features: ignored
-        if receipt is None or receipt != probe:
+        if receipt is None or receipt.key != probe.key:
             raise ReceiptNotFoundError(image_id, receipt_id)
         return ReceiptDetails(receipt=receipt, lines=lines, words=words, labels=labels)
 
@@ -244,11 +252,57 @@ class DynamoClient:
 
         Lines and words are written before the Receipt item, so a receipt that is listed is complete.
         Re-loading a document overwrites its receipt/line/word items; labels are never touched.
+        Loading a document again is a new version of the receipt: the Receipt item is replaced
+        whole, so its labeling completion marker (``labeled_by`` / ``labeled_at``) is cleared and
+        the next pipeline run labels the receipt again (proposing only for words without a label;
+        existing labels are never overwritten).
         """
         details = parse_receipt_document(doc)
         self._batch_put([line.to_item() for line in details.lines] + [word.to_item() for word in details.words])
         self._batch_put([details.receipt.to_item()])
         return details
+
+    # --- completion marker (one conditional UpdateItem) ----------------------------------------------
+
+    def mark_receipt_labeled(
+        self, image_id: str, receipt_id: int, *, proposed_by: str, at: str | None = None
+    ) -> Receipt:
+        """Record on the Receipt item that labeling finished: ``labeled_by = proposed_by``, ``labeled_at = at``.
+
+        ``at`` defaults to now (ISO 8601 UTC). One ``UpdateItem`` (``SET`` of the two attributes
+        only; keys, lines, words and labels untouched) with ``attribute_exists(PK)``, so it never
+        creates a receipt: :class:`ReceiptNotFoundError` when the Receipt item is gone. Throttling and
+        other transient errors are retried like the label writes (``max_attempts`` rounds, backoff with
+        full jitter), then :class:`DynamoThrottledError` (throttling) or the botocore error is raised.
+        Setting it again (a forced re-run) overwrites the previous marker. Returns the marked Receipt.
+        """
+        labeled_at = at if at is not None else utc_now_iso()
+        receipt = Receipt(image_id, receipt_id, labeled_by=proposed_by, labeled_at=labeled_at)
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": receipt.key,
+            "UpdateExpression": "SET #by = :by, #at = :at",
+            "ConditionExpression": "attribute_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": "PK", "#by": "labeled_by", "#at": "labeled_at"},
+            "ExpressionAttributeValues": {":by": {"S": proposed_by}, ":at": {"S": labeled_at}},
+        }
+        attempt = 0
+        while True:
+            try:
+                self.client.update_item(**request)
+                return receipt
+            except Exception as exc:
+                code = _error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    raise ReceiptNotFoundError(image_id, receipt_id) from None
+                if code not in RETRYABLE_ERROR_CODES:
+                    raise
+                attempt += 1
+                if attempt >= self.max_attempts:
+                    if code in THROTTLING_ERROR_CODES:
+                        raise DynamoThrottledError("UpdateItem", code, f"{exc} ({attempt} attempts)") from exc
+                    raise
+                self._backoff(attempt)
 
     # --- labels (conditional PutItem, one per label) -----------------------------------------------
 

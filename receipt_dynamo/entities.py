@@ -113,15 +113,15 @@ def _check_label(entity: str, value: object) -> None:
         raise _fail(entity, "label", f"must be upper case (A-Z, 0-9, _), got {value!r}")
 
 
-def _check_timestamp(entity: str, value: object) -> None:
+def _check_timestamp(entity: str, value: object, name: str = "timestamp_added") -> None:
     if not isinstance(value, str):
-        raise _fail(entity, "timestamp_added", f"must be an ISO 8601 string, got {type(value).__name__}")
+        raise _fail(entity, name, f"must be an ISO 8601 string, got {type(value).__name__}")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(entity, "timestamp_added", f"must be ISO 8601, got {value!r}") from None
+        raise _fail(entity, name, f"must be ISO 8601, got {value!r}") from None
     if parsed.tzinfo is None or parsed.utcoffset() != UTC.utcoffset(None):
-        raise _fail(entity, "timestamp_added", f"must be in UTC (Z or +00:00), got {value!r}")
+        raise _fail(entity, name, f"must be in UTC (Z or +00:00), got {value!r}")
 
 
 # --- attribute-value helpers ----------------------------------------------------------------------
@@ -174,28 +174,56 @@ def _keys_of(item: Item, entity: str, expected_type: str) -> tuple[str, int, int
 
 @dataclass(frozen=True)
 class Receipt:
+    """A receipt. ``labeled_by`` / ``labeled_at``: the completion marker of the labeling pipeline.
+
+    ``labeled_by`` is the proposer that finished labeling the receipt (``receipt_label:<model>``)
+    and ``labeled_at`` when (ISO 8601 UTC); both set or both None. The pipeline sets them with
+    :meth:`DynamoClient.mark_receipt_labeled` after every label of the run is in the table.
+    """
+
     image_id: str
     receipt_id: int
+    labeled_by: str | None = None
+    labeled_at: str | None = None
 
     TYPE: ClassVar[str] = keys.TYPE_RECEIPT
 
     def __post_init__(self) -> None:
         _check_image_id("Receipt", self.image_id)
         _check_id("Receipt", "receipt_id", self.receipt_id)
+        _check_optional_text("Receipt", "labeled_by", self.labeled_by)
+        if self.labeled_at is not None:
+            _check_timestamp("Receipt", self.labeled_at, "labeled_at")
+        if (self.labeled_by is None) != (self.labeled_at is None):
+            missing = "labeled_at" if self.labeled_at is None else "labeled_by"
+            raise _fail("Receipt", missing, "labeled_by and labeled_at are set together or not at all")
 
     @property
     def key(self) -> Item:
         return {"PK": _s(keys.image_pk(self.image_id)), "SK": _s(keys.receipt_sk(self.receipt_id))}
 
+    def is_labeled_by(self, prefix: str) -> bool:
+        """True when the completion marker names a proposer starting with ``prefix`` (e.g. ``receipt_label:``)."""
+        return self.labeled_by is not None and self.labeled_by.startswith(prefix)
+
     def to_item(self) -> Item:
-        return {**self.key, "TYPE": _s(self.TYPE)}
+        item: Item = {**self.key, "TYPE": _s(self.TYPE)}
+        if self.labeled_by is not None and self.labeled_at is not None:
+            item["labeled_by"] = _s(self.labeled_by)
+            item["labeled_at"] = _s(self.labeled_at)
+        return item
 
     @classmethod
     def from_item(cls, item: Item) -> Self:
         image_id, receipt_id, line_id, _, _ = _keys_of(item, "Receipt", cls.TYPE)
         if line_id is not None:
             raise _fail("Receipt", "item", f"sort key {item['SK']['S']!r} is not a receipt key")
-        return cls(image_id=image_id, receipt_id=receipt_id)
+        return cls(
+            image_id=image_id,
+            receipt_id=receipt_id,
+            labeled_by=_opt_s(item, "labeled_by"),
+            labeled_at=_opt_s(item, "labeled_at"),
+        )
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,41 @@ class ItemWriteError(ReceiptDynamoError):
         self.written_keys = list(written_keys)
         self.unwritten_keys = list(unwritten_keys)
         super().__init__(f"{message}: {len(self.written_keys)} item(s) written, {len(self.unwritten_keys)} not written")
+
+
+#: DynamoDB error codes that mean "throttled" (on-demand or provisioned capacity, or the account's request rate).
+THROTTLING_ERROR_CODES = frozenset(
+    {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError`` (``response["Error"]["Code"]``), else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
+class DynamoThrottledError(ReceiptDynamoError):
+    """DynamoDB kept throttling a request after the retries (botocore's, and ours where we retry).
+
+    The class name is what Step Functions sees (it retries it with backoff). ``operation`` is the
+    API call (``Query``, ``UpdateItem``), ``code`` DynamoDB's error code; the botocore error is the
+    ``__cause__``.
+    """
+
+    def __init__(self, operation: str, code: str, detail: str) -> None:
+        self.operation = operation
+        self.code = code
+        super().__init__(f"DynamoDB {operation} throttled ({code}) after retries: {detail}")
+
+    @classmethod
+    def from_client_error(cls, exc: BaseException) -> DynamoThrottledError | None:
+        """The typed error for a throttling ``ClientError``; None for any other error."""
+        code = error_code(exc)
+        if code not in THROTTLING_ERROR_CODES:
+            return None
+        operation = str(getattr(exc, "operation_name", None) or "request")
+        return cls(operation, code, str(exc))

@@ -168,6 +168,61 @@ def test_missing_receipt_raises_receipt_not_found_even_with_stray_children(ddb: 
     assert type(info.value).__name__ == "ReceiptNotFoundError"
 
 
+def items_by_key(client: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(i["PK"]["S"], i["SK"]["S"]): i for i in client.scan(TableName=TABLE)["Items"]}
+
+
+def test_mark_receipt_labeled_sets_the_marker_and_touches_nothing_else(ddb: Any) -> None:
+    dynamo = DynamoClient(TABLE, client=ddb)
+    details = dynamo.load_receipt_document(fixture_doc("grocery"))
+    receipt = details.receipt
+    word = details.words[0]
+    dynamo.add_receipt_word_labels(
+        [ReceiptWordLabel(receipt.image_id, 1, word.line_id, word.word_id, "MERCHANT_NAME", "r", TS, "VALID")]
+    )
+    before = items_by_key(ddb)
+
+    marked = dynamo.mark_receipt_labeled(receipt.image_id, 1, proposed_by="receipt_label:m", at=TS)
+
+    got = dynamo.get_receipt_details(receipt.image_id, 1)
+    assert got.receipt == marked == Receipt(receipt.image_id, 1, labeled_by="receipt_label:m", labeled_at=TS)
+    after = items_by_key(ddb)
+    receipt_key = (receipt.key["PK"]["S"], receipt.key["SK"]["S"])
+    marker = {"labeled_by": {"S": "receipt_label:m"}, "labeled_at": {"S": TS}}
+    assert after[receipt_key] == {**before[receipt_key], **marker}
+    assert {k: v for k, v in after.items() if k != receipt_key} == {k: v for k, v in before.items() if k != receipt_key}
+    # Marking again (a forced re-run) moves the marker.
+    dynamo.mark_receipt_labeled(receipt.image_id, 1, proposed_by="receipt_label:other", at="2026-12-01T00:00:00Z")
+    again = dynamo.get_receipt_details(receipt.image_id, 1).receipt
+    assert (again.labeled_by, again.labeled_at) == ("receipt_label:other", "2026-12-01T00:00:00Z")
+
+
+def test_mark_receipt_labeled_on_a_missing_receipt_raises_and_creates_nothing(ddb: Any) -> None:
+    dynamo = DynamoClient(TABLE, client=ddb)
+    image_id = str(uuid.uuid4())
+    dynamo.add_receipt_words([ReceiptWord(image_id, 1, 1, 1, "STRAY")])  # children without their Receipt item
+    with pytest.raises(ReceiptNotFoundError):
+        dynamo.mark_receipt_labeled(image_id, 1, proposed_by="receipt_label:m")
+    assert [i["TYPE"]["S"] for i in ddb.scan(TableName=TABLE)["Items"]] == ["RECEIPT_WORD"]
+    assert list(dynamo.iter_receipt_keys()) == []
+
+
+def test_loading_a_document_again_is_a_new_version_and_clears_the_marker_but_keeps_labels(ddb: Any) -> None:
+    dynamo = DynamoClient(TABLE, client=ddb)
+    doc = fixture_doc("grocery")
+    details = dynamo.load_receipt_document(doc)
+    word = details.words[0]
+    label = ReceiptWordLabel(doc["image_id"], 1, word.line_id, word.word_id, "MERCHANT_NAME", "r", TS, "PENDING")
+    dynamo.add_receipt_word_labels([label])
+    dynamo.mark_receipt_labeled(doc["image_id"], 1, proposed_by="receipt_label:m", at=TS)
+
+    dynamo.load_receipt_document(doc)
+
+    got = dynamo.get_receipt_details(doc["image_id"], 1)
+    assert got.receipt == Receipt(doc["image_id"], 1)  # no marker: the next run labels this version
+    assert got.labels == [label]
+
+
 def test_constructor_does_no_io() -> None:
     class Exploding:
         def __getattr__(self, name: str) -> Any:

@@ -50,6 +50,7 @@ def make_label(**overrides: Any) -> ReceiptWordLabel:
 
 ENTITIES = [
     Receipt(IMAGE_ID, 1),
+    Receipt(IMAGE_ID, 2, labeled_by="receipt_label:gpt-oss:120b", labeled_at=TS),
     ReceiptLine(IMAGE_ID, 1, 7, "TOTAL $ 21.80"),
     ReceiptLine(IMAGE_ID, 12, 99999, "TOTAL $ 21.80", bounding_box=BOX, confidence=0.973),
     ReceiptWord(IMAGE_ID, 1, 7, 3, "21.80"),
@@ -91,6 +92,38 @@ def test_key_strings_match_design_character_for_character() -> None:
     wide = make_label(receipt_id=12, line_id=345, word_id=99999, label="TAX", validation_status="NEEDS_REVIEW")
     assert wide.key["SK"]["S"] == "RECEIPT#00012#LINE#00345#WORD#99999#LABEL#TAX"
     assert wide.to_item()["GSI3PK"]["S"] == "VALIDATION_STATUS#NEEDS_REVIEW"
+
+
+def test_receipt_completion_marker_is_stored_only_when_set() -> None:
+    marked = Receipt(IMAGE_ID, 1, "receipt_label:gpt-oss:120b", "2026-11-29T03:15:36Z")  # positional still works
+    item = marked.to_item()
+    assert item["labeled_by"] == {"S": "receipt_label:gpt-oss:120b"}
+    assert item["labeled_at"] == {"S": "2026-11-29T03:15:36Z"}
+    assert {k: item[k] for k in ("PK", "SK", "TYPE")} == Receipt(IMAGE_ID, 1).to_item()  # keys unchanged
+    assert set(Receipt(IMAGE_ID, 1).to_item()) == {"PK", "SK", "TYPE"}
+    assert Receipt.from_item(Receipt(IMAGE_ID, 1).to_item()).labeled_by is None  # an item from before the marker
+    assert marked.is_labeled_by("receipt_label:") and not marked.is_labeled_by("reviewer:")
+    assert not Receipt(IMAGE_ID, 1).is_labeled_by("receipt_label:")
+
+
+@pytest.mark.parametrize(
+    ("labeled_by", "labeled_at", "field"),
+    [
+        ("receipt_label:m", None, "labeled_at"),
+        (None, TS, "labeled_by"),
+        ("", TS, "labeled_by"),
+        ("   ", TS, "labeled_by"),
+        (7, TS, "labeled_by"),
+        ("receipt_label:m", "yesterday", "labeled_at"),
+        ("receipt_label:m", "2026-11-29T03:15:36", "labeled_at"),  # no offset
+        ("receipt_label:m", "2026-11-29T03:15:36+01:00", "labeled_at"),  # not UTC
+        ("receipt_label:m", 1764386136, "labeled_at"),
+    ],
+)
+def test_receipt_completion_marker_is_validated(labeled_by: Any, labeled_at: Any, field: str) -> None:
+    with pytest.raises(EntityValidationError) as info:
+        Receipt(IMAGE_ID, 1, labeled_by=labeled_by, labeled_at=labeled_at)
+    assert info.value.field == field
 
 
 def test_label_item_carries_every_field() -> None:

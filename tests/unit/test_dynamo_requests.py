@@ -9,7 +9,15 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from receipt_dynamo import DynamoClient, LabelWriteError, Receipt, ReceiptWord, ReceiptWordLabel
+from receipt_dynamo import (
+    DynamoClient,
+    DynamoThrottledError,
+    LabelWriteError,
+    Receipt,
+    ReceiptNotFoundError,
+    ReceiptWord,
+    ReceiptWordLabel,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -110,3 +118,66 @@ def test_labels_must_be_receipt_word_labels() -> None:
 def test_table_name_is_required() -> None:
     with pytest.raises(ValueError, match="table_name"):
         DynamoClient(" ")
+
+
+def marker_request(at: str, by: str = "receipt_label:m") -> dict[str, Any]:
+    return {
+        "TableName": "t",
+        "Key": Receipt(IMAGE_ID, 4).key,
+        "UpdateExpression": "SET #by = :by, #at = :at",
+        "ConditionExpression": "attribute_exists(#pk)",
+        "ExpressionAttributeNames": {"#pk": "PK", "#by": "labeled_by", "#at": "labeled_at"},
+        "ExpressionAttributeValues": {":by": {"S": by}, ":at": {"S": at}},
+    }
+
+
+def test_mark_receipt_labeled_is_one_conditional_update_of_the_two_marker_attributes(
+    stubbed: tuple[Any, Stubber],
+) -> None:
+    client, stubber = stubbed
+    stubber.add_response("update_item", {}, marker_request(TS))
+    marked = DynamoClient("t", client=client).mark_receipt_labeled(IMAGE_ID, 4, proposed_by="receipt_label:m", at=TS)
+    assert marked == Receipt(IMAGE_ID, 4, labeled_by="receipt_label:m", labeled_at=TS)
+
+
+def test_mark_receipt_labeled_defaults_to_now_in_utc(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_response("update_item", {}, None)
+    marked = DynamoClient("t", client=client).mark_receipt_labeled(IMAGE_ID, 4, proposed_by="receipt_label:m")
+    assert marked.labeled_at is not None and marked.labeled_at.endswith("+00:00")
+
+
+def test_mark_receipt_labeled_on_a_missing_receipt_raises_receipt_not_found(stubbed: tuple[Any, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("update_item", "ConditionalCheckFailedException", expected_params=marker_request(TS))
+    with pytest.raises(ReceiptNotFoundError):
+        DynamoClient("t", client=client).mark_receipt_labeled(IMAGE_ID, 4, proposed_by="receipt_label:m", at=TS)
+
+
+def test_mark_receipt_labeled_retries_throttling_then_raises_dynamo_throttled_error(
+    stubbed: tuple[Any, Stubber],
+) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("update_item", "ProvisionedThroughputExceededException")
+    stubber.add_response("update_item", {}, marker_request(TS))
+    sleeps: list[float] = []
+    DynamoClient("t", client=client, sleep=sleeps.append).mark_receipt_labeled(
+        IMAGE_ID, 4, proposed_by="receipt_label:m", at=TS
+    )
+    assert len(sleeps) == 1
+    for _ in range(3):
+        stubber.add_client_error("update_item", "ThrottlingException")
+    with pytest.raises(DynamoThrottledError) as info:
+        DynamoClient("t", client=client, sleep=sleeps.append, max_attempts=3).mark_receipt_labeled(
+            IMAGE_ID, 4, proposed_by="receipt_label:m", at=TS
+        )
+    assert (info.value.operation, info.value.code) == ("UpdateItem", "ThrottlingException")
+    assert type(info.value).__name__ == "DynamoThrottledError"
+    assert len(sleeps) == 1 + 2
+
+
+def test_mark_receipt_labeled_validates_before_any_request() -> None:
+    with pytest.raises(ValueError, match="labeled_at"):
+        DynamoClient("t", client=object()).mark_receipt_labeled(IMAGE_ID, 4, proposed_by="m", at="2026-11-29T03:15:36")
+    with pytest.raises(ValueError, match="labeled_by"):
+        DynamoClient("t", client=object()).mark_receipt_labeled(IMAGE_ID, 4, proposed_by=" ")
