@@ -25,7 +25,7 @@ CDK_OUT := cdk.out
 CONTEXT ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local clean
+.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local image-lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -95,6 +95,18 @@ bench: cdk-tools ## Print the benchmark table (ratios and counts)
 
 run-local: cdk-tools ## Run the pipeline locally (moto server + a real Ollama endpoint)
 	@$(BIN)/python -m local_pipeline $(if $(RECEIPTS),--receipts $(RECEIPTS),)
+
+# The image's fully pinned lock: linux/arm64 CPython 3.12, binary wheels only, sha256 of every wheel of
+# each release. Existing pins are kept unless requirements.txt needs others; IMAGE_LOCK_ARGS=--upgrade
+# re-resolves every transitive dependency to its newest release.
+IMAGE_REQS := lambdas/process_receipt/requirements.txt
+IMAGE_LOCK := lambdas/process_receipt/requirements.lock
+IMAGE_LOCK_ARGS ?=
+image-lock: $(STAMP_PY) ## Refresh the image's requirements.lock from its requirements.txt (IMAGE_LOCK_ARGS=--upgrade)
+	@echo ">> $(IMAGE_REQS) -> $(IMAGE_LOCK) (linux/arm64, CPython 3.12, wheels, hashes)"
+	@$(BIN)/uv pip compile $(IMAGE_REQS) --output-file $(IMAGE_LOCK) --python-platform aarch64-manylinux2014 \
+	  --python-version 3.12 --only-binary :all: --generate-hashes --custom-compile-command "make image-lock" \
+	  --quiet $(IMAGE_LOCK_ARGS)
 
 clean: ## Remove build outputs and caches (keeps .venv and node_modules)
 	@echo ">> removing cdk.out and caches"

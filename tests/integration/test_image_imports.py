@@ -1,7 +1,8 @@
 """The image holds everything the handler imports.
 
-The image requirements are installed for this machine (the arm64 wheels cannot run here) into an
-empty folder with ``pip install --target`` and byte-compiled as the Dockerfile does, by CPython
+The image's lock (lambdas/process_receipt/requirements.lock: every release pinned, with the sha256 of
+each of its wheels) is installed for this machine (the arm64 wheels cannot run here) into an empty
+folder with ``pip install --require-hashes --target`` and byte-compiled as the Dockerfile does, by CPython
 3.12 like the image's when it is installed (``bench.bench_image.image_python``; a compile error
 fails the install); the handler and both packages are laid out beside them like
 ${LAMBDA_TASK_ROOT}; then a fresh interpreter that sees only the standard library and that folder
@@ -11,12 +12,15 @@ what it builds lazily (the chat model).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.bench_image import image_python, isolated_python, lay_out_task_root, local_image_dependencies
+from bench.bench_image import PROCESS_DIR, _fresh_cached_dir, image_python, isolated_python, lay_out_task_root
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +54,27 @@ print(json.dumps({
 """
 
 
+IMAGE_LOCK = PROCESS_DIR / "requirements.lock"
+
+
+def locked_image_dependencies() -> Path:
+    """The lock installed by :func:`image_python`'s pip as the Dockerfile installs it, cached per lock content."""
+    python, version = image_python()
+    digest = hashlib.sha256(IMAGE_LOCK.read_bytes()).hexdigest()[:16]
+    tag = f"cpython{version.replace('.', '')}-{sys.platform}-{os.uname().machine}"
+    install = ["install", "--quiet", "--no-compile", "--only-binary=:all:", "--require-hashes"]
+    # bench.bench_image's cache helper: filled under a temporary name, renamed once complete.
+    return _fresh_cached_dir(
+        f"locked-deps-{tag}-{digest}",
+        [*install, "-r", str(IMAGE_LOCK), "--target"],
+        compile_bytecode=True,
+        python=python,
+    )
+
+
 @pytest.fixture(scope="module")
 def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return lay_out_task_root(tmp_path_factory.mktemp("task") / "var-task", local_image_dependencies())
+    return lay_out_task_root(tmp_path_factory.mktemp("task") / "var-task", locked_image_dependencies())
 
 
 def test_handler_imports_from_the_image_layout_alone(task_root: Path) -> None:

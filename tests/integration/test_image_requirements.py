@@ -1,8 +1,11 @@
-"""The image requirements resolve for linux/arm64 CPython 3.12 from binary wheels alone.
+"""The image's lock resolves for linux/arm64 CPython 3.12 from binary wheels alone, hash-checked.
 
 CodeBuild builds the image unattended on arm64; a dependency without an aarch64 (or pure Python)
 wheel would turn into a compiler run there, or a failed build. This asks pip, with the machine's
-own index configuration, to resolve the requirements exactly as the Dockerfile installs them.
+own index configuration, to resolve lambdas/process_receipt/requirements.lock exactly as the
+Dockerfile installs it (``--require-hashes``: every dependency must be in the lock, pinned, and
+every file must match one of its sha256 hashes), and checks that it installs the lock's releases,
+no more and no fewer, among them requirements.txt's pins.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_image import ARM64_CP312, IMAGE_REQUIREMENTS, pip
+from bench.bench_image import ARM64_CP312, IMAGE_REQUIREMENTS, PROCESS_DIR, pip
 
 pytestmark = pytest.mark.integration
+
+IMAGE_LOCK = PROCESS_DIR / "requirements.lock"
 
 WHEEL_NAME = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
@@ -33,7 +38,16 @@ def pinned_requirements() -> dict[str, str]:
     return pins
 
 
-def test_image_requirements_resolve_for_arm64_cpython_312_from_wheels_only(tmp_path: Path) -> None:
+def locked_releases() -> dict[str, str]:
+    pins = {}
+    for line in IMAGE_LOCK.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            name, _, version = line.removesuffix("\\").strip().partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_the_image_lock_resolves_for_arm64_cpython_312_from_hashed_wheels_only(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     result = pip(
         "install",
@@ -43,15 +57,20 @@ def test_image_requirements_resolve_for_arm64_cpython_312_from_wheels_only(tmp_p
         "--report",
         str(report),
         *ARM64_CP312,
+        "--require-hashes",
         "--target",
         str(tmp_path / "target"),
         "-r",
-        str(IMAGE_REQUIREMENTS),
+        str(IMAGE_LOCK),
     )
-    assert result.returncode == 0, f"arm64 resolution failed (a dependency needs a source build?):\n{result.stderr}"
+    assert result.returncode == 0, (
+        "arm64 resolution of the lock failed (a dependency missing from the lock, a hash mismatch, or a source "
+        f"build?); refresh it with `make image-lock`:\n{result.stderr}"
+    )
 
     installs = json.loads(report.read_text())["install"]
     resolved = {re.sub(r"[-_.]+", "-", i["metadata"]["name"]).lower(): i["metadata"]["version"] for i in installs}
+    assert resolved == locked_releases()
     assert {name: resolved.get(name) for name in pinned_requirements()} == pinned_requirements()
 
     for item in installs:
