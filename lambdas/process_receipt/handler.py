@@ -3,8 +3,8 @@
 Contract (DESIGN.md, "Lambda handlers"):
 
 - event: ``{"image_id": "<uuid>", "receipt_id": <int 1..99999>}``, optional ``"force": true`` to
-  label a receipt this pipeline has labeled before (existing labels are still never overwritten).
-  Other fields are ignored.
+  label a receipt this pipeline has finished labeling before (existing labels are still never
+  overwritten). Other fields are ignored.
 - environment: ``DYNAMODB_TABLE_NAME``; ``OLLAMA_BASE_URL``, ``OLLAMA_MODEL``,
   ``OLLAMA_TIMEOUT_SECONDS`` (read by ``receipt_label.OllamaSettings``);
   ``OLLAMA_API_KEY_SECRET_ARN`` (Secrets Manager secret whose SecretString is the Ollama key;
@@ -14,11 +14,22 @@ Contract (DESIGN.md, "Lambda handlers"):
   ``POWERTOOLS_SERVICE_NAME`` and ``POWERTOOLS_LOG_LEVEL``.
 - returns ``{"image_id", "receipt_id", "labels_added", "labels_skipped_existing",
   "labels_rejected", "llm_calls", "already_labeled"}``; ``already_labeled`` is true when the
-  receipt was skipped because it carries labels proposed by this pipeline (no LLM call, no write).
+  receipt was skipped because its completion marker says this pipeline finished labeling it (no
+  LLM call, no write).
 - raises, never returns an error payload, so Step Functions sees the class name:
   ``InvalidEventError``, ``ReceiptNotFoundError``, ``LLMRateLimitError``, ``LLMTransientError``,
-  ``LLMOutputError``; and ``LabelWriteError`` if DynamoDB keeps refusing writes. A receipt whose
-  labeling fails gets no write.
+  ``LLMOutputError``; ``LabelWriteError`` if DynamoDB keeps refusing label writes;
+  ``DynamoThrottledError`` if DynamoDB keeps throttling the read or the marker write (botocore's
+  modeled throttling errors are mapped to it, so Step Functions retries one documented name). A
+  receipt whose labeling fails gets no write.
+
+Completion marker: the labels are written first (conditional puts, never overwriting), then
+``mark_receipt_labeled`` sets ``labeled_by = receipt_label:<model>`` / ``labeled_at`` on the
+Receipt item. A run that stops in between (``LabelWriteError``, a timeout, a crash) leaves no
+marker, so the next run (a Step Functions retry or the next execution) labels the receipt again:
+only words without a label are proposed for, existing labels are skipped, and the marker is set
+at the end. A receipt labeled before the marker existed has labels but no marker: it is labeled
+once more the same way (nothing overwritten), then skipped.
 
 Secrets are read once per container through Powertools parameters (cached); the keys never go
 into an environment variable, a log line, the LangGraph state or a trace.
@@ -35,7 +46,13 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-from receipt_dynamo import DynamoClient, ReceiptDetails, ReceiptNotFoundError
+from receipt_dynamo import (
+    DynamoClient,
+    DynamoThrottledError,
+    LabelWriteError,
+    ReceiptDetails,
+    ReceiptNotFoundError,
+)
 from receipt_label import (
     LLMOutputError,
     LLMRateLimitError,
@@ -46,16 +63,19 @@ from receipt_label import (
 )
 
 __all__ = [
+    "DynamoThrottledError",
     "InvalidEventError",
     "LLMOutputError",
     "LLMRateLimitError",
     "LLMTransientError",
+    "LabelWriteError",
     "ProcessReceiptEvent",
     "ReceiptNotFoundError",
     "lambda_handler",
 ]
 
-#: label_proposed_by of every label this pipeline writes starts with this.
+#: label_proposed_by of every label this pipeline writes, and its completion marker (Receipt.labeled_by),
+#: start with this.
 PIPELINE_PREFIX = "receipt_label:"
 #: Seconds a secret read from Secrets Manager is reused. A container lives for hours at most, so
 #: this is about one GetSecretValue per container, while a rotated key is still picked up.
@@ -182,8 +202,23 @@ def _flush_traces(tracer: Any) -> None:
 
 
 def already_labeled(details: ReceiptDetails) -> bool:
-    """True when any label of the receipt was proposed by this pipeline."""
-    return any((label.label_proposed_by or "").startswith(PIPELINE_PREFIX) for label in details.labels)
+    """True when the receipt's completion marker says this pipeline finished labeling it.
+
+    Labels alone are not enough: a run that wrote part of its labels and then failed leaves labels
+    of this pipeline but no marker, and the receipt must be labeled again to complete it.
+    """
+    return details.receipt.is_labeled_by(PIPELINE_PREFIX)
+
+
+def read_details(request: ProcessReceiptEvent) -> ReceiptDetails:
+    """The receipt, its words and labels; throttling that outlasted botocore's retries -> DynamoThrottledError."""
+    try:
+        return dynamo().get_receipt_details(request.image_id, request.receipt_id)
+    except Exception as error:
+        throttled = DynamoThrottledError.from_client_error(error)
+        if throttled is None:
+            raise
+        raise throttled from error
 
 
 def _result(request: ProcessReceiptEvent, **counts: Any) -> dict[str, Any]:
@@ -201,9 +236,14 @@ def _result(request: ProcessReceiptEvent, **counts: Any) -> dict[str, Any]:
 
 
 def process(request: ProcessReceiptEvent) -> dict[str, Any]:
-    details = dynamo().get_receipt_details(request.image_id, request.receipt_id)
+    details = read_details(request)
     if already_labeled(details) and not request.force:
-        logger.info("receipt already labeled by this pipeline; skipped", existing_labels=len(details.labels))
+        logger.info(
+            "receipt already labeled by this pipeline; skipped",
+            existing_labels=len(details.labels),
+            labeled_by=details.receipt.labeled_by,
+            labeled_at=details.receipt.labeled_at,
+        )
         return _result(request, already_labeled=True)
     llm = chat_model()
     tracer = langsmith_tracer()
@@ -222,6 +262,10 @@ def process(request: ProcessReceiptEvent) -> dict[str, Any]:
             ],
         )
     written = dynamo().add_receipt_word_labels(labeling.labels) if labeling.labels else None
+    # Last: the marker says every label of this run is in the table (a failure above leaves none).
+    dynamo().mark_receipt_labeled(
+        request.image_id, request.receipt_id, proposed_by=f"{PIPELINE_PREFIX}{labeling.model_name}"
+    )
     result = _result(
         request,
         labels_added=len(written.added) if written else 0,

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from receipt_dynamo import DynamoClient, ItemWriteError, LabelWriteError, ValidationStatus
+from receipt_dynamo import DynamoClient, DynamoThrottledError, ItemWriteError, LabelWriteError, ValidationStatus
 from tests.fault_injection import (
     FIXTURES,
     TABLE,
@@ -48,6 +48,11 @@ def label_items(items: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str,
     return {k: v for k, v in items.items() if v["TYPE"]["S"] == "RECEIPT_WORD_LABEL"}
 
 
+def marker(world: ProcessWorld, event: dict[str, Any]) -> str | None:
+    """The receipt's completion marker (labeled_by), read with a client that has no fault hooks."""
+    return DynamoClient(TABLE).get_receipt_details(event["image_id"], event["receipt_id"]).receipt.labeled_by
+
+
 # ---- reads --------------------------------------------------------------------------------------
 
 
@@ -66,13 +71,17 @@ def test_read_throttling_that_never_clears_fails_the_receipt_before_any_llm_call
     before = world.items()
     faults = HttpFaults(world.ddb, "Query", when=lambda n: True)
 
-    with pytest.raises(ClientError) as raised:
+    with pytest.raises(DynamoThrottledError) as raised:
         world.invoke(event)
 
-    # What Step Functions records for the item: the error name is the exception's class (botocore's
-    # modeled error), the cause names the call and the retries.
-    assert type(raised.value).__name__ == "ProvisionedThroughputExceededException"
-    assert raised.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+    # What Step Functions records for the item: the error name is the exception's class. Unmapped, it
+    # would be botocore's modeled class (ProvisionedThroughputExceededException, ThrottlingException,
+    # ...); the handler maps every throttling code to one documented name, which the state machine
+    # retries. The cause names the call, the code and botocore's retries.
+    assert type(raised.value).__name__ == "DynamoThrottledError"
+    assert (raised.value.operation, raised.value.code) == ("Query", "ProvisionedThroughputExceededException")
+    assert isinstance(raised.value.__cause__, ClientError)
+    assert str(raised.value).startswith("DynamoDB Query throttled (ProvisionedThroughputExceededException)")
     assert "Query operation (reached max retries: 3)" in str(raised.value)
     assert faults.seen == 4  # bounded: botocore's standard retry mode, 4 attempts, then the error
     assert world.server.chat_requests == []
@@ -99,7 +108,7 @@ def test_write_throttling_that_clears_writes_every_label_exactly_once(world: Pro
     assert {label.validation_status for label in labels} == {ValidationStatus.PENDING}
 
 
-def test_write_throttling_that_never_clears_raises_label_write_error_and_no_label_is_half_written(
+def test_write_throttling_that_never_clears_raises_label_write_error_and_the_retry_completes_the_receipt(
     world: ProcessWorld,
 ) -> None:
     event = world.load()
@@ -124,16 +133,48 @@ def test_write_throttling_that_never_clears_raises_label_write_error_and_no_labe
     # Each label is one conditional PutItem: it is in the table whole, or not at all.
     assert new == {(lbl.key["PK"]["S"], lbl.key["SK"]["S"]): lbl.to_item() for lbl in error.written}
     assert all(after[k] == v for k, v in before.items())
+    assert marker(world, event) is None  # labeling did not finish: no completion marker
+    assert "UpdateItem" not in world.calls.names
 
-    # A later pipeline run skips the receipt (it carries labels of this pipeline)...
+    # The throttling clears; Step Functions retries the item (the same event): the receipt carries
+    # labels of this pipeline but no marker, so it is labeled again and completed.
     faults.remove()
-    assert world.invoke(event)["already_labeled"] is True
-    # ... the operator completes it with force: the missing labels are added, the five are untouched.
-    completed = world.invoke({**event, "force": True})
+    puts_before = world.calls.names.count("PutItem")
+    completed = world.invoke(event)
+
     final = world.items()
-    assert all(final[k] == v for k, v in after.items())
-    assert completed["labels_added"] == len(error.not_written)
-    assert len(label_items(final)) == len(error.written) + len(error.not_written)
+    assert completed["already_labeled"] is False
+    assert completed["labels_added"] == len(error.not_written)  # the missing labels, written now
+    assert completed["labels_skipped_existing"] == 0  # the model was asked only about unlabeled words
+    assert world.calls.names.count("PutItem") - puts_before == len(error.not_written)  # each label written once
+    assert all(final[k] == v for k, v in after.items() if v["TYPE"]["S"] != "RECEIPT")  # nothing changed
+    assert set(label_items(final)) == set(label_items(after)) | {
+        (lbl.key["PK"]["S"], lbl.key["SK"]["S"]) for lbl in error.not_written
+    }
+    assert marker(world, event) == "receipt_label:loopback-model"
+    # Converged: the next run makes no LLM call and no write.
+    calls, writes = len(world.server.chat_requests), len(world.calls.writes())
+    assert world.invoke(event)["already_labeled"] is True
+    assert (len(world.server.chat_requests), len(world.calls.writes())) == (calls, writes)
+
+
+def test_a_marker_write_throttled_for_good_raises_dynamo_throttled_error_and_the_retry_sets_it(
+    world: ProcessWorld,
+) -> None:
+    event = world.load()
+    faults = HttpFaults(world.ddb, "UpdateItem", when=lambda n: True)
+
+    with pytest.raises(DynamoThrottledError) as raised:
+        world.invoke(event)
+
+    assert (raised.value.operation, raised.value.code) == ("UpdateItem", "ProvisionedThroughputExceededException")
+    assert world.calls.names.count("UpdateItem") == 8  # receipt_dynamo's bounded rounds
+    labels = label_items(world.items())
+    assert labels and marker(world, event) is None
+    faults.remove()
+    retry = world.invoke(event)
+    assert retry["labels_added"] == 0 and label_items(world.items()) == labels
+    assert marker(world, event) == "receipt_label:loopback-model"
 
 
 def test_unprocessed_items_that_never_clear_end_with_item_write_error_and_no_listed_half_receipt(

@@ -3,7 +3,9 @@
 What the handler must guarantee (issue 5): PENDING labels come out for a fixture receipt; a bad
 event, a missing receipt or any LLM failure writes nothing; a re-run costs no LLM call and no
 write; ``force`` recomputes and still never overwrites a label; the key is read once per container
-and never shows up in logs.
+and never shows up in logs. The completion marker (``labeled_by`` / ``labeled_at`` on the Receipt
+item) is written last, so a run that stopped between its label writes and the marker is completed
+by the next one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from moto import mock_aws
 from pytest_httpserver import HTTPServer
 
 from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus, utc_now_iso
+from receipt_dynamo.keys import TYPE_RECEIPT
 from receipt_dynamo.schema import create_table_kwargs
 from receipt_label import LLMOutputError, LLMRateLimitError, LLMRequestError, LLMTransientError
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
@@ -98,6 +101,9 @@ class World:
         items: list[dict[str, Any]] = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
         return sorted(items, key=lambda i: (i["PK"]["S"], i["SK"]["S"]))
 
+    def receipt(self, event: dict[str, Any]) -> Any:
+        return self.store.get_receipt_details(event["image_id"], event["receipt_id"]).receipt
+
 
 def log_to_captured_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the handler's JSON log handler at the stdout that capsys captures (it kept the one of import time)."""
@@ -150,6 +156,9 @@ def test_a_fixture_receipt_gets_pending_labels(
     assert {label.label_proposed_by for label in labels} == {"receipt_label:loopback-model"}
     assert {label.label for label in labels} == {"PRODUCT_NAME"}
     assert world.server.chat_requests[0].headers["authorization"] == f"Bearer {API_KEY}"
+    receipt = world.receipt(event)  # the completion marker, written after the labels
+    assert receipt.labeled_by == "receipt_label:loopback-model" and receipt.labeled_at is not None
+    assert world.calls.writes()[-1] == "UpdateItem" and world.calls.writes().count("UpdateItem") == 1
 
     out = capsys.readouterr().out
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -233,13 +242,19 @@ def test_force_recomputes_and_never_overwrites_an_existing_label(world: World) -
     skipped = world.invoke(event)
     assert skipped["already_labeled"] is True and skipped["llm_calls"] == 0
 
+    marked_first = world.receipt(event).labeled_at
     forced = world.invoke({**event, "force": True})
 
     assert forced["llm_calls"] == 1 and forced["already_labeled"] is False
     assert forced["labels_added"] > 0
     after_force = {(i["PK"]["S"], i["SK"]["S"]): i for i in world.items()}
-    for item in after_first:  # every item that existed is byte-for-byte unchanged
+    for item in after_first:  # every item that existed is byte-for-byte unchanged, but for the re-set marker
+        if item["TYPE"]["S"] == TYPE_RECEIPT:
+            continue
         assert after_force[(item["PK"]["S"], item["SK"]["S"])] == item
+    remarked = world.receipt(event)
+    assert remarked.labeled_by == "receipt_label:loopback-model"
+    assert remarked.labeled_at is not None and marked_first is not None and remarked.labeled_at >= marked_first
     assert len(after_force) == len(after_first) + forced["labels_added"]
     word_labels = [
         (lab.label, lab.validation_status)
@@ -248,6 +263,67 @@ def test_force_recomputes_and_never_overwrites_an_existing_label(world: World) -
     ]
     assert ("MERCHANT_NAME", ValidationStatus.VALID) in word_labels
     assert all(label != "ADDRESS_LINE" for label, _ in word_labels)
+
+
+def test_a_crash_between_the_label_writes_and_the_marker_is_completed_by_the_next_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = world.load("receipt_grocery.json")
+
+    class Crash(RuntimeError):
+        """The container dies after the labels are in the table, before the marker (a timeout, OOM)."""
+
+    def crash(*_: Any, **__: Any) -> None:
+        raise Crash("container gone")
+
+    with monkeypatch.context() as patch, pytest.raises(Crash):
+        patch.setattr(handler.dynamo(), "mark_receipt_labeled", crash)
+        world.invoke(event)
+    labels_after_crash = {label.key["SK"]["S"]: label.to_item() for label in world.labels(event)}
+    assert labels_after_crash and world.receipt(event).labeled_by is None
+    puts_before = world.calls.names.count("PutItem")
+
+    retry = world.invoke(event)
+
+    assert retry["already_labeled"] is False  # labels of this pipeline, but no marker: not skipped
+    assert retry["labels_added"] == 0  # every alphabetic word was labeled by the crashed run
+    assert world.calls.names.count("PutItem") == puts_before  # the model proposed nothing new: no label write
+    assert {label.key["SK"]["S"]: label.to_item() for label in world.labels(event)} == labels_after_crash
+    assert world.receipt(event).labeled_by == "receipt_label:loopback-model"
+    assert world.invoke(event)["already_labeled"] is True  # converged: the next run is free
+
+
+def test_a_receipt_labeled_before_the_marker_existed_is_completed_once_and_nothing_is_overwritten(
+    world: World,
+) -> None:
+    event = world.load("receipt_grocery.json")
+    details = world.store.get_receipt_details(event["image_id"], event["receipt_id"])
+    alpha = [w for w in details.words if w.text.isalpha()]
+    old = [  # labels of an older pipeline version, which wrote no marker
+        ReceiptWordLabel(
+            w.image_id,
+            w.receipt_id,
+            w.line_id,
+            w.word_id,
+            "MERCHANT_NAME",
+            "old",
+            utc_now_iso(),
+            ValidationStatus.PENDING,
+            "receipt_label:older-model",
+        )
+        for w in alpha[:3]
+    ]
+    world.store.add_receipt_word_labels(old)
+    before = {label.key["SK"]["S"]: label.to_item() for label in old}
+
+    first = world.invoke(event)
+
+    assert first["already_labeled"] is False and first["llm_calls"] == 1
+    assert first["labels_added"] == len(alpha) - len(old)  # only words without a label got one
+    after = {label.key["SK"]["S"]: label.to_item() for label in world.labels(event)}
+    assert all(after[sk] == item for sk, item in before.items())
+    second = world.invoke(event)
+    assert second["already_labeled"] is True and second["llm_calls"] == 0
 
 
 def test_a_missing_receipt_raises_receipt_not_found_without_llm_or_write(world: World) -> None:

@@ -138,3 +138,67 @@ def test_a_failing_trace_flush_never_fails_the_receipt() -> None:
 def test_without_a_lambda_context_the_handler_still_raises_the_typed_error() -> None:
     with pytest.raises(handler.InvalidEventError, match="receipt_id"):
         handler.lambda_handler({"image_id": IMAGE_ID}, None)
+
+
+# ---- completion marker and DynamoDB throttling ------------------------------------------------------
+
+
+def _details(*, labeled_by: str | None, label_by: str | None) -> Any:
+    from receipt_dynamo import Receipt, ReceiptDetails, ReceiptWordLabel
+
+    labels = []
+    if label_by is not None:
+        labels = [ReceiptWordLabel(IMAGE_ID, 1, 1, 1, "TAX", "r", "2026-01-02T03:04:05Z", "PENDING", label_by)]
+    at = "2026-01-02T03:04:05Z" if labeled_by is not None else None
+    return ReceiptDetails(Receipt(IMAGE_ID, 1, labeled_by=labeled_by, labeled_at=at), labels=labels)
+
+
+@pytest.mark.parametrize(
+    ("labeled_by", "label_by", "skipped"),
+    [
+        ("receipt_label:gpt-oss:120b", "receipt_label:gpt-oss:120b", True),
+        ("receipt_label:other-model", None, True),  # finished, with nothing to propose
+        (None, "receipt_label:gpt-oss:120b", False),  # labels of a run that did not finish (or an older version)
+        (None, None, False),
+        ("reviewer:alice", "receipt_label:gpt-oss:120b", False),  # a marker, but not this pipeline's
+    ],
+)
+def test_only_the_completion_marker_of_this_pipeline_skips_a_receipt(
+    labeled_by: str | None, label_by: str | None, skipped: bool
+) -> None:
+    assert handler.already_labeled(_details(labeled_by=labeled_by, label_by=label_by)) is skipped
+
+
+class _Dynamo:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def get_receipt_details(self, image_id: str, receipt_id: int) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "code", ["ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"]
+)
+def test_read_throttling_reaches_step_functions_as_dynamo_throttled_error(
+    code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore raises its modeled class (its name would be the Lambda errorType); the handler maps it.
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    modeled = getattr(client.exceptions, code)({"Error": {"Code": code, "Message": "slow down"}}, "Query")
+    assert type(modeled).__name__ == code
+    monkeypatch.setattr(handler, "_dynamo", _Dynamo(modeled))
+    with pytest.raises(handler.DynamoThrottledError) as raised:
+        handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1}, None)
+    assert type(raised.value).__name__ == "DynamoThrottledError"
+    assert (raised.value.operation, raised.value.code) == ("Query", code)
+    assert raised.value.__cause__ is modeled
+
+
+def test_other_dynamodb_errors_are_not_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    denied = client.exceptions.ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Query")
+    monkeypatch.setattr(handler, "_dynamo", _Dynamo(denied))
+    with pytest.raises(type(denied)) as raised:
+        handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1}, None)
+    assert raised.value is denied
