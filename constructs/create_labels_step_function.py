@@ -283,6 +283,27 @@ class CreateLabelsStepFunction(Construct):
         )
         self.process_role.add_to_policy(
             iam.PolicyStatement(
+                sid="MarkReceiptLabeled",
+                # mark_receipt_labeled: one UpdateItem that SETs labeled_by / labeled_at on the Receipt
+                # item. The condition keeps UpdateItem to those attributes (and the keys), so it can
+                # never rewrite a label, a line or a word.
+                actions=["dynamodb:UpdateItem"],
+                resources=[table.table_arn],
+                conditions={
+                    "ForAllValues:StringEquals": {
+                        "dynamodb:Attributes": [
+                            schema.PARTITION_KEY,
+                            schema.SORT_KEY,
+                            "labeled_by",
+                            "labeled_at",
+                        ]
+                    },
+                    "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
+                },
+            )
+        )
+        self.process_role.add_to_policy(
+            iam.PolicyStatement(
                 sid="ReadReceiptsWriteNewLabels",
                 # Query: get_receipt_details (one key's items); PutItem: add_receipt_word_labels writes
                 # each label with attribute_not_exists(PK). No Update/Delete/Scan: it cannot overwrite.
@@ -407,6 +428,8 @@ class CreateLabelsStepFunction(Construct):
         _add_retry(process_receipt, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
         _add_retry(process_receipt, ["LLMRateLimitError"], interval=30, max_attempts=6, max_delay=300)
         _add_retry(process_receipt, ["LLMTransientError"], interval=5, max_attempts=4, max_delay=60)
+        # receipt_dynamo raises DynamoThrottledError once its own retries against throttling are spent.
+        _add_retry(process_receipt, ["DynamoThrottledError"], interval=10, max_attempts=4, max_delay=120)
 
         label_receipts = sfn.DistributedMap(
             self,

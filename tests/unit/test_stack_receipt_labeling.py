@@ -390,10 +390,25 @@ def test_process_role_reads_receipts_writes_labels_and_reads_only_its_secrets(te
         "Resource": {"Ref": secret_id},
         "Sid": "ReadLlmApiKeys",
     }
-    others = [s for sid, s in by_sid.items() if sid not in ("ReadReceiptsWriteNewLabels", "ReadLlmApiKeys")]
+    # The completion marker: UpdateItem limited to the keys and the two marker attributes.
+    assert by_sid["MarkReceiptLabeled"] == {
+        "Action": "dynamodb:UpdateItem",
+        "Condition": {
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": ["PK", "SK", "labeled_by", "labeled_at"]},
+            "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
+        },
+        "Effect": "Allow",
+        "Resource": {"Fn::GetAtt": [table_id, "Arn"]},
+        "Sid": "MarkReceiptLabeled",
+    }
+    others = [
+        s
+        for sid, s in by_sid.items()
+        if sid not in ("ReadReceiptsWriteNewLabels", "ReadLlmApiKeys", "MarkReceiptLabeled")
+    ]
     assert [sorted(as_list(s["Action"])) for s in others] == [["logs:CreateLogStream", "logs:PutLogEvents"]]
     actions = {a for s in policy_statements(template, role_of(function)) for a in as_list(s["Action"])}
-    assert not actions & {"dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:Scan", "secretsmanager:*"}
+    assert not actions & {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:Scan", "secretsmanager:*"}
 
 
 def test_imported_table_and_secrets_are_granted_by_arn(variant_template: dict[str, Any]) -> None:
