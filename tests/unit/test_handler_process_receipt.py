@@ -144,11 +144,13 @@ def test_without_a_lambda_context_the_handler_still_raises_the_typed_error() -> 
 
 
 def _details(*, labeled_by: str | None, label_by: str | None) -> Any:
-    from receipt_dynamo import Receipt, ReceiptDetails, ReceiptWordLabel
+    from receipt_dynamo import Receipt, ReceiptDetails, ReceiptWordLabel, ValidationStatus
 
     labels = []
     if label_by is not None:
-        labels = [ReceiptWordLabel(IMAGE_ID, 1, 1, 1, "TAX", "r", "2026-01-02T03:04:05Z", "PENDING", label_by)]
+        labels = [
+            ReceiptWordLabel(IMAGE_ID, 1, 1, 1, "TAX", "r", "2026-01-02T03:04:05Z", ValidationStatus.PENDING, label_by)
+        ]
     at = "2026-01-02T03:04:05Z" if labeled_by is not None else None
     return ReceiptDetails(Receipt(IMAGE_ID, 1, labeled_by=labeled_by, labeled_at=at), labels=labels)
 
