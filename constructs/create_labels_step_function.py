@@ -423,13 +423,15 @@ class CreateLabelsStepFunction(Construct):
         )
         # Retriers are evaluated in order; their error names are disjoint. Not retried, on purpose:
         # InvalidEventError, ReceiptNotFoundError, LLMOutputError, LLMRequestError (another try gives
-        # the same answer) and LabelWriteError (labels partly written: the handler would skip the
-        # receipt as already labeled, so it must surface as a failed item instead).
+        # the same answer).
         _add_retry(process_receipt, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
         _add_retry(process_receipt, ["LLMRateLimitError"], interval=30, max_attempts=6, max_delay=300)
         _add_retry(process_receipt, ["LLMTransientError"], interval=5, max_attempts=4, max_delay=60)
         # receipt_dynamo raises DynamoThrottledError once its own retries against throttling are spent.
         _add_retry(process_receipt, ["DynamoThrottledError"], interval=10, max_attempts=4, max_delay=120)
+        # Labels partly written: safe to re-run (the completion marker is set last, existing labels are
+        # skipped), but each try asks the LLM again for the words still unlabeled, hence few tries.
+        _add_retry(process_receipt, ["LabelWriteError"], interval=15, max_attempts=2, max_delay=60)
 
         label_receipts = sfn.DistributedMap(
             self,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from receipt_dynamo import DynamoThrottledError, ReceiptNotFoundError
+from receipt_dynamo import DynamoThrottledError, LabelWriteError, ReceiptNotFoundError
 from receipt_label import LLMOutputError, LLMRateLimitError, LLMTransientError
 from tests.conftest import REPO_ROOT
 
@@ -255,6 +255,14 @@ def test_process_receipt_retries_only_what_is_transient(definition: dict[str, An
             "MaxDelaySeconds": 120,
             "JitterStrategy": "FULL",
         },
+        {
+            "ErrorEquals": ["LabelWriteError"],
+            "IntervalSeconds": 15,
+            "MaxAttempts": 2,
+            "BackoffRate": 2,
+            "MaxDelaySeconds": 60,
+            "JitterStrategy": "FULL",
+        },
     ]
     assert "Catch" not in state
 
@@ -263,13 +271,14 @@ def test_retry_names_are_the_class_names_the_handler_raises(definition: dict[str
     """Step Functions matches on the exception class name: a rename in receipt_label must break this test."""
     state = definition["States"]["LabelReceipts"]["ItemProcessor"]["States"]["ProcessReceipt"]
     retried = {name for retrier in state["Retry"] for name in retrier["ErrorEquals"]}
-    assert {LLMRateLimitError.__name__, LLMTransientError.__name__, DynamoThrottledError.__name__} <= retried
+    transient = {LLMRateLimitError, LLMTransientError, DynamoThrottledError, LabelWriteError}
+    assert {error.__name__ for error in transient} <= retried
     # Rate limits wait longer than other transient errors.
     by_name = {name: retrier for retrier in state["Retry"] for name in retrier["ErrorEquals"]}
     assert by_name["LLMRateLimitError"]["IntervalSeconds"] > by_name["LLMTransientError"]["IntervalSeconds"]
     assert by_name["LLMRateLimitError"]["MaxDelaySeconds"] > by_name["LLMTransientError"]["MaxDelaySeconds"]
     # Permanent errors are never retried (another try would give the same answer), nor is any catch-all.
-    for permanent in ("InvalidEventError", ReceiptNotFoundError.__name__, LLMOutputError.__name__, "LabelWriteError"):
+    for permanent in ("InvalidEventError", ReceiptNotFoundError.__name__, LLMOutputError.__name__, "LLMRequestError"):
         assert permanent not in retried
     assert not retried & {"States.ALL", "States.TaskFailed"}
     for retrier in state["Retry"]:
