@@ -225,11 +225,28 @@ class CodeBuildDockerImage(Construct):
             service="lambda", resource="function", resource_name=name, arn_format=ArnFormat.COLON_RESOURCE_NAME
         )
         self.function_arn = function_arn
+        pipeline_name = f"{name}-image"
+        # CodePipeline stores each artifact under "<first 20 characters of the pipeline name>/<artifact
+        # name, shortened>/<random id>" in its artifact store: the source key (<name>/context.zip) is not
+        # under this prefix unless the name is exactly 20 characters long.
+        self.artifacts_prefix = f"{pipeline_name[:20]}/"
+        artifact_objects = self.artifact_bucket.arn_for_objects(f"{self.artifacts_prefix}*")
+        # The build's and the pipeline's roles are handed to the L2 constructs without policy updates:
+        # their automatic grants (Bucket.grant_read / grant_read_write: s3:GetObject*, s3:GetBucket*,
+        # s3:List*, s3:DeleteObject*, s3:Abort*, and the default /aws/codebuild/<project> log group) are
+        # replaced by the explicit actions each service uses, granted below and listed in the README.
+        self.build_role = iam.Role(
+            self,
+            "BuildRole",
+            assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+            description=f"CodeBuild: builds and pushes the image of {name}",
+        )
         arm = platform == "linux/arm64"
         self.project = codebuild.PipelineProject(
             self,
             "Project",
             project_name=f"{name}-image-build",
+            role=self.build_role.without_policy_updates(),
             description=f"Builds the {platform} container image of the Lambda function {name}",
             environment=codebuild.BuildEnvironment(
                 build_image=(
@@ -256,11 +273,27 @@ class CodeBuildDockerImage(Construct):
                 cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=self.build_log_group)
             ),
         )
-        self.repository.grant_pull_push(self.project)  # includes ecr:GetAuthorizationToken on "*"
-        self.repository.grant(self.project, "ecr:DescribeImages")
+        self.build_log_group.grant_write(self.build_role)  # logs:CreateLogStream, logs:PutLogEvents
+        self.repository.grant_pull_push(self.build_role)  # includes ecr:GetAuthorizationToken on "*"
+        self.repository.grant(self.build_role, "ecr:DescribeImages")
+        # CodeBuild reads its input artifact (the source zip the pipeline copied) with this role.
+        self.build_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadInputArtifact",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[artifact_objects],
+            )
+        )
+        self.build_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ArtifactBucketIdentity",
+                actions=["s3:GetBucketAcl", "s3:GetBucketLocation"],
+                resources=[self.artifact_bucket.bucket_arn],
+            )
+        )
         if not wait_for_build:
             # Async mode: the build points the function at the new digest and waits for the update.
-            self.project.add_to_role_policy(
+            self.build_role.add_to_policy(
                 iam.PolicyStatement(
                     actions=["lambda:UpdateFunctionCode", "lambda:GetFunction", "lambda:GetFunctionConfiguration"],
                     resources=[function_arn],
@@ -277,10 +310,18 @@ class CodeBuildDockerImage(Construct):
             description="true: the build points the Lambda function at the pushed digest",
         )
         source_output = codepipeline.Artifact("Context")
+        self.pipeline_role = iam.Role(
+            self,
+            "PipelineRole",
+            assumed_by=iam.ServicePrincipal("codepipeline.amazonaws.com"),
+            description=f"CodePipeline: the image build of {name}",
+        )
+        self._grant_pipeline(artifact_objects)
         self.pipeline = codepipeline.Pipeline(
             self,
             "Pipeline",
-            pipeline_name=f"{name}-image",
+            pipeline_name=pipeline_name,
+            role=self.pipeline_role.without_policy_updates(),
             pipeline_type=codepipeline.PipelineType.V2,
             execution_mode=codepipeline.ExecutionMode.SUPERSEDED,
             artifact_bucket=self.artifact_bucket,
@@ -423,8 +464,8 @@ class CodeBuildDockerImage(Construct):
                 "DeadlineSeconds": str(int(deadline_seconds)),
             },
         )
-        # The trigger must not run before its permissions exist.
-        self.trigger.node.add_dependency(self.trigger_role)
+        # The trigger must not run before its permissions, and those of the build it starts, exist.
+        self.trigger.node.add_dependency(self.trigger_role, self.build_role)
 
         # ---- the function -------------------------------------------------------------------------
         digest_hex = self.trigger.get_att_string("DigestHex")
@@ -484,11 +525,8 @@ class CodeBuildDockerImage(Construct):
             f"arn:{literal(stack.partition, 'Partition')}:logs:{literal(stack.region, 'Region')}:"
             f"{literal(stack.account, 'AccountId')}:log-group:"
         )
-        bucket, project = ref(self.artifact_bucket), ref(self.project)
-        artifact_rw = (
-            "CDK's CodePipeline grants: the pipeline reads and writes its own artifacts (any object key it "
-            "generates) in the construct's private artifact bucket only"
-        )
+        bucket = ref(self.artifact_bucket)
+        artifacts = f"IAM5[Resource::<{bucket}.Arn>/{self.artifacts_prefix}*]"
         self._acknowledge(
             self.artifact_bucket,
             {
@@ -506,34 +544,21 @@ class CodeBuildDockerImage(Construct):
             },
         )
         self._acknowledge(
-            self.pipeline.role,
+            self.pipeline_role,
             {
-                "IAM5[Action::s3:GetObject*]": artifact_rw,
-                "IAM5[Action::s3:GetBucket*]": artifact_rw,
-                "IAM5[Action::s3:List*]": artifact_rw,
-                "IAM5[Action::s3:DeleteObject*]": artifact_rw,
-                "IAM5[Action::s3:Abort*]": artifact_rw,
-                f"IAM5[Resource::<{bucket}.Arn>/*]": artifact_rw,
+                artifacts: "CodePipeline writes the source stage's output artifact under a key it generates per "
+                "execution (<pipeline name, first 20 characters>/<artifact>/<id>): explicit object actions on "
+                "that prefix of the construct's private artifact bucket only",
             },
         )
-        assert self.project.role is not None
-        artifact_read = (
-            "CDK's CodeBuildAction grant: the build reads its input artifact from the construct's private "
-            "artifact bucket; the object keys are generated per pipeline execution"
-        )
         self._acknowledge(
-            self.project.role,
+            self.build_role,
             {
-                "IAM5[Action::s3:GetObject*]": artifact_read,
-                "IAM5[Action::s3:GetBucket*]": artifact_read,
-                "IAM5[Action::s3:List*]": artifact_read,
-                f"IAM5[Resource::<{bucket}.Arn>/*]": artifact_read,
+                artifacts: "CodeBuild reads its input artifact at a key CodePipeline generates per execution "
+                "(<pipeline name, first 20 characters>/<artifact>/<id>): s3:GetObject and s3:GetObjectVersion "
+                "on that prefix of the construct's private artifact bucket only",
                 "IAM5[Resource::*]": "ecr:GetAuthorizationToken does not support resource-level permissions "
                 "(AWS requires Resource '*'); push/pull actions are scoped to this repository",
-                f"IAM5[Resource::{logs_arn}/aws/codebuild/<{project}>:*]": (
-                    "CDK's default CodeBuild log permission, limited to the project's own default log group "
-                    "(/aws/codebuild/<project>); the build logs to the construct's log group"
-                ),
             },
         )
         self._acknowledge(
@@ -575,6 +600,40 @@ class CodeBuildDockerImage(Construct):
     def image_uri(self) -> str:
         """``<repository uri>@sha256:<digest>`` the function is pinned to (a deploy-time token)."""
         return f"{self.repository.repository_uri}@sha256:{self.trigger.get_att_string('DigestHex')}"
+
+    def _grant_pipeline(self, artifact_objects: str) -> None:
+        """The pipeline role's permissions, as AWS documents them for an S3 source action, the artifact store
+        and a CodeBuild action, each scoped to the object, prefix, bucket or project it is used on."""
+        role = self.pipeline_role
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadSourceObject",
+                actions=["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
+                resources=[self.artifact_bucket.arn_for_objects(self.source_key)],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="SourceAndArtifactBucket",
+                actions=["s3:GetBucketVersioning", "s3:GetBucketAcl", "s3:GetBucketLocation"],
+                resources=[self.artifact_bucket.bucket_arn],
+            )
+        )
+        # The source stage writes its output artifact; tags read from the source object may come along.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteArtifacts",
+                actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectVersion"],
+                resources=[artifact_objects],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="RunBuild",
+                actions=["codebuild:BatchGetBuilds", "codebuild:StartBuild", "codebuild:StopBuild"],
+                resources=[self.project.project_arn],
+            )
+        )
 
     def _grant_trigger(self, function_arn: str) -> None:
         role = self.trigger_role

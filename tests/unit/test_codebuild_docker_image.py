@@ -530,13 +530,93 @@ def test_trigger_role_is_scoped_to_this_asset_bucket_pipeline_repository_project
 def test_build_role_pushes_to_this_repository_and_updates_only_this_function(async_stack: Any) -> None:
     image, _, raw, _ = async_stack
     repo_arn = {"Fn::GetAtt": [logical_id(image.repository), "Arn"]}
-    build = statements(raw, logical_id(image.project.role))
+    build = statements(raw, logical_id(image.build_role))
     push = next(s for s in build if "ecr:PutImage" in actions_of(s))
     assert push["Resource"] == repo_arn
     assert {"ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"} <= actions_of(push)
     update = next(s for s in build if "lambda:UpdateFunctionCode" in actions_of(s))
     assert json.dumps(update["Resource"]).endswith(f':function:{FUNCTION}"]]}}')
     assert not any(a.startswith(("lambda:", "ecr:Put")) and s["Resource"] == "*" for s in build for a in actions_of(s))
+
+
+def test_no_iam_action_is_a_wildcard(async_stack: Any, wait_stack: Any) -> None:
+    # CDK's automatic S3 grants (s3:GetObject*, s3:GetBucket*, s3:List*, s3:DeleteObject*, s3:Abort*) are
+    # replaced by explicit actions: the build and pipeline roles are handed to the L2s without policy updates.
+    for _, _, raw, _ in (async_stack, wait_stack):
+        found = [
+            (name, action)
+            for name, policy in resources(raw, "AWS::IAM::Policy").items()
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            for action in actions_of(statement)
+        ]
+        assert len(found) > 30
+        assert [(name, action) for name, action in found if "*" in action] == []
+
+
+def test_build_and_pipeline_roles_use_explicit_s3_actions_on_the_source_key_and_artifact_prefix(
+    async_stack: Any,
+) -> None:
+    image, _, raw, _ = async_stack
+    bucket_arn = {"Fn::GetAtt": [logical_id(image.artifact_bucket), "Arn"]}
+    # CodePipeline's artifact keys start with the first 20 characters of the pipeline name.
+    assert image.artifacts_prefix == f"{FUNCTION}-image"[:20] + "/" == "receipt-labeling-tes/"
+
+    def objects(key: str) -> str:
+        return json.dumps({"Fn::Join": ["", [bucket_arn, f"/{key}"]]})
+
+    def s3_grants(role: Any) -> dict[str, set[str]]:
+        return {
+            json.dumps(s["Resource"]): actions_of(s)
+            for s in statements(raw, logical_id(role))
+            if any(a.startswith("s3:") for a in actions_of(s))
+        }
+
+    assert s3_grants(image.pipeline_role) == {
+        objects(f"{FUNCTION}/context.zip"): {
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:GetObjectTagging",
+            "s3:GetObjectVersionTagging",
+        },
+        json.dumps(bucket_arn): {"s3:GetBucketVersioning", "s3:GetBucketAcl", "s3:GetBucketLocation"},
+        objects("receipt-labeling-tes/*"): {
+            "s3:PutObject",
+            "s3:PutObjectTagging",
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+        },
+    }
+    assert s3_grants(image.build_role) == {
+        objects("receipt-labeling-tes/*"): {"s3:GetObject", "s3:GetObjectVersion"},
+        json.dumps(bucket_arn): {"s3:GetBucketAcl", "s3:GetBucketLocation"},
+    }
+    others = [
+        s
+        for s in statements(raw, logical_id(image.pipeline_role))
+        if not s["Sid"].startswith(("Read", "Source", "Write"))
+    ]
+    assert others == [
+        {
+            "Action": ["codebuild:BatchGetBuilds", "codebuild:StartBuild", "codebuild:StopBuild"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [logical_id(image.project), "Arn"]},
+            "Sid": "RunBuild",
+        }
+    ]
+    # The L2 constructs run with these roles; no other role was created for them.
+    (_, project), (_, pipeline) = only(raw, "AWS::CodeBuild::Project"), only(raw, "AWS::CodePipeline::Pipeline")
+    assert project["Properties"]["ServiceRole"] == {"Fn::GetAtt": [logical_id(image.build_role), "Arn"]}
+    assert pipeline["Properties"]["RoleArn"] == {"Fn::GetAtt": [logical_id(image.pipeline_role), "Arn"]}
+    services = sorted(
+        json.dumps(r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"])
+        for r in resources(raw, "AWS::IAM::Role").values()
+    )
+    assert services.count('{"Service": "codebuild.amazonaws.com"}') == 1
+    assert services.count('{"Service": "codepipeline.amazonaws.com"}') == 1
+    # The first build never starts before its role's permissions exist.
+    trigger = only(raw, "Custom::CodeBuildDockerImage")[1]
+    build_policy = logical_id(image.build_role.node.find_child("DefaultPolicy"))
+    assert {logical_id(image.build_role), build_policy} <= set(trigger["DependsOn"])
 
 
 # ---- static analysis -------------------------------------------------------------------------------
