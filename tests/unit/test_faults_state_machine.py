@@ -48,19 +48,33 @@ def test_process_receipt_retries_llm_throttling_and_transient_errors_with_jitter
     assert retry["LLMTransientError"]["MaxAttempts"] == 4
     assert all(retry[e]["JitterStrategy"] == "FULL" for e in ("LLMRateLimitError", "LLMTransientError"))
     assert set(retry) >= LAMBDA_SERVICE_ERRORS
-    # Not retried: another try gives the same result, or could half-finish a receipt.
+    # Not retried: another try gives the same result. Raw botocore throttling names never reach the
+    # state machine (the handler maps them to DynamoThrottledError), and nothing catches all.
     for error in (
         "InvalidEventError",
         "ReceiptNotFoundError",
         "LLMOutputError",
         "LLMRequestError",
-        "LabelWriteError",
         "ProvisionedThroughputExceededException",
+        "ClientError",
         "States.ALL",
         "States.TaskFailed",
     ):
         assert error not in retry, error
     assert "Catch" not in process  # a failed receipt fails its map item (FAILED results), never silently
+
+
+def test_process_receipt_retries_dynamodb_throttling_and_partial_label_writes_a_bounded_number_of_times(
+    nag_synth: NagSynth,
+) -> None:
+    """A partly labeled receipt has no completion marker, so a retry completes it (rows of the README table)."""
+    process = definition(nag_synth)["States"]["LabelReceipts"]["ItemProcessor"]["States"]["ProcessReceipt"]
+    retry = retriers(process)
+    for error in ("DynamoThrottledError", "LabelWriteError"):
+        assert retry[error]["JitterStrategy"] == "FULL", error
+        assert retry[error]["BackoffRate"] > 1, error
+        assert 1 <= retry[error]["MaxAttempts"] <= 4, error  # bounded: each LabelWriteError retry asks the LLM again
+        assert retry[error]["IntervalSeconds"] >= 10, error  # give the table's capacity time to recover
 
 
 def test_a_failed_receipt_is_counted_and_the_run_fails_past_the_tolerated_share(nag_synth: NagSynth) -> None:
