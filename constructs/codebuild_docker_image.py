@@ -99,7 +99,8 @@ class CodeBuildDockerImage(Construct):
 
     Attributes: ``repository``, ``artifact_bucket``, ``project``, ``pipeline``, ``lambda_function``,
     ``image_tag`` (the content tag), ``build_context`` (selected files), ``trigger`` (the custom
-    resource), ``provider``, ``source_key``.
+    resource), ``provider``, ``source_key``, ``build_role`` and ``pipeline_role`` (the project's and the
+    pipeline's roles, with explicit actions only), ``artifacts_prefix``.
     """
 
     def __init__(
