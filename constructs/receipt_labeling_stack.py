@@ -170,17 +170,21 @@ class _DropDependsOnEnforcedByReferences:
         self._stack = stack
 
     def validate(self) -> list[str]:
+        # Runs inside synth as a jsii callback: every call below is a round trip to Node. Most
+        # resources have no DependsOn, so their dependencies are read first and only resources with
+        # some have their properties and their targets' logical ids resolved (one resolve each).
         stack = self._stack
         for construct in stack.node.find_all():
-            if not isinstance(construct, CfnResource) or Stack.of(construct) is not stack:
+            if not isinstance(construct, CfnResource):
                 continue
-            referenced = _referenced_logical_ids(stack.resolve(construct._cfn_properties))
-            for target in construct.obtain_dependencies():
-                if (
-                    isinstance(target, CfnResource)
-                    and Stack.of(target) is stack
-                    and stack.resolve(target.logical_id) in referenced
-                ):
+            targets = [t for t in construct.obtain_dependencies() if isinstance(t, CfnResource)]
+            if not targets or Stack.of(construct) is not stack:
+                continue
+            targets = [t for t in targets if Stack.of(t) is stack]
+            properties, logical_ids = stack.resolve([construct._cfn_properties, [t.logical_id for t in targets]])
+            referenced = _referenced_logical_ids(properties)
+            for target, logical_id in zip(targets, logical_ids, strict=True):
+                if logical_id in referenced:
                     construct.remove_resource_dependency(target)
         return []
 
