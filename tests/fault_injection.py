@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,27 +29,16 @@ from moto.core.botocore_stubber import MockRawResponse
 
 from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus
 from receipt_dynamo.schema import create_table_kwargs
+from tests.lambda_handlers import PROCESS_HANDLER, load_handler
 from tests.ollama_server import OllamaServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
-PROCESS_HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
-LIST_HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
 TABLE = "receipts-faults"
 BUCKET = "manifests-faults"
 API_KEY = "olk-faults-3b9e71d2-never-log-me"
 MODEL = "loopback-model"
 WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
-
-
-def load_handler(path: Path, name: str) -> ModuleType:
-    """Import the handler at ``path`` as a new module called ``name`` (its cached clients start empty)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---- AWS faults at the HTTP layer ----------------------------------------------------------------

@@ -25,9 +25,9 @@ from tests.fault_injection import (
     LambdaContext,
     ProcessWorld,
     human_label,
-    load_handler,
     process_world,
 )
+from tests.lambda_handlers import load_handler
 from tests.ollama_server import OllamaServer, RecordedRequest, ScriptedResponse, label_words_responder
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,8 @@ from moto import mock_aws
 
 from receipt_dynamo import DocumentValidationError, DynamoClient, ReceiptNotFoundError, parse_receipt_document
 from receipt_dynamo.schema import create_table_kwargs
-from tests.fault_injection import BUCKET, LIST_HANDLER, TABLE, ProcessWorld, load_handler, process_world
+from tests.fault_injection import BUCKET, TABLE, ProcessWorld, process_world
+from tests.lambda_handlers import LIST_HANDLER, load_handler
 from tests.ollama_server import OllamaServer, label_words_responder
 
 pytestmark = pytest.mark.integration

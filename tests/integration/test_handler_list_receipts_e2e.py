@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +14,7 @@ from moto import mock_aws
 
 from receipt_dynamo import DynamoClient
 from receipt_dynamo.schema import create_table_kwargs
+from tests.lambda_handlers import load_handler as load_handler_file
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +26,7 @@ BUCKET = "manifests-test"
 
 
 def load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("list_receipts_handler_integration", HANDLER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_handler_file(HANDLER, "list_receipts_handler_integration")
 
 
 @pytest.fixture

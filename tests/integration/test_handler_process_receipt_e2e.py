@@ -10,7 +10,6 @@ by the next one.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus, utc
 from receipt_dynamo.keys import TYPE_RECEIPT
 from receipt_dynamo.schema import create_table_kwargs
 from receipt_label import LLMOutputError, LLMRateLimitError, LLMRequestError, LLMTransientError
+from tests.lambda_handlers import load_handler as load_handler_file
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,7 @@ WRITE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "Tr
 
 
 def _load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("process_receipt_handler_integration", HANDLER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_handler_file(HANDLER, "process_receipt_handler_integration")
 
 
 handler = _load_handler()

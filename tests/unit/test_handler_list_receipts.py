@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from receipt_dynamo import DynamoClient
+from tests.lambda_handlers import load_handler as load_handler_file
 
 pytestmark = pytest.mark.unit
 
@@ -22,12 +22,7 @@ HANDLER = Path(__file__).resolve().parents[2] / "lambdas" / "list_receipts" / "h
 
 
 def load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("list_receipts_handler_unit", HANDLER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_handler_file(HANDLER, "list_receipts_handler_unit")
 
 
 handler = load_handler()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,6 +11,8 @@ import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.stub import Stubber
 
+from tests.lambda_handlers import load_handler as load_handler_file
+
 pytestmark = pytest.mark.unit
 
 HANDLER = Path(__file__).resolve().parents[2] / "lambdas" / "process_receipt" / "handler.py"
@@ -21,12 +21,7 @@ ONE_MB = "x" * (1 << 20)
 
 
 def load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("process_receipt_handler_unit", HANDLER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_handler_file(HANDLER, "process_receipt_handler_unit")
 
 
 handler = load_handler()
