@@ -64,6 +64,8 @@ LAMBDA_SERVICE_ERRORS: tuple[str, ...] = (
 MANIFEST_PREFIX = "manifests/"
 RESULTS_PREFIX = "results"
 MAP_RUN_LABEL = "LabelReceipts"
+#: Feature flag without which CDK drops ``result_writer_v2`` from the Distributed Map (and its IAM grant).
+RESULT_WRITER_V2_FLAG = "@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2"
 #: The cdk-nag pack whose findings this module acknowledges (validation plugin namespace).
 NAG_PACK = "AwsSolutions"
 
@@ -174,6 +176,11 @@ class CreateLabelsStepFunction(Construct):
         process_memory_size: int = 1536,
     ) -> None:
         super().__init__(scope, id_)
+        # The map's ResultWriter (result_writer_v2) is rendered, and its s3:PutObject granted, only when
+        # this feature flag is on; the summary reads $.ResultWriterDetails, so it must never be off.
+        # Set on this construct (before any child exists), it holds for every child whatever the
+        # app's context (cdk.json or none): node context is looked up from the nearest construct up.
+        self.node.set_context(RESULT_WRITER_V2_FLAG, True)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if not 0 <= tolerated_failure_percentage <= 100:

@@ -18,6 +18,7 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 from app import build_app
 from constructs.create_labels_step_function import (
+    RESULT_WRITER_V2_FLAG,
     CreateLabelsStepFunction,
     list_receipts_code_files,
     stage_list_receipts_code,
@@ -619,3 +620,34 @@ def test_template_snapshot(template: dict[str, Any], snapshot: Any) -> None:
     code and build-context assets) and the content-hash image tag, i.e. 32+ hex-digit runs.
     Update with `pytest --snapshot-update` after an intended change and review the diff."""
     assert mask_volatile(template) == snapshot(extension_class=JSONSnapshotExtension)
+
+
+# ---- independent of the app's context ----------------------------------------------------------------
+def test_result_writer_does_not_depend_on_the_apps_feature_flags(tmp_path: Path) -> None:
+    """A bare ``cdk.App()`` (no cdk.json context): the map still writes its results to S3 and the role may.
+
+    CDK renders ``result_writer_v2`` (and grants its s3:PutObject) only under a feature flag; without
+    them Summarize's ``$.ResultWriterDetails`` would fail every execution at its end.
+    """
+    app = build_app(cdk.App(outdir=str(tmp_path)))
+    assert app.node.try_get_context(RESULT_WRITER_V2_FLAG) is None
+    (stack,) = [c for c in app.node.children if isinstance(c, cdk.Stack)]
+    label_receipts = stack.node.find_child("CreateLabels").node.find_child("LabelReceipts")
+    assert cdk.FeatureFlags.of(label_receipts).is_enabled(RESULT_WRITER_V2_FLAG)
+
+    tmpl = app.synth().get_stack_by_name("ReceiptLabeling-dev").template
+    _, machine = one(tmpl, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf")
+    bucket_id = next(k for k in tmpl["Resources"] if k.startswith("CreateLabelsManifestBucket"))
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else "${" + json.dumps(p).replace('"', "'") + "}" for p in parts)
+    writer = json.loads(text)["States"]["LabelReceipts"]["ResultWriter"]
+    assert writer["Resource"].endswith(":states:::s3:putObject")
+    assert writer["Parameters"]["Prefix"] == "results"
+    assert bucket_id in writer["Parameters"]["Bucket"]
+
+    role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    put = [s for s in policy_statements(tmpl, role_id) if "s3:PutObject" in as_list(s["Action"])]
+    assert len(put) == 1
+    # arn:<partition>:s3:::<manifest bucket>/*, which covers results/<map run id>/...
+    resource = put[0]["Resource"]["Fn::Join"][1]
+    assert {"Ref": bucket_id} in resource and resource[-1] == "/*"
