@@ -438,7 +438,9 @@ class CodeBuildDockerImage(Construct):
                     self, "TriggerWaiterLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
                 ),
                 level=sfn.LogLevel.ALL,
-                include_execution_data=True,
+                # Never the execution data: the waiter is started with the whole CloudFormation request,
+                # whose presigned ResponseURL would let any reader of the logs forge the resource's reply.
+                include_execution_data=False,
             ),
         )
         # The handler fails with a precise message this long after the start, before the provider's
@@ -589,7 +591,8 @@ class CodeBuildDockerImage(Construct):
             waiter,
             {
                 "SF2": "The provider framework's waiter state machine only loops over the is-complete handler; "
-                "it logs ALL events with execution data; X-Ray adds cost and no insight here",
+                "it logs ALL events (without execution data: its input holds the presigned CloudFormation "
+                "response URL); X-Ray adds cost and no insight here",
                 "IAM5[Resource::*]": "CloudWatch Logs vended-log delivery actions (logs:CreateLogDelivery and "
                 "related) do not support resource-level permissions; required for the waiter's logging",
                 f"IAM5[Resource::<{framework_is_complete}.Arn>:*]": version_wildcard,

@@ -598,8 +598,9 @@ class CreateLabelsStepFunction(Construct):
                     "whose API has no memory setting; they only relay one CloudFormation event per deployment to "
                     "the trigger handlers, for which the default 128 MB is enough.",
                     "StepFunctionStateMachineXray": "The provider framework's waiter state machine only polls the "
-                    "is-complete handler during deployments and logs ALL events with execution data; X-Ray adds "
-                    "cost and no insight here (the same reason as its AwsSolutions-SF2 acknowledgement).",
+                    "is-complete handler during deployments and logs ALL events (without execution data, which "
+                    "would hold the presigned CloudFormation response URL); X-Ray adds cost and no insight here "
+                    "(the same reason as its AwsSolutions-SF2 acknowledgement).",
                 },
             ),
         ]

@@ -378,6 +378,8 @@ def test_trigger_custom_resource_carries_the_tag_asset_and_source_and_ends_withi
     assert waiter_seconds < int(value["ServiceTimeout"]) < 3600
     assert int(value["DeadlineSeconds"]) < waiter_seconds
     assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    # The waiter's input is the CloudFormation request with its presigned ResponseURL: never logged.
+    assert machine["Properties"]["LoggingConfiguration"]["IncludeExecutionData"] is False
 
 
 def test_trigger_handlers_are_plain_python_from_lambdas_folder(async_stack: Any) -> None:

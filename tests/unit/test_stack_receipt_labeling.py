@@ -488,6 +488,17 @@ def test_state_machine_is_standard_logged_and_traced(template: dict[str, Any]) -
     assert log_group["RetentionInDays"] == 14
 
 
+def test_only_the_labeling_state_machine_logs_execution_data(template: dict[str, Any]) -> None:
+    """The image build's waiter is started with the CloudFormation request (presigned ResponseURL)."""
+    logged = {
+        machine["Properties"].get("StateMachineName", logical_id): machine["Properties"]["LoggingConfiguration"]
+        for logical_id, machine in resources(template, "AWS::StepFunctions::StateMachine").items()
+    }
+    assert len(logged) == 2, list(logged)
+    assert {name for name, config in logged.items() if config["IncludeExecutionData"]} == {"receipt-labeling-dev-sf"}
+    assert {config["Level"] for config in logged.values()} == {"ALL"}
+
+
 def test_state_machine_role_is_scoped(template: dict[str, Any]) -> None:
     machine_id, machine = one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf")
     role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
