@@ -11,7 +11,9 @@ on_event (Create / Update):
         updates the function itself.
 on_event (Delete): nothing (the repository and bucket follow their removal policy).
 is_complete: polls the execution by id; on success returns the digest of the tag; on failure raises
-  with the CodeBuild log tail and console links; past the deadline raises instead of hanging.
+  with the CodeBuild log tail and console links; past the deadline raises instead of hanging. The
+  failure reason is bounded (``compose_failure_reason``) so it always fits CloudFormation's 4,096-byte
+  custom resource response.
 
 Update and Delete first stop the executions and builds still running for an earlier request, so an
 older async build never repoints the function after this request (a later deploy or a rollback).
@@ -24,10 +26,11 @@ Attributes: ImageTag, ImageDigest ("sha256:..."), DigestHex, PipelineExecutionId
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -50,7 +53,17 @@ RETRYABLE_START_ERRORS = frozenset(
 START_RETRY_DELAYS = (2.0, 4.0, 8.0, 15.0, 20.0, 30.0, 30.0)  # ~110 s: IAM propagation takes seconds
 RUNNING = "InProgress"
 LOG_TAIL_LINES = 25
-LOG_TAIL_CHARS = 1800
+LOG_TAIL_CHARS = 1800  # the build log's last characters kept before the byte budget applies
+REASON_PART_CHARS = 300  # each summary / phase message (they repeat the ~450-char buildx command)
+# CloudFormation rejects a custom resource response body over 4,096 bytes, and a rejected response
+# loses the reason. The provider framework sends JSON.stringify({Status, Reason, StackId, RequestId,
+# PhysicalResourceId, LogicalResourceId, Data}) with Reason = the Node error's stack: our message
+# plus "\n\nLogs: /aws/lambda/<function>" and its own stack frames. 2,500 bytes of JSON-escaped
+# reason leave ~1.5 KB for all of that.
+REASON_BUDGET_BYTES = 2500
+PART_CUT_MARKER = " [...] "
+SUMMARY_CUT_MARKER = " [... cut to fit the 4 KB response ...]"
+LOG_CUT_MARKER = "[... earlier log lines cut ...]\n"
 
 
 class BuildFailedError(RuntimeError):
@@ -273,8 +286,125 @@ def _build_action(clients: Clients, pipeline: str, execution_id: str) -> dict[st
     return details[0] if details else None
 
 
+def _json_cost(text: str) -> int:
+    """Bytes ``text`` takes inside a JSON string, escaped as ``json.dumps`` does by default.
+
+    ``ensure_ascii`` escaping (quote and backslash 2 bytes, other non-ASCII 6, an emoji 12) is an upper
+    bound of the UTF-8 bytes any JSON encoder (e.g. the framework's JSON.stringify) produces. The cost of a
+    string is the sum of its characters' costs.
+    """
+    return len(json.dumps(text)) - 2
+
+
+def _keep_start(text: str, budget: int) -> str:
+    """The longest start of ``text`` whose JSON cost is at most ``budget``."""
+    used = 0
+    for index, char in enumerate(text):
+        used += _json_cost(char)
+        if used > budget:
+            return text[:index]
+    return text
+
+
+def _keep_end(text: str, budget: int) -> str:
+    """The longest end of ``text`` whose JSON cost is at most ``budget``."""
+    used = 0
+    for index in range(len(text) - 1, -1, -1):
+        used += _json_cost(text[index])
+        if used > budget:
+            return text[index + 1 :]
+    return text
+
+
+def _clip_chars(text: str, max_chars: int) -> str:
+    """``text`` stripped, or its start and end around ``PART_CUT_MARKER`` when longer than ``max_chars``.
+
+    Both ends matter in CodeBuild messages: the start names the command, the end gives the exit status.
+    """
+    text = text.strip()
+    if len(text) <= max_chars:
+        return text
+    keep = max(max_chars - len(PART_CUT_MARKER), 0)
+    return text[: keep - keep // 2] + PART_CUT_MARKER + text[len(text) - keep // 2 :]
+
+
+def _clip_start_of_log(tail: str, budget: int) -> str:
+    """The end of the log within ``budget`` JSON bytes, starting at a line when a cut was needed."""
+    if _json_cost(tail) <= budget:
+        return tail
+    kept = _keep_end(tail, budget - _json_cost(LOG_CUT_MARKER))
+    newline = kept.find("\n")
+    if 0 <= newline < len(kept) - 1:  # drop the partial first line, unless only the last line is left
+        kept = kept[newline + 1 :]
+    return LOG_CUT_MARKER + kept if kept else ""
+
+
+def compose_failure_reason(
+    parts: Sequence[str],
+    link: str,
+    log_tail: str = "",
+    *,
+    budget_bytes: int = REASON_BUDGET_BYTES,
+    part_chars: int = REASON_PART_CHARS,
+    tail_chars: int = LOG_TAIL_CHARS,
+) -> str:
+    """The failure reason for CloudFormation, bounded so the custom resource response stays under 4 KB.
+
+    Layout: ``"<part>. <part>. Console: <link>\\nLast build log lines:\\n<log tail>"``.
+
+    - each part (the headline, then execution summaries and failed phase messages) is stripped and cut in
+      its middle to ``part_chars`` characters; a part repeating an earlier one is left out;
+    - the log tail keeps its whole last lines within ``tail_chars`` characters (the error is at the end
+      of a build log);
+    - when the whole reason is still over ``budget_bytes`` (``len(json.dumps(reason).encode("utf-8"))``,
+      quotes included), it is cut in the middle: the end of the summary and the oldest log lines give way,
+      each marked, while the headline, the console link and the last log lines stay. Should the link alone
+      not fit, the whole text is cut in its middle as a last resort, so the budget always holds.
+
+    Pure: no I/O; the same inputs give the same reason.
+    """
+    # dict.fromkeys: the pipeline's summary often repeats the action's word for word; say it once.
+    summary = ". ".join(
+        clipped for clipped in dict.fromkeys(_clip_chars(part, part_chars) for part in parts) if clipped
+    )
+    console = f". Console: {link}"
+    tail = log_tail.rstrip()
+    if len(tail) > tail_chars:  # keep whole lines where possible: a cut mid-line starts the tail
+        tail = tail[-tail_chars:] if tail_chars > 0 else ""
+        newline = tail.find("\n")
+        if 0 <= newline < len(tail) - 1:
+            tail = tail[newline + 1 :]
+    tail_heading = "\nLast build log lines:\n" if tail else ""
+    full = summary + console + tail_heading + tail
+    if _json_cost(full) + 2 <= budget_bytes:
+        return full
+
+    room = budget_bytes - 2 - _json_cost(console + tail_heading)
+    summary_cost, tail_cost = _json_cost(summary), _json_cost(tail)
+    half = max(room, 0) // 2
+    if summary_cost <= half:
+        summary_room, tail_room = summary_cost, room - summary_cost
+    elif tail_cost <= half:
+        summary_room, tail_room = room - tail_cost, tail_cost
+    else:
+        summary_room, tail_room = room - half, half
+    if summary_cost > summary_room:
+        summary = _keep_start(summary, summary_room - _json_cost(SUMMARY_CUT_MARKER)).rstrip() + SUMMARY_CUT_MARKER
+    tail = _clip_start_of_log(tail, tail_room)
+    reason = summary + console + (tail_heading + tail if tail else "")
+    if _json_cost(reason) + 2 <= budget_bytes:
+        return reason
+    # Only a link longer than about the whole budget gets here: keep the headline and the log's end.
+    room = max(budget_bytes - 2 - _json_cost(PART_CUT_MARKER), 0)
+    start = _keep_start(full, room - room // 2)
+    return start + PART_CUT_MARKER + _keep_end(full[len(start) :], room // 2)
+
+
 def failure_reason(clients: Clients, props: Mapping[str, Any], execution_id: str, status: str, summary: str) -> str:
-    """A reason for CloudFormation: what failed, a console link and the tail of the build log."""
+    """A reason for CloudFormation: what failed, a console link and the tail of the build log.
+
+    Bounded by ``compose_failure_reason`` to ``REASON_BUDGET_BYTES`` of JSON.
+    """
     pipeline = props["PipelineName"]
     region = _region(clients)
     parts = [f"image build {props['ImageTag']} {status.lower()}: pipeline {pipeline} execution {execution_id}"]
@@ -304,13 +434,10 @@ def failure_reason(clients: Clients, props: Mapping[str, Any], execution_id: str
                     events = clients.logs.get_log_events(
                         logGroupName=group, logStreamName=stream, limit=LOG_TAIL_LINES, startFromHead=False
                     ).get("events", [])
-                    tail = "\n".join(str(e.get("message", "")).rstrip() for e in events)
+                    tail = "\n".join(str(e.get("message", "")).rstrip() for e in events[-LOG_TAIL_LINES:])
     except ClientError as err:  # the reason must still reach CloudFormation
         parts.append(f"(could not read the build log: {_error_code(err)})")
-    reason = ". ".join(parts) + f". Console: {link}"
-    if tail:
-        reason += "\nLast build log lines:\n" + tail[-LOG_TAIL_CHARS:]
-    return reason
+    return compose_failure_reason(parts, link, tail)
 
 
 def check_complete(

@@ -6,6 +6,7 @@ Every stub lists exactly the calls expected: an unexpected call fails the test (
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lambdas.image_build_trigger import handler
 
@@ -406,7 +409,141 @@ def test_a_failed_execution_raises_with_the_log_tail_and_a_console_link(aws: Aws
     assert "Console: https://console.aws.amazon.com/cloudwatch/home" in reason
     assert reason.rstrip().endswith("ERROR: failed to solve: pip install exited 1")
     assert "step 19" in reason
-    assert len(reason) < 3500  # fits CloudFormation's 4 KB response with the framework's wrapping
+    assert json_bytes(reason) <= handler.REASON_BUDGET_BYTES
+    assert "[..." not in reason  # short enough: nothing cut
+
+
+def json_bytes(text: str) -> int:
+    """What the reason costs in the JSON response body sent to CloudFormation."""
+    return len(json.dumps(text).encode("utf-8"))
+
+
+# A build command as CodeBuild quotes it in phase messages and CodePipeline in its summaries (~410 chars).
+BUILDX = (
+    'if [ "$IMAGE_EXISTS" != "true" ]; then docker buildx build --platform "$PLATFORM" --provenance=false'
+    ' --cache-from "type=registry,ref=$REPOSITORY_URI:$CACHE_TAG" --cache-to type=inline'
+    " --build-arg 'PIP_INDEX_URL=https://pypi.org/simple' --build-arg 'PYTHON_VERSION=3.12'"
+    ' --build-arg \'EXTRA={"a": "b\\\\c"}\' --file "$DOCKERFILE" --tag "$REPOSITORY_URI:$IMAGE_TAG"'
+    ' --tag "$REPOSITORY_URI:$CACHE_TAG" --load .; fi'
+)
+PHASE_MESSAGE = f"Error while executing command: {BUILDX}. Reason: exit status 1"
+ACTION_SUMMARY = (
+    f"Build terminated with state: FAILED. Phase: BUILD, Code: COMMAND_EXECUTION_ERROR, Message: {PHASE_MESSAGE}"
+)
+DEEP_LINK = (
+    "https://console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/"
+    "$252Faws$252Fcodebuild$252Ffn-image-build/log-events/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+)
+LAST_LINE = (
+    'ERROR: failed to solve: process "/bin/sh -c pip install -r requirements.txt" did not complete: exit code: 1'
+)
+LOG_LINE_STYLES = {
+    "ascii": lambda i: f"#12 {i:5d}.3 Collecting package-{i} (from -r requirements.txt (line {i}))",
+    "non-ascii and emoji": lambda i: f"#12 {i:5d} 🐳 Größe für Paket {i}: 12 МБ — ✅ 🚀 日本語のログ行",
+    "json escapes": lambda i: f'#12 {i:5d} {{"path": "C:\\\\tmp\\\\x{i}", "msg": "say \\"hi\\""}}\t\\u00e9 \\\\',
+}
+
+
+def long_log(style: str, lines: int = 10_000) -> list[str]:
+    return [LOG_LINE_STYLES[style](i) for i in range(lines)] + [LAST_LINE]
+
+
+@pytest.mark.parametrize("style", sorted(LOG_LINE_STYLES))
+def test_a_real_sized_failure_reason_fits_the_budget_with_the_link_and_the_last_log_lines(style: str) -> None:
+    log = long_log(style)
+    parts = [
+        f"image build {TAG} failed: pipeline {PIPELINE} execution {EXECUTION}",
+        ACTION_SUMMARY,  # the pipeline's statusSummary
+        ACTION_SUMMARY,  # the Build action's externalExecutionSummary
+        f"BUILD: {PHASE_MESSAGE}",
+        f"POST_BUILD: {PHASE_MESSAGE}",
+    ]
+    reason = handler.compose_failure_reason(parts, DEEP_LINK, "\n".join(log))
+    assert json_bytes(reason) <= handler.REASON_BUDGET_BYTES
+    assert f"Console: {DEEP_LINK}" in reason
+    assert reason.startswith(parts[0])
+    assert reason.endswith("\n" + "\n".join(log[-3:]))  # whole last lines, the error last
+    assert "exit status 1" in reason  # a phase message keeps its end, cut in its middle
+    assert "[...] " in reason  # where something was cut, it says so
+    assert reason.count("Build terminated with state: FAILED") == 1  # the repeated summary once
+
+
+@pytest.mark.parametrize("style", sorted(LOG_LINE_STYLES))
+def test_a_failed_build_with_real_sized_messages_raises_a_reason_within_the_budget(aws: Aws, style: str) -> None:
+    """Through the handler: the long buildx command in the pipeline summary, the action summary and two
+    failed phases, and the last 25 events of a 10,000-line log."""
+    aws.execution("Failed", summary=ACTION_SUMMARY)
+    aws.stub["codepipeline"].add_response(
+        "list_action_executions",
+        {
+            "actionExecutionDetails": [
+                {
+                    "stageName": "Build",
+                    "actionName": "Build",
+                    "status": "Failed",
+                    "output": {
+                        "executionResult": {"externalExecutionId": BUILD_ID, "externalExecutionSummary": ACTION_SUMMARY}
+                    },
+                }
+            ]
+        },
+        {"pipelineName": PIPELINE, "filter": {"pipelineExecutionId": EXECUTION}},
+    )
+    failed_phase = {
+        "phaseStatus": "FAILED",
+        "contexts": [{"statusCode": "COMMAND_EXECUTION_ERROR", "message": PHASE_MESSAGE}],
+    }
+    aws.stub["codebuild"].add_response(
+        "batch_get_builds",
+        {
+            "builds": [
+                {
+                    "id": BUILD_ID,
+                    "phases": [{"phaseType": "BUILD", **failed_phase}, {"phaseType": "POST_BUILD", **failed_phase}],
+                    "logs": {"groupName": "build-logs", "streamName": "aaaaaaaa-bbbb", "deepLink": DEEP_LINK},
+                }
+            ]
+        },
+        {"ids": [BUILD_ID]},
+    )
+    # CodeBuild writes a buildx step's output as one event: each event carries hundreds of lines.
+    log = long_log(style)
+    events = ["\n".join(log[i : i + 400]) for i in range(0, len(log), 400)][-handler.LOG_TAIL_LINES :]
+    aws.stub["logs"].add_response(
+        "get_log_events",
+        {"events": [{"timestamp": i, "message": message + "\n"} for i, message in enumerate(events)]},
+        {"logGroupName": "build-logs", "logStreamName": "aaaaaaaa-bbbb", "limit": 25, "startFromHead": False},
+    )
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    with pytest.raises(handler.BuildFailedError) as raised:
+        poll(aws, started, now=1100.0)
+    reason = str(raised.value)
+    assert json_bytes(reason) <= handler.REASON_BUDGET_BYTES
+    assert f"Console: {DEEP_LINK}" in reason
+    assert reason.startswith(f"image build {TAG} failed: pipeline {PIPELINE} execution {EXECUTION}")
+    assert reason.endswith("\n" + "\n".join(log[-3:]))
+    assert "BUILD: Error while executing command" in reason
+
+
+def test_a_link_longer_than_the_budget_still_yields_a_reason_within_it() -> None:
+    reason = handler.compose_failure_reason(["image build failed"], "https://x/" + "é" * 1000, "ERROR: boom")
+    assert json_bytes(reason) <= handler.REASON_BUDGET_BYTES
+    assert reason.startswith("image build failed") and reason.endswith("ERROR: boom")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    parts=st.lists(st.text(max_size=1500), max_size=6),
+    tail=st.lists(st.text(max_size=300).map(lambda t: t.replace("\n", " ")), max_size=40).map("\n".join),
+    budget=st.integers(min_value=1200, max_value=4000),
+)
+def test_any_reason_fits_its_budget_and_keeps_the_link(parts: list[str], tail: str, budget: int) -> None:
+    reason = handler.compose_failure_reason(parts, DEEP_LINK, tail, budget_bytes=budget)
+    assert json_bytes(reason) <= budget
+    assert f"Console: {DEEP_LINK}" in reason
+    last_line = tail.rstrip().rpartition("\n")[2]
+    if json_bytes(last_line) <= 300:  # a short last log line survives whole (longer ones keep their end)
+        assert reason.endswith(last_line)
 
 
 def test_failure_reason_survives_unreadable_logs(aws: Aws) -> None:
