@@ -4,7 +4,7 @@ State machine (JSONPath, STANDARD)::
 
     ListReceipts (zip Lambda)  -> writes the manifest, returns {receipt_count, manifest_bucket, manifest_key}
     HasReceipts (Choice)       -> receipt_count > 0 ? LabelReceipts : NoReceipts
-    NoReceipts (Succeed)
+    NoReceipts (Pass)          -> Summarize's keys with zeros (results and map_run_arn null)
     LabelReceipts (Distributed Map, ItemReader = the manifest, child STANDARD executions)
         ProcessReceipt (container Lambda) per {image_id, receipt_id}
         ResultWriter -> s3://<manifest bucket>/results/<map run id>/ (SUCCEEDED_*.json, FAILED_*.json)
@@ -507,8 +507,26 @@ class CreateLabelsStepFunction(Construct):
                 "map_run_arn": sfn.JsonPath.string_at("$.map.map_run_arn"),
             },
         )
-        no_receipts = sfn.Succeed(
-            self, "NoReceipts", comment="The table holds no receipt: nothing to label", output_path="$.list"
+        # The same keys as Summarize, so a caller reads every execution's output the same way. CDK drops
+        # None from Parameters (jsii passes it as undefined), so a JSON null is written as an intrinsic.
+        json_null = "States.StringToJson('null')"
+        no_receipts = sfn.Pass(
+            self,
+            "NoReceipts",
+            comment="The table holds no receipt: nothing to label; the output has Summarize's keys, with zeros",
+            parameters={
+                "receipt_count": sfn.JsonPath.number_at("$.list.receipt_count"),
+                "succeeded": 0,
+                "failed": 0,
+                "timed_out": 0,
+                "aborted": 0,
+                "results.$": json_null,
+                "manifest": {
+                    "bucket": sfn.JsonPath.string_at("$.list.manifest_bucket"),
+                    "key": sfn.JsonPath.string_at("$.list.manifest_key"),
+                },
+                "map_run_arn.$": json_null,
+            },
         )
         has_receipts = (
             sfn.Choice(self, "HasReceipts", comment="Skip the map when the manifest is empty")

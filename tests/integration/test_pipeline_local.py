@@ -158,6 +158,30 @@ def test_fixture_receipts_labeled_valid_untouched_garbage_fails_alone_rerun_free
     assert {k: _labels(store, k) for k in labels_before_rerun} == labels_before_rerun
 
 
+def test_an_empty_table_succeeds_with_the_summary_keys_and_zeros(pipeline: tuple[LocalPipeline, OllamaServer]) -> None:
+    """No receipt: the map is skipped, no LLM call, and the output has the same keys as a labeling run's."""
+    local, server = pipeline
+
+    run = local.run(name="empty-table")
+
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    assert [i.state for i in run.invocations] == ["ListReceipts"]
+    listed = run.invocations[0].result
+    assert listed["receipt_count"] == 0 and listed["manifest_bucket"] in local.buckets
+    assert listed["manifest_key"].startswith("manifests/empty-table/")
+    assert server.chat_requests == []
+    assert run.output == {
+        "receipt_count": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "timed_out": 0,
+        "aborted": 0,
+        "results": None,
+        "manifest": {"bucket": listed["manifest_bucket"], "key": listed["manifest_key"]},
+        "map_run_arn": None,
+    }
+
+
 def test_more_failures_than_tolerated_fail_the_execution(pipeline: tuple[LocalPipeline, OllamaServer]) -> None:
     """Two of ten receipts fail: 20 % > the template's ToleratedFailurePercentage (10)."""
     local, _ = pipeline

@@ -116,7 +116,8 @@ def test_shape_list_choice_map_summary(definition: dict[str, Any]) -> None:
     assert states["LabelReceipts"]["Next"] == "CountResults"
     assert states["CountResults"]["Next"] == "Summarize"
     assert states["Summarize"]["End"] is True
-    assert states["NoReceipts"]["Type"] == "Succeed"
+    assert states["NoReceipts"]["Type"] == "Pass"
+    assert states["NoReceipts"]["End"] is True
     assert "QueryLanguage" not in definition  # JSONPath throughout
 
 
@@ -175,10 +176,32 @@ def test_has_receipts_skips_the_map_for_an_empty_manifest(definition: dict[str, 
     assert state["Choices"] == [{"Variable": "$.list.receipt_count", "NumericGreaterThan": 0, "Next": "LabelReceipts"}]
     assert state["Default"] == "NoReceipts"
     assert definition["States"]["NoReceipts"] == {
-        "Type": "Succeed",
-        "Comment": "The table holds no receipt: nothing to label",
-        "OutputPath": "$.list",
+        "Type": "Pass",
+        "Comment": "The table holds no receipt: nothing to label; the output has Summarize's keys, with zeros",
+        "Parameters": {
+            "receipt_count.$": "$.list.receipt_count",
+            "succeeded": 0,
+            "failed": 0,
+            "timed_out": 0,
+            "aborted": 0,
+            "results.$": "States.StringToJson('null')",
+            "manifest": {"bucket.$": "$.list.manifest_bucket", "key.$": "$.list.manifest_key"},
+            "map_run_arn.$": "States.StringToJson('null')",
+        },
+        "End": True,
     }
+
+
+def test_both_ends_output_the_same_keys(definition: dict[str, Any]) -> None:
+    """An empty table and a labeling run give a caller the same output keys (and manifest's keys)."""
+
+    def keys(parameters: dict[str, Any]) -> set[str]:
+        return {k.removesuffix(".$") for k in parameters}
+
+    empty = definition["States"]["NoReceipts"]["Parameters"]
+    summary = definition["States"]["Summarize"]["Parameters"]
+    assert keys(empty) == keys(summary)
+    assert empty["manifest"] == summary["manifest"]
 
 
 def test_label_receipts_is_a_distributed_map_over_the_s3_manifest(
