@@ -65,6 +65,8 @@ QUERY_INTERVAL = Duration.seconds(20)
 QUEUED_TIMEOUT = Duration.minutes(10)
 DEFAULT_BUILD_TIMEOUT = Duration.minutes(30)
 MAX_BUILD_TIMEOUT_MINUTES = 35  # + QUEUED_TIMEOUT + source stage and polling slack < TOTAL_TIMEOUT
+#: Days after which a pipeline run's artifacts (under ``artifacts_prefix``) expire.
+ARTIFACT_EXPIRATION_DAYS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +207,7 @@ class CodeBuildDockerImage(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
+            minimum_tls_version=1.2,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             removal_policy=removal_policy,
             auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
@@ -231,6 +234,15 @@ class CodeBuildDockerImage(Construct):
         # name, shortened>/<random id>" in its artifact store: the source key (<name>/context.zip) is not
         # under this prefix unless the name is exactly 20 characters long.
         self.artifacts_prefix = f"{pipeline_name[:20]}/"
+        # Each pipeline run's artifacts are read only during that run: they expire after 30 days (the
+        # version rule above then removes them). Never the source key, which every run reads: when it is
+        # under the prefix (a 20-character name) there is no such rule.
+        if not self.source_key.startswith(self.artifacts_prefix):
+            self.artifact_bucket.add_lifecycle_rule(
+                id="expire-pipeline-artifacts",
+                prefix=self.artifacts_prefix,
+                expiration=Duration.days(ARTIFACT_EXPIRATION_DAYS),
+            )
         artifact_objects = self.artifact_bucket.arn_for_objects(f"{self.artifacts_prefix}*")
         # The build's and the pipeline's roles are handed to the L2 constructs without policy updates:
         # their automatic grants (Bucket.grant_read / grant_read_write: s3:GetObject*, s3:GetBucket*,

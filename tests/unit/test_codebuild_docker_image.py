@@ -244,12 +244,52 @@ def test_artifact_bucket_is_versioned_encrypted_private_tls_only_and_expires_old
                                 "Action": "s3:*",
                                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
                             }
-                        )
+                        ),
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Action": "s3:*",
+                                "Condition": {"NumericLessThan": {"s3:TlsVersion": 1.2}},
+                            }
+                        ),
                     ]
                 )
             }
         },
     )
+
+
+def artifact_lifecycle_rules(image: CodeBuildDockerImage, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    bucket = raw["Resources"][logical_id(image.artifact_bucket)]["Properties"]
+    return list(bucket["LifecycleConfiguration"]["Rules"])
+
+
+def test_pipeline_artifacts_expire_after_30_days_but_never_the_source_key(async_stack: Any) -> None:
+    image, _template, raw, _ = async_stack
+    expiring = [r for r in artifact_lifecycle_rules(image, raw) if "ExpirationInDays" in r]
+    assert expiring == [
+        {
+            "Id": "expire-pipeline-artifacts",
+            "Prefix": image.artifacts_prefix,
+            "ExpirationInDays": 30,
+            "Status": "Enabled",
+        }
+    ]
+    assert image.artifacts_prefix == "receipt-labeling-tes/"  # the pipeline's name, cut to 20 characters
+    assert not image.source_key.startswith(image.artifacts_prefix)
+
+
+def test_no_artifact_expiration_when_the_source_key_is_under_the_artifact_prefix(
+    tmp_path: Path, context_dir: Path
+) -> None:
+    """A 20-character function name: CodePipeline's artifact prefix is the source key's folder."""
+    name = "twenty-chars-process"
+    assert len(name) == 20
+    image, _template, raw, _ = synth(tmp_path, context_dir, lambda_function_name=name)
+    assert image.source_key.startswith(image.artifacts_prefix)
+    rules = artifact_lifecycle_rules(image, raw)
+    assert [r["Id"] for r in rules] == ["expire-old-versions"]
+    assert not [r for r in rules if "ExpirationInDays" in r]
 
 
 def test_project_is_a_privileged_arm_al2023_build_with_its_own_log_group(async_stack: Any) -> None:
