@@ -41,8 +41,9 @@ class PipelineSettings:
             raise ValueError(
                 f"tolerated_failure_percentage must be within 0..100, got {self.tolerated_failure_percentage}"
             )
-        if not self.ollama_base_url.startswith(("https://", "http://")):
-            raise ValueError(f"ollama_base_url must be an http(s) URL, got {self.ollama_base_url!r}")
+        # The Lambda sends the API key as a bearer token: never over plain HTTP.
+        if not self.ollama_base_url.startswith("https://"):
+            raise ValueError(f"ollama_base_url must be an https:// URL, got {self.ollama_base_url!r}")
 
     @property
     def name(self) -> str:

@@ -36,7 +36,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "ollama_api_key_secret_name": "ollama/api-key",
     "langsmith_api_key_secret_name": "langsmith/api-key",
     "ollama_model": "llama3.1:8b",
-    "ollama_base_url": "http://ollama.internal:11434",
+    "ollama_base_url": "https://ollama.internal:11434",
     "max_concurrency": 7,
     "tolerated_failure_percentage": 25,
 }
@@ -320,7 +320,7 @@ def test_process_function_variant_settings(variant_template: dict[str, Any]) -> 
     variables = function["Properties"]["Environment"]["Variables"]
     assert variables == {
         "DYNAMODB_TABLE_NAME": "receipts-existing",
-        "OLLAMA_BASE_URL": "http://ollama.internal:11434",
+        "OLLAMA_BASE_URL": "https://ollama.internal:11434",
         "OLLAMA_MODEL": "llama3.1:8b",
         "OLLAMA_API_KEY_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ollama/api-key",
         "LANGSMITH_API_KEY_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:langsmith/api-key",
@@ -592,6 +592,7 @@ def test_langsmith_secret_created_when_tracing_is_on(tmp_path: Path) -> None:
         ("tolerated_failure_percentage", 101, "tolerated_failure_percentage"),
         ("stage", "a-very-long-stage-name-that-breaks-lambda", "stage"),
         ("ollama_base_url", "ollama.com", "ollama_base_url"),
+        ("ollama_base_url", "http://ollama.internal:11434", "https"),
     ],
 )
 def test_settings_reject_values_that_cannot_deploy(field: str, value: Any, message: str) -> None:
