@@ -29,7 +29,7 @@ from moto.core.botocore_stubber import MockRawResponse
 
 from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus
 from receipt_dynamo.schema import create_table_kwargs
-from tests.lambda_handlers import PROCESS_HANDLER, load_handler
+from tests.lambda_handlers import PROCESS_HANDLER, Calls, LambdaContext, load_handler
 from tests.ollama_server import OllamaServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +38,6 @@ TABLE = "receipts-faults"
 BUCKET = "manifests-faults"
 API_KEY = "olk-faults-3b9e71d2-never-log-me"
 MODEL = "loopback-model"
-WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
 
 # ---- AWS faults at the HTTP layer ----------------------------------------------------------------
@@ -130,31 +129,7 @@ class HttpFaults:
         return AWSResponse(request.url, status, headers, MockRawResponse(body))
 
 
-@dataclass
-class Calls:
-    """API operations a client made (one per API call, not per HTTP attempt)."""
-
-    names: list[str] = field(default_factory=list)
-
-    def hook(self, model: Any, **_: Any) -> None:
-        self.names.append(model.name)
-
-    def writes(self) -> list[str]:
-        return [n for n in self.names if n in WRITE_OPERATIONS]
-
-
 # ---- the ProcessReceipt world ---------------------------------------------------------------------
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "ProcessReceipt"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ProcessReceipt"
-    memory_limit_in_mb: int = 1536
-    aws_request_id: str = "req-faults"
-    log_group_name: str = "/aws/lambda/ProcessReceipt"
-    log_stream_name: str = "stream"
 
 
 @dataclass

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIST_HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
 PROCESS_HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
+WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
 
 def load_handler(path: Path | str, name: str) -> ModuleType:
@@ -24,3 +27,30 @@ def load_handler(path: Path | str, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of a Lambda context object that the handlers and Powertools read."""
+
+    function_name: str = "ProcessReceipt"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ProcessReceipt"
+    memory_limit_in_mb: int = 1536
+    aws_request_id: str = "req-local"
+    log_group_name: str = "/aws/lambda/ProcessReceipt"
+    log_stream_name: str = "stream"
+
+
+@dataclass
+class Calls:
+    """AWS API operations a client made (one per API call, not per HTTP attempt); register ``hook``
+    on the client's ``before-call`` event."""
+
+    names: list[str] = field(default_factory=list)
+
+    def hook(self, model: Any, **_: Any) -> None:
+        self.names.append(model.name)
+
+    def writes(self) -> list[str]:
+        return [n for n in self.names if n in WRITE_OPERATIONS]

@@ -22,12 +22,11 @@ from tests.fault_injection import (
     FIXTURES,
     TABLE,
     HttpFaults,
-    LambdaContext,
     ProcessWorld,
     human_label,
     process_world,
 )
-from tests.lambda_handlers import load_handler
+from tests.lambda_handlers import LambdaContext, load_handler
 from tests.ollama_server import OllamaServer, RecordedRequest, ScriptedResponse, label_words_responder
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +29,7 @@ from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus, utc
 from receipt_dynamo.keys import TYPE_RECEIPT
 from receipt_dynamo.schema import create_table_kwargs
 from receipt_label import LLMOutputError, LLMRateLimitError, LLMRequestError, LLMTransientError
+from tests.lambda_handlers import Calls, LambdaContext
 from tests.lambda_handlers import load_handler as load_handler_file
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
 
@@ -40,7 +41,6 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 TABLE = "receipts-test"
 API_KEY = "olk-loopback-7f3a9c-do-not-log"
 LANGSMITH_KEY = "lsv2-loopback-key-do-not-log"
-WRITE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 
 
 def _load_handler() -> ModuleType:
@@ -48,30 +48,6 @@ def _load_handler() -> ModuleType:
 
 
 handler = _load_handler()
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "ProcessReceipt"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ProcessReceipt"
-    memory_limit_in_mb: int = 1024
-    aws_request_id: str = "req-1"
-    log_group_name: str = "/aws/lambda/ProcessReceipt"
-    log_stream_name: str = "stream"
-
-
-@dataclass
-class Calls:
-    """AWS API calls made by the handler's own clients, by operation name."""
-
-    names: list[str] = field(default_factory=list)
-
-    def hook(self, model: Any, **_: Any) -> None:
-        self.names.append(model.name)
-
-    def writes(self) -> list[str]:
-        return [n for n in self.names if n in WRITE_OPERATIONS]
 
 
 @dataclass
