@@ -53,6 +53,7 @@ def settings_from_context(app: cdk.App) -> PipelineSettings:
             max_concurrency=_int_context(app, "max_concurrency", 3),
             tolerated_failure_percentage=_int_context(app, "tolerated_failure_percentage", 10),
             wait_for_build=_bool_context(app, "wait_for_build"),
+            alarm_email=opt("alarm_email"),
         )
     except ValueError as err:
         raise SystemExit(f"invalid context: {err}") from None

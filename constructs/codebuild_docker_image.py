@@ -38,17 +38,22 @@ from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_codepipeline_actions as actions
 from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 
 from constructs import Construct, IConstruct
 from constructs.docker_build_context import BuildContext, resolve_context, stage_context
 from constructs.docker_image_buildspec import CACHE_TAG, build_spec_object
+
+SOURCE_RESOURCE_TYPE = "Custom::CodeBuildDockerImageSource"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -61,6 +66,8 @@ PLATFORMS: dict[str, lambda_.Architecture] = {
 # The whole custom resource (copy, start, queue, build, push) must end before CloudFormation's
 # one-hour custom-resource limit: the provider gives up after TOTAL_TIMEOUT and reports FAILED.
 TOTAL_TIMEOUT = Duration.minutes(50)
+#: BuildKit's own image, the one ``docker buildx create --driver docker-container`` pulls by default.
+DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:buildx-stable-1"
 QUERY_INTERVAL = Duration.seconds(20)
 QUEUED_TIMEOUT = Duration.minutes(10)
 DEFAULT_BUILD_TIMEOUT = Duration.minutes(30)
@@ -96,13 +103,33 @@ class LambdaConfig:
         return Size.mebibytes(self.ephemeral_storage)
 
 
+ALARM_RULE_DLQ_REASON = (
+    "The rule's only target is the stack's SNS alarm topic: EventBridge retries a failed delivery with "
+    "backoff for 24 hours (185 attempts, its default retry policy), and a dead-letter queue for alarms would "
+    "itself need an alarm nobody receives when the topic is the one that fails."
+)
+
+
+def acknowledge_alarm_rule(rule: events.Rule) -> None:
+    """cdk-nag Serverless-EventBusDLQ on a rule whose target is the alarm topic (reason above)."""
+    Validations.of(rule).acknowledge(
+        Acknowledgment(id="Serverless::Serverless-EventBusDLQ", reason=ALARM_RULE_DLQ_REASON)
+    )
+
+
 class CodeBuildDockerImage(Construct):
     """Builds ``dockerfile_path`` in CodeBuild and runs it as the Lambda ``lambda_function_name``.
 
     Attributes: ``repository``, ``artifact_bucket``, ``project``, ``pipeline``, ``lambda_function``,
     ``image_tag`` (the content tag), ``build_context`` (selected files), ``trigger`` (the custom
     resource), ``provider``, ``source_key``, ``build_role`` and ``pipeline_role`` (the project's and the
-    pipeline's roles, with explicit actions only), ``artifacts_prefix``.
+    pipeline's roles, with explicit actions only), ``artifacts_prefix``, ``source_object`` (the custom
+    resource that puts the build context at ``source_key`` before the pipeline exists),
+    ``failure_rules`` (EventBridge rules to ``alarm_topic``, empty without one).
+
+    ``buildkit_image`` is the BuildKit image of the build's ``docker-container`` builder (the one that
+    can export a registry cache of every stage); point it at a mirror in your own registry to avoid
+    Docker Hub's anonymous pull limits. ``alarm_topic`` receives failed pipeline executions and builds.
     """
 
     def __init__(
@@ -123,6 +150,8 @@ class CodeBuildDockerImage(Construct):
         keep_images: int = 10,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        buildkit_image: str = DEFAULT_BUILDKIT_IMAGE,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, id_)
         build_timeout = build_timeout or DEFAULT_BUILD_TIMEOUT
@@ -180,18 +209,25 @@ class CodeBuildDockerImage(Construct):
             removal_policy=removal_policy,
             empty_on_delete=removal_policy == RemovalPolicy.DESTROY,
             lifecycle_rules=[
+                # ECR applies rules by priority and "an image that matches the tagging requirements of a
+                # rule cannot be expired by a rule with a lower priority": the registry cache manifest
+                # (rewritten by every build, never run) matches this rule and is never counted below.
                 ecr.LifecycleRule(
                     rule_priority=1,
+                    description=f"Keep the registry build cache ({CACHE_TAG}) out of the image count",
+                    tag_status=ecr.TagStatus.TAGGED,
+                    tag_pattern_list=[CACHE_TAG],
+                    max_image_count=1,
+                ),
+                ecr.LifecycleRule(
+                    rule_priority=2,
                     description="Expire untagged images one day after push",
                     tag_status=ecr.TagStatus.UNTAGGED,
                     max_image_age=Duration.days(1),
                 ),
                 ecr.LifecycleRule(
-                    rule_priority=2,
-                    description=(
-                        f"Keep the last {keep_images} content-tagged images; the image carrying the cache tag "
-                        "is the newest push, so it is always kept"
-                    ),
+                    rule_priority=3,
+                    description=f"Keep the last {keep_images} content-tagged images",
                     tag_status=ecr.TagStatus.TAGGED,
                     tag_pattern_list=["*"],
                     max_image_count=keep_images,
@@ -230,6 +266,7 @@ class CodeBuildDockerImage(Construct):
         )
         self.function_arn = function_arn
         pipeline_name = f"{name}-image"
+        self.pipeline_name = pipeline_name
         # CodePipeline stores each artifact under "<first 20 characters of the pipeline name>/<artifact
         # name, shortened>/<random id>" in its artifact store: the source key (<name>/context.zip) is not
         # under this prefix unless the name is exactly 20 characters long.
@@ -248,17 +285,26 @@ class CodeBuildDockerImage(Construct):
         # their automatic grants (Bucket.grant_read / grant_read_write: s3:GetObject*, s3:GetBucket*,
         # s3:List*, s3:DeleteObject*, s3:Abort*, and the default /aws/codebuild/<project> log group) are
         # replaced by the explicit actions each service uses, granted below and listed in the README.
+        project_name = f"{name}-image-build"
+        project_arn = stack.format_arn(service="codebuild", resource="project", resource_name=project_name)
         self.build_role = iam.Role(
             self,
             "BuildRole",
-            assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+            # Confused-deputy guard: CodeBuild may assume the role only for this project of this account.
+            assumed_by=iam.ServicePrincipal(
+                "codebuild.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": project_arn},
+                },
+            ),
             description=f"CodeBuild: builds and pushes the image of {name}",
         )
         arm = platform == "linux/arm64"
         self.project = codebuild.PipelineProject(
             self,
             "Project",
-            project_name=f"{name}-image-build",
+            project_name=project_name,
             role=self.build_role.without_policy_updates(),
             description=f"Builds the {platform} container image of the Lambda function {name}",
             environment=codebuild.BuildEnvironment(
@@ -277,6 +323,7 @@ class CodeBuildDockerImage(Construct):
                 "DOCKERFILE": codebuild.BuildEnvironmentVariable(value=self.build_context.dockerfile),
                 "CACHE_TAG": codebuild.BuildEnvironmentVariable(value=CACHE_TAG),
                 "FUNCTION_NAME": codebuild.BuildEnvironmentVariable(value=name),
+                "BUILDKIT_IMAGE": codebuild.BuildEnvironmentVariable(value=buildkit_image),
             },
             build_spec=codebuild.BuildSpec.from_object(build_spec_object(build_args)),
             timeout=build_timeout,
@@ -289,6 +336,15 @@ class CodeBuildDockerImage(Construct):
         self.build_log_group.grant_write(self.build_role)  # logs:CreateLogStream, logs:PutLogEvents
         self.repository.grant_pull_push(self.build_role)  # includes ecr:GetAuthorizationToken on "*"
         self.repository.grant(self.build_role, "ecr:DescribeImages")
+        # Authenticated pulls of the ECR Public base images (the account's pull quota instead of the
+        # anonymous per-address one). Neither action supports resource-level permissions.
+        self.build_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PullPublicBaseImages",
+                actions=["ecr-public:GetAuthorizationToken", "sts:GetServiceBearerToken"],
+                resources=["*"],
+            )
+        )
         # CodeBuild reads its input artifact (the source zip the pipeline copied) with this role.
         self.build_role.add_to_policy(
             iam.PolicyStatement(
@@ -446,8 +502,15 @@ class CodeBuildDockerImage(Construct):
             framework_complete_and_timeout_role=framework_roles[1],
             disable_waiter_state_machine_logging=False,
             waiter_state_machine_log_options=cr.LogOptions(
+                # Under /aws/vendedlogs/: Step Functions adds any other log group to the account's CloudWatch
+                # Logs resource policy, limited to 5,120 characters; deploys then fail in accounts with
+                # many logged state machines.
                 destination=logs.LogGroup(
-                    self, "TriggerWaiterLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+                    self,
+                    "TriggerWaiterLogs",
+                    log_group_name=f"/aws/vendedlogs/states/{name}-image-build-waiter",
+                    retention=log_retention,
+                    removal_policy=RemovalPolicy.DESTROY,
                 ),
                 level=sfn.LogLevel.ALL,
                 # Never the execution data: the waiter is started with the whole CloudFormation request,
@@ -458,6 +521,24 @@ class CodeBuildDockerImage(Construct):
         # The handler fails with a precise message this long after the start, before the provider's
         # own (message-less) timeout.
         deadline_seconds = TOTAL_TIMEOUT.to_seconds() - 3 * QUERY_INTERVAL.to_seconds()
+        # The build context at the source key before the pipeline exists: the execution CodePipeline starts
+        # by itself when it creates the pipeline then builds this tag (the trigger waits for that run)
+        # instead of failing on a missing source object.
+        self.source_object = CustomResource(
+            self,
+            "Source",
+            service_token=self.provider.service_token,
+            resource_type=SOURCE_RESOURCE_TYPE,
+            properties={
+                "ImageTag": self.image_tag,
+                "AssetBucket": self.context_asset.s3_bucket_name,
+                "AssetKey": self.context_asset.s3_object_key,
+                "SourceBucket": self.artifact_bucket.bucket_name,
+                "SourceKey": self.source_key,
+            },
+        )
+        self.source_object.node.add_dependency(self.trigger_role)
+        self.pipeline.node.add_dependency(self.source_object)
         self.trigger = CustomResource(
             self,
             "Trigger",
@@ -466,10 +547,7 @@ class CodeBuildDockerImage(Construct):
             service_timeout=Duration.minutes(55),
             properties={
                 "ImageTag": self.image_tag,
-                "AssetBucket": self.context_asset.s3_bucket_name,
-                "AssetKey": self.context_asset.s3_object_key,
-                "SourceBucket": self.artifact_bucket.bucket_name,
-                "SourceKey": self.source_key,
+                "SourceVersion": self.source_object.get_att_string("VersionId"),
                 "PipelineName": self.pipeline.pipeline_name,
                 "SourceActionName": "Source",
                 "ProjectName": self.project.project_name,
@@ -517,7 +595,76 @@ class CodeBuildDockerImage(Construct):
         )
         for key in sorted(config.tags):
             Tags.of(self.lambda_function).add(key, config.tags[key])
+        self._condition_lambda_pull(function_arn)
+        self.failure_rules = self._alarm_on_failures(alarm_topic, name, project_name)
         self._acknowledge_nag_findings()
+
+    def _condition_lambda_pull(self, function_arn: str) -> None:
+        """Limit the repository policy statement CDK adds for ``lambda.amazonaws.com`` (BatchGetImage,
+        GetDownloadUrlForLayer, BatchCheckLayerAvailability) to this function, by ``aws:sourceArn``.
+
+        CDK renders that statement as the policy's only one and offers no way to condition it: an
+        override of statement 0, which a test pins to the Lambda principal.
+        """
+        repository = self.repository.node.default_child
+        assert isinstance(repository, ecr.CfnRepository)
+        repository.add_property_override(
+            "RepositoryPolicyText.Statement.0.Condition",
+            {"StringLike": {"aws:sourceArn": [function_arn, f"{function_arn}:*"]}},
+        )
+
+    def _alarm_on_failures(self, topic: sns.ITopic | None, name: str, project_name: str) -> list[events.Rule]:
+        """EventBridge rules: a FAILED pipeline execution and a FAILED build of this image reach ``topic``.
+
+        In async mode nobody watches the build a deploy started: these are how a failure reaches a person.
+        """
+        if topic is None:
+            return []
+        pipeline_failed = events.Rule(
+            self,
+            "PipelineFailedRule",
+            description=f"Image build pipeline of {name}: execution FAILED",
+            event_pattern=events.EventPattern(
+                source=["aws.codepipeline"],
+                detail_type=["CodePipeline Pipeline Execution State Change"],
+                detail={"state": ["FAILED"], "pipeline": [self.pipeline_name]},
+            ),
+        )
+        pipeline_failed.add_target(
+            targets.SnsTopic(
+                topic,
+                message=events.RuleTargetInput.from_text(
+                    f"The image build of the Lambda function {name} FAILED: pipeline "
+                    f"{events.EventField.from_path('$.detail.pipeline')} execution "
+                    f"{events.EventField.from_path('$.detail.execution-id')} in "
+                    f"{events.EventField.from_path('$.region')}. The function keeps its previous image. "
+                    "Open the execution in the CodePipeline console for the build log."
+                ),
+            )
+        )
+        build_failed = events.Rule(
+            self,
+            "BuildFailedRule",
+            description=f"Image build project of {name}: build FAILED",
+            event_pattern=events.EventPattern(
+                source=["aws.codebuild"],
+                detail_type=["CodeBuild Build State Change"],
+                detail={"build-status": ["FAILED"], "project-name": [project_name]},
+            ),
+        )
+        build_failed.add_target(
+            targets.SnsTopic(
+                topic,
+                message=events.RuleTargetInput.from_text(
+                    f"A CodeBuild build of the {name} image FAILED: "
+                    f"{events.EventField.from_path('$.detail.build-id')}. Its log: "
+                    f"{events.EventField.from_path('$.detail.additional-information.logs.deep-link')}"
+                ),
+            )
+        )
+        for rule in (pipeline_failed, build_failed):
+            acknowledge_alarm_rule(rule)
+        return [pipeline_failed, build_failed]
 
     def _acknowledge(self, scope: IConstruct, findings: Mapping[str, str]) -> None:
         """Acknowledge cdk-nag (AwsSolutions) findings on ``scope`` and its children, each with its reason."""
@@ -661,9 +808,10 @@ class CodeBuildDockerImage(Construct):
                 resources=[self.context_asset.bucket.arn_for_objects(self.context_asset.s3_object_key)],
             )
         )
+        # HeadObject (s3:GetObject) tells whether the source key already holds this tag (a repeated request).
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["s3:PutObject"],
+                actions=["s3:GetObject", "s3:PutObject"],
                 resources=[self.artifact_bucket.arn_for_objects(self.source_key)],
             )
         )
@@ -676,7 +824,9 @@ class CodeBuildDockerImage(Construct):
                     "codepipeline:ListPipelineExecutions",
                     "codepipeline:StopPipelineExecution",
                 ],
-                resources=[self.pipeline.pipeline_arn],
+                # From the literal name, not a reference: the pipeline depends on the source resource,
+                # which runs with this role.
+                resources=[Stack.of(self).format_arn(service="codepipeline", resource=self.pipeline_name)],
             )
         )
         self.repository.grant(role, "ecr:DescribeImages")

@@ -38,16 +38,19 @@ from aws_cdk import (
     Validations,
 )
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from constructs import Construct
-from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig
+from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig, acknowledge_alarm_rule
 from receipt_dynamo import schema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +177,7 @@ class CreateLabelsStepFunction(Construct):
         manifest_expiration: Duration | None = None,
         process_timeout: Duration | None = None,
         process_memory_size: int = 1536,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, id_)
         # The map's ResultWriter (result_writer_v2) is rendered, and its s3:PutObject granted, only when
@@ -350,6 +354,7 @@ class CreateLabelsStepFunction(Construct):
                 log_retention=log_retention,
             ),
             wait_for_build=wait_for_build,
+            alarm_topic=alarm_topic,
         )
         self.process_function = self.process_image.lambda_function
 
@@ -376,8 +381,39 @@ class CreateLabelsStepFunction(Construct):
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             tracing_enabled=True,
         )
+        self.failed_execution_rule = self._alarm_on_failed_executions(alarm_topic)
         self._acknowledge_state_machine_findings()
         self._acknowledge_serverless_findings()
+
+    def _alarm_on_failed_executions(self, topic: sns.ITopic | None) -> events.Rule | None:
+        """An EventBridge rule: executions that end FAILED, TIMED_OUT or ABORTED reach ``topic``."""
+        if topic is None:
+            return None
+        rule = events.Rule(
+            self,
+            "FailedExecutionRule",
+            description="Labeling run ended FAILED, TIMED_OUT or ABORTED",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                    "stateMachineArn": [self.state_machine.state_machine_arn],
+                },
+            ),
+        )
+        rule.add_target(
+            targets.SnsTopic(
+                topic,
+                message=events.RuleTargetInput.from_text(
+                    f"A labeling run ended {events.EventField.from_path('$.detail.status')}: "
+                    f"{events.EventField.from_path('$.detail.executionArn')}. Its error and cause are in the "
+                    "execution's history (Step Functions console)."
+                ),
+            )
+        )
+        acknowledge_alarm_rule(rule)
+        return rule
 
     # The definition ------------------------------------------------------------------------------
     def _definition(

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import jsii
-from aws_cdk import Acknowledgment, CfnOutput, CfnResource, Stack, Tags, Validations
+from aws_cdk import Acknowledgment, CfnOutput, CfnResource, RemovalPolicy, Stack, Tags, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 
 from constructs import Construct, IValidation
 from constructs.create_labels_step_function import CreateLabelsStepFunction
 from constructs.receipt_table import ReceiptTable
+
+EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +35,7 @@ class PipelineSettings:
     max_concurrency: int = 3
     tolerated_failure_percentage: int = 10
     wait_for_build: bool = False
+    alarm_email: str | None = None
 
     def __post_init__(self) -> None:
         if not self.stage or not self.stage.replace("-", "").isalnum():
@@ -41,6 +49,8 @@ class PipelineSettings:
             raise ValueError(
                 f"tolerated_failure_percentage must be within 0..100, got {self.tolerated_failure_percentage}"
             )
+        if self.alarm_email is not None and not EMAIL.fullmatch(self.alarm_email):
+            raise ValueError(f"alarm_email must be one e-mail address, got {self.alarm_email!r}")
         # The Lambda sends the API key as a bearer token: never over plain HTTP.
         if not self.ollama_base_url.startswith("https://"):
             raise ValueError(f"ollama_base_url must be an https:// URL, got {self.ollama_base_url!r}")
@@ -86,6 +96,7 @@ class ReceiptLabelingStack(Stack):
             else None
         )
 
+        self.alarm_topic = self._alarm_topic(name, settings.alarm_email)
         self.create_labels = CreateLabelsStepFunction(
             self,
             "CreateLabels",
@@ -98,6 +109,7 @@ class ReceiptLabelingStack(Stack):
             max_concurrency=settings.max_concurrency,
             tolerated_failure_percentage=settings.tolerated_failure_percentage,
             wait_for_build=settings.wait_for_build,
+            alarm_topic=self.alarm_topic,
         )
         labels = self.create_labels
         outputs = {
@@ -109,12 +121,47 @@ class ReceiptLabelingStack(Stack):
             "TableName": (self.receipt_table.table.table_name, "The receipt table"),
             "ManifestBucketName": (labels.manifest_bucket.bucket_name, "Manifests and per-receipt results"),
             "OllamaApiKeySecretArn": (self.ollama_api_key_secret.secret_arn, "Holds the Ollama API key"),
+            "AlarmTopicArn": (self.alarm_topic.topic_arn, "Failed image builds and labeling runs (subscribe here)"),
         }
         if self.langsmith_api_key_secret is not None:
             outputs["LangSmithApiKeySecretArn"] = (self.langsmith_api_key_secret.secret_arn, "Holds the LangSmith key")
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
         drop_depends_on_enforced_by_references(self)
+
+    def _alarm_topic(self, name: str, email: str | None) -> sns.Topic:
+        """The stack's one alarm channel: an SNS topic encrypted with its own KMS key, TLS only.
+
+        EventBridge publishes to it (failed image builds, failed labeling runs), so the key is customer
+        managed: the AWS managed ``alias/aws/sns`` key's policy cannot let ``events.amazonaws.com`` use it.
+        """
+        key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description=f"Encrypts the {name} alarm topic",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventBridgePublishesAlarms",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
+        topic = sns.Topic(
+            self,
+            "AlarmTopic",
+            topic_name=f"{name}-alarms",
+            display_name=f"{name} alarms",
+            master_key=key,
+            enforce_ssl=True,
+        )
+        if email:
+            topic.add_subscription(subscriptions.EmailSubscription(email))
+        return topic
 
     def _secret(
         self, id_: str, *, existing_name: str | None, new_name: str, description: str

@@ -1,31 +1,45 @@
 """Custom resource handlers of CodeBuildDockerImage (custom_resources.Provider on-event / is-complete).
 
-on_event (Create / Update):
+Two resource types share these handlers:
+
+``Custom::CodeBuildDockerImageSource`` (Create / Update) copies the hashed asset to the pipeline's
+source key and returns its object version (``VersionId``). The pipeline depends on it, so the run
+CodePipeline starts by itself when it creates a pipeline finds its source and builds the current
+tag instead of failing. Idempotent: when the key's current version already holds this tag (a
+re-invocation), that version is returned and nothing is copied.
+
+``Custom::CodeBuildDockerImage`` on_event (Create / Update):
+  - Update first stops the executions and builds still running for *another* tag (an older async
+    build must not repoint the function after this request); one failed stop never skips the rest;
   - the content tag already in ECR -> nothing is started; returns that tag's digest
     (redeploys and rollbacks never rebuild);
-  - otherwise copies the hashed asset to the pipeline's source key, starts the pipeline pinned to
-    the new object version with IMAGE_TAG / UPDATE_FUNCTION as pipeline variables, and
+  - an execution already building this tag (the pipeline's own run at creation, or this request's
+    first invocation) is adopted, never stopped and never duplicated;
+  - otherwise starts the pipeline pinned to ``SourceVersion`` with IMAGE_TAG / UPDATE_FUNCTION as
+    pipeline variables and a client request token from the request id and that version (a second
+    invocation for the same request gets the same execution); ConflictException (the pipeline was
+    updated a moment ago), the concurrent-execution limit, AccessDenied and throttling are retried;
       * waits (is_complete polls the execution) on Create, in wait mode, or when the function does
         not exist yet;
       * in async mode returns at once with the digest the function runs now; the build then
         updates the function itself.
-on_event (Delete): nothing (the repository and bucket follow their removal policy).
-is_complete: polls the execution by id; on success returns the digest of the tag; on failure raises
-  with the CodeBuild log tail and console links; past the deadline raises instead of hanging. The
-  failure reason is bounded (``compose_failure_reason``) so it always fits CloudFormation's 4,096-byte
-  custom resource response.
+on_event (Delete): stops everything still running (each stop on its own).
+is_complete: polls the execution by id; on success returns the digest of the tag; a Superseded or
+  Cancelled execution keeps the deploy waiting while the tag can still appear (another execution
+  builds it) and succeeds as soon as it is in ECR; Failed / Stopped raise with the CodeBuild log
+  tail and console links; past the deadline raises instead of hanging. The failure reason is bounded
+  (``compose_failure_reason``) so it always fits CloudFormation's 4,096-byte custom resource response.
 
-Update and Delete first stop the executions and builds still running for an earlier request, so an
-older async build never repoints the function after this request (a later deploy or a rollback).
-
-Properties (strings): ImageTag, AssetBucket, AssetKey, SourceBucket, SourceKey, PipelineName,
+Properties (strings): ImageTag, SourceVersion, SourceBucket, SourceKey, PipelineName,
 SourceActionName, ProjectName, RepositoryName, FunctionName, WaitForBuild ("true"/"false"),
-DeadlineSeconds.
-Attributes: ImageTag, ImageDigest ("sha256:..."), DigestHex, PipelineExecutionId, Built ("true"/"false").
+DeadlineSeconds; the source resource: ImageTag, AssetBucket, AssetKey, SourceBucket, SourceKey.
+Attributes: ImageTag, ImageDigest ("sha256:..."), DigestHex, PipelineExecutionId, Built ("true"/"false");
+the source resource: VersionId.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -47,10 +61,17 @@ RETRYABLE_START_ERRORS = frozenset(
         "ThrottlingException",
         "TooManyRequestsException",
         "PipelineNotFoundException",  # a pipeline created a moment ago
+        # StartPipelineExecution, as botocore's model lists it: the pipeline is busy right after its
+        # definition was updated (every deploy that changes the context updates its default tag).
+        "ConflictException",
         "ConcurrentPipelineExecutionsLimitExceededException",
     }
 )
-START_RETRY_DELAYS = (2.0, 4.0, 8.0, 15.0, 20.0, 30.0, 30.0)  # ~110 s: IAM propagation takes seconds
+SOURCE_RESOURCE_TYPE = "Custom::CodeBuildDockerImageSource"
+TAG_METADATA = "image-tag"  # user metadata of the source object: the content tag it holds
+# Pipeline execution statuses after which another execution may still push the tag.
+OVERTAKEN = frozenset({"Superseded", "Cancelled"})
+START_RETRY_DELAYS = (2.0, 4.0, 8.0, 15.0, 20.0, 30.0, 30.0, 30.0)  # ~140 s: IAM propagation, a busy pipeline
 RUNNING = "InProgress"
 LOG_TAIL_LINES = 25
 LOG_TAIL_CHARS = 1800  # the build log's last characters kept before the byte budget applies
@@ -144,6 +165,54 @@ def _result(tag: str, digest: str, *, execution_id: str = "", built: bool) -> di
     }
 
 
+def copy_source(props: Mapping[str, Any], *, clients: Clients, sleep: Callable[[float], None]) -> str:
+    """The version of the source key that holds ``ImageTag``: the current one when it already does (a
+    repeated request), else a fresh copy of the asset, tagged with the content tag in its metadata."""
+    bucket, key, tag = props["SourceBucket"], props["SourceKey"], str(props["ImageTag"])
+    try:
+        head = clients.s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if _error_code(err) not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        head = {}
+    if head.get("Metadata", {}).get(TAG_METADATA) == tag and head.get("VersionId"):
+        LOG.info("s3://%s/%s version %s already holds %s: not copied again", bucket, key, head["VersionId"], tag)
+        return str(head["VersionId"])
+    copied = _with_retries(
+        lambda: clients.s3.copy_object(
+            Bucket=bucket,
+            Key=key,
+            CopySource={"Bucket": props["AssetBucket"], "Key": props["AssetKey"]},
+            Metadata={TAG_METADATA: tag},
+            MetadataDirective="REPLACE",
+        ),
+        "CopyObject",
+        sleep,
+    )
+    version_id = copied.get("VersionId")
+    if not version_id:
+        raise RuntimeError(f"s3://{bucket}/{key} has no version id: is versioning on?")
+    LOG.info("copied the build context of %s to s3://%s/%s version %s", tag, bucket, key, version_id)
+    return str(version_id)
+
+
+def handle_source_event(
+    event: Mapping[str, Any], *, clients: Clients, sleep: Callable[[float], None]
+) -> dict[str, Any]:
+    """``Custom::CodeBuildDockerImageSource``: put the build context at the pipeline's source key."""
+    props = event["ResourceProperties"]
+    physical_id = f"s3://{props['SourceBucket']}/{props['SourceKey']}"
+    if event["RequestType"] == "Delete":  # the object stays: the bucket follows its removal policy
+        return {"PhysicalResourceId": physical_id}
+    return {"PhysicalResourceId": physical_id, "Data": {"VersionId": copy_source(props, clients=clients, sleep=sleep)}}
+
+
+def request_token(request_id: str, version_id: str) -> str:
+    """StartPipelineExecution's idempotency token: the request id and the source version, in the
+    characters the API accepts (letters, digits, '-'), at most 128."""
+    return "".join(c for c in f"{request_id}-{version_id}" if c.isalnum() or c == "-")[:128]
+
+
 def start_build(
     props: Mapping[str, Any],
     *,
@@ -152,19 +221,8 @@ def start_build(
     clients: Clients,
     sleep: Callable[[float], None],
 ) -> str:
-    """Copy the context asset to the source key and start the pipeline on that object version."""
-    copied = _with_retries(
-        lambda: clients.s3.copy_object(
-            Bucket=props["SourceBucket"],
-            Key=props["SourceKey"],
-            CopySource={"Bucket": props["AssetBucket"], "Key": props["AssetKey"]},
-        ),
-        "CopyObject",
-        sleep,
-    )
-    version_id = copied.get("VersionId")
-    if not version_id:
-        raise RuntimeError(f"s3://{props['SourceBucket']}/{props['SourceKey']} has no version id: is versioning on?")
+    """Start the pipeline on the source version of this tag, idempotently for one request."""
+    version_id = str(props["SourceVersion"])
     kwargs: dict[str, Any] = {
         "name": props["PipelineName"],
         "variables": [
@@ -178,9 +236,8 @@ def start_build(
                 "revisionValue": version_id,
             }
         ],
+        "clientRequestToken": request_token(request_id, version_id),
     }
-    if request_id:
-        kwargs["clientRequestToken"] = "".join(c for c in request_id if c.isalnum() or c == "-")[:128]
     started = _with_retries(
         lambda: clients.codepipeline.start_pipeline_execution(**kwargs), "StartPipelineExecution", sleep
     )
@@ -196,34 +253,95 @@ def start_build(
     return execution_id
 
 
-def stop_in_flight_builds(clients: Clients, props: Mapping[str, Any], reason: str) -> list[str]:
-    """Stop the pipeline executions and CodeBuild builds still running for an earlier request.
+def running_executions(clients: Clients, pipeline: str) -> list[tuple[str, dict[str, str]]]:
+    """``(execution id, pipeline variables)`` of the pipeline's executions still in progress."""
+    summaries = clients.codepipeline.list_pipeline_executions(pipelineName=pipeline, maxResults=20).get(
+        "pipelineExecutionSummaries", []
+    )
+    running = []
+    for summary in summaries:
+        if summary.get("status") != RUNNING:
+            continue
+        execution_id = str(summary["pipelineExecutionId"])
+        execution = clients.codepipeline.get_pipeline_execution(
+            pipelineName=pipeline, pipelineExecutionId=execution_id
+        )["pipelineExecution"]
+        variables = {str(v.get("name")): str(v.get("resolvedValue", "")) for v in execution.get("variables", [])}
+        running.append((execution_id, variables))
+    return running
 
-    Best effort: an error is logged, never raised (the request itself must still succeed).
+
+def _running_or_none(clients: Clients, pipeline: str) -> list[tuple[str, dict[str, str]]] | None:
+    """:func:`running_executions`, or None (logged) when they cannot be read."""
+    try:
+        return running_executions(clients, pipeline)
+    except ClientError as err:
+        LOG.warning("could not list the executions of %s: %s", pipeline, _error_code(err))
+        return None
+
+
+def _try(what: str, call: Callable[[], Any]) -> bool:
+    """Run one best-effort call; log and swallow its AWS error."""
+    try:
+        call()
+    except ClientError as err:
+        LOG.warning("%s failed: %s", what, _error_code(err))
+        return False
+    return True
+
+
+def stop_in_flight_builds(
+    clients: Clients,
+    props: Mapping[str, Any],
+    reason: str,
+    *,
+    keep_tag: str | None = None,
+    running: Sequence[tuple[str, Mapping[str, str]]] | None = None,
+) -> list[str]:
+    """Stop the pipeline executions and CodeBuild builds still running, except those building ``keep_tag``.
+
+    Best effort and per call: an error is logged, never raised (the request itself must still succeed),
+    and one failed stop (PipelineExecutionNotStoppableException, DuplicatedStopRequestException, ...)
+    does not skip the others. ``running`` is :func:`running_executions` when the caller has it.
     Returns what was stopped (execution ids, then build ids).
     """
     pipeline, project = props["PipelineName"], props.get("ProjectName")
     stopped: list[str] = []
-    try:
-        summaries = clients.codepipeline.list_pipeline_executions(pipelineName=pipeline, maxResults=20).get(
-            "pipelineExecutionSummaries", []
-        )
-        for summary in summaries:
-            if summary.get("status") == RUNNING:
-                execution_id = str(summary["pipelineExecutionId"])
-                clients.codepipeline.stop_pipeline_execution(
-                    pipelineName=pipeline, pipelineExecutionId=execution_id, abandon=True, reason=reason[:200]
-                )
-                stopped.append(execution_id)
-        if project:
+    if running is None:
+        running = _running_or_none(clients, pipeline) or []
+    for execution_id, variables in running:
+        if keep_tag is not None and variables.get("IMAGE_TAG") == keep_tag:
+            continue
+        if _try(
+            f"StopPipelineExecution {execution_id}",
+            functools.partial(
+                clients.codepipeline.stop_pipeline_execution,
+                pipelineName=pipeline,
+                pipelineExecutionId=execution_id,
+                abandon=True,
+                reason=reason[:200],
+            ),
+        ):
+            stopped.append(execution_id)
+    builds: list[dict[str, Any]] = []
+    if project:
+        try:
             ids = clients.codebuild.list_builds_for_project(projectName=project, sortOrder="DESCENDING").get("ids", [])
             builds = clients.codebuild.batch_get_builds(ids=ids[:10]).get("builds", []) if ids else []
-            for build in builds:
-                if build.get("buildStatus") == "IN_PROGRESS":
-                    clients.codebuild.stop_build(id=build["id"])
-                    stopped.append(str(build["id"]))
-    except ClientError as err:
-        LOG.warning("could not stop in-flight builds of %s: %s", pipeline, _error_code(err))
+        except ClientError as err:
+            LOG.warning("could not list the builds of %s: %s", project, _error_code(err))
+    for build in builds:
+        if build.get("buildStatus") != "IN_PROGRESS":
+            continue
+        variables = {
+            str(v.get("name")): str(v.get("value", ""))
+            for v in build.get("environment", {}).get("environmentVariables", [])
+        }
+        if keep_tag is not None and variables.get("IMAGE_TAG") == keep_tag:
+            continue
+        build_id = str(build["id"])
+        if _try(f"StopBuild {build_id}", functools.partial(clients.codebuild.stop_build, id=build_id)):
+            stopped.append(build_id)
     if stopped:
         LOG.info("stopped in-flight builds of %s: %s", pipeline, ", ".join(stopped))
     return stopped
@@ -237,6 +355,8 @@ def handle_event(
     now: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
     clients = clients or _CLIENTS
+    if event.get("ResourceType") == SOURCE_RESOURCE_TYPE:
+        return handle_source_event(event, clients=clients, sleep=sleep)
     request = event["RequestType"]
     props = event["ResourceProperties"]
     physical_id = event.get("PhysicalResourceId") or f"image-build:{props['FunctionName']}"
@@ -245,21 +365,46 @@ def handle_event(
         stop_in_flight_builds(clients, props, f"stack resource deleted (request {request_id})")
         return {"PhysicalResourceId": physical_id}
     tag = str(props["ImageTag"])
+    running: list[tuple[str, dict[str, str]]] | None = None
     if request == "Update":
-        # An older async build must not repoint the function after this request settles it
-        # (a later deploy, or a rollback to an image already in ECR).
-        stop_in_flight_builds(clients, props, f"superseded by image {tag} (request {request_id})")
+        running = _running_or_none(clients, props["PipelineName"])
+        # An older async build must not repoint the function after this request settles it (a later
+        # deploy, or a rollback to an image already in ECR). Executions building this very tag stay:
+        # this request's own, started by an earlier invocation of this handler.
+        stop_in_flight_builds(
+            clients, props, f"superseded by image {tag} (request {request_id})", keep_tag=tag, running=running or []
+        )
     existing = find_image_digest(clients, props["RepositoryName"], tag)
     if existing:
         LOG.info("%s:%s exists (%s): nothing to build", props["RepositoryName"], tag, existing)
         return {"PhysicalResourceId": physical_id, "Data": _result(tag, existing, built=False)}
+    if running is None:
+        running = _running_or_none(clients, props["PipelineName"])
 
     wait = request == "Create" or props.get("WaitForBuild") == "true"
     running_digest = None
     if not wait:
         running_digest = current_function_digest(clients, props["FunctionName"])
         wait = running_digest is None  # no function yet (or not an image function): it needs this image
-    execution_id = start_build(props, update_function=not wait, request_id=request_id, clients=clients, sleep=sleep)
+    update_function = not wait
+    adopted = next(
+        (
+            execution_id
+            for execution_id, variables in running or []
+            if variables.get("IMAGE_TAG") == tag
+            # The pipeline's run at creation uses the default UPDATE_FUNCTION; the function does not
+            # exist yet then, and the build leaves a missing function alone.
+            and (request == "Create" or variables.get("UPDATE_FUNCTION") == ("true" if update_function else "false"))
+        ),
+        None,
+    )
+    if adopted:
+        LOG.info("execution %s already builds %s: waiting for it instead of starting another", adopted, tag)
+        execution_id = adopted
+    else:
+        execution_id = start_build(
+            props, update_function=update_function, request_id=request_id, clients=clients, sleep=sleep
+        )
     if wait:
         data = {"PipelineExecutionId": execution_id, "ImageTag": tag, "StartedAt": str(int(now()))}
         return {"PhysicalResourceId": physical_id, "Data": data}
@@ -462,8 +607,22 @@ def check_complete(
                 failure_reason(clients, props, execution_id, "timed out", f"still {status} after {int(elapsed)} s")
             )
         return {"IsComplete": False}
+    tag = str(props["ImageTag"])
+    if status in OVERTAKEN:
+        # An operator's "Release change" superseded it, or a definition update cancelled it: the deploy
+        # still succeeds if the tag reaches ECR, and keeps waiting (until its deadline) while another
+        # execution builds the tag.
+        digest = find_image_digest(clients, props["RepositoryName"], tag)
+        if digest:
+            return {"IsComplete": True, "Data": _result(tag, digest, execution_id=execution_id, built=True)}
+        others = [e for e, variables in running_executions(clients, pipeline) if variables.get("IMAGE_TAG") == tag]
+        elapsed = now() - float(data.get("StartedAt", now()))
+        if others and elapsed <= float(props.get("DeadlineSeconds", 2700)):
+            LOG.info("execution %s was %s; %s builds %s: still waiting", execution_id, status, others[0], tag)
+            return {"IsComplete": False}
+        why = f"no other execution is building {tag}" if not others else f"still not in ECR after {int(elapsed)} s"
+        summary = f"{summary}. {why}" if summary else why
     if status == "Succeeded":
-        tag = str(props["ImageTag"])
         digest = find_image_digest(clients, props["RepositoryName"], tag)
         if not digest:
             raise BuildFailedError(

@@ -1,8 +1,9 @@
 """The image build trigger against moto's S3 and ECR (CodePipeline stubbed: moto does not run pipelines).
 
-Create: the asset is really copied to the versioned source key and the pipeline is started on the
-version S3 returned; the digest returned is the one ECR holds. A second deploy of the same tag, and a
-rollback to it, copy nothing and start nothing.
+Create: the source resource really copies the asset to the versioned source key (a repeated request
+copies nothing and returns the same version), and the pipeline is started on that version; the digest
+returned is the one ECR holds. A second deploy of the same tag, and a rollback to it, copy nothing and
+start nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from lambdas.image_build_trigger import handler
 pytestmark = pytest.mark.integration
 
 TAG = "0123456789abcdef0123456789abcdef"
-PROPS = {
+SOURCE_PROPS = {
     "ImageTag": TAG,
     "AssetBucket": "cdk-assets",
     "AssetKey": "f00d.zip",
     "SourceBucket": "artifacts",
     "SourceKey": "fn/context.zip",
+}
+PROPS = {
+    "ImageTag": TAG,
     "PipelineName": "fn-image",
     "SourceActionName": "Source",
     "ProjectName": "fn-image-build",
@@ -88,18 +92,33 @@ def versions(s3: Any) -> list[str]:
 
 
 def test_first_deploy_copies_starts_on_that_version_and_returns_the_pushed_digest(aws: dict[str, Any]) -> None:
-    aws["stubs"]["codepipeline"].add_response("start_pipeline_execution", {"pipelineExecutionId": "exec-1"})
-    event = {"RequestType": "Create", "RequestId": "req-1", "ResourceProperties": PROPS}
-    started = handler.handle_event(event, clients=aws["clients"], now=lambda: 100.0)
-
+    source_event = {
+        "RequestType": "Create",
+        "RequestId": "req-0",
+        "ResourceType": handler.SOURCE_RESOURCE_TYPE,
+        "ResourceProperties": SOURCE_PROPS,
+    }
+    source = handler.handle_event(source_event, clients=aws["clients"])
     copied = aws["s3"].get_object(Bucket="artifacts", Key="fn/context.zip")
     assert copied["Body"].read() == b"PK\x03\x04 context zip"
+    assert copied["Metadata"] == {"image-tag": TAG}
     (version,) = versions(aws["s3"])
+    assert source["Data"] == {"VersionId": version}
+    # The provider framework may run on_event twice for one request: S3 keeps one version.
+    assert handler.handle_event(source_event, clients=aws["clients"]) == source
+    assert versions(aws["s3"]) == [version]
+
+    aws["stubs"]["codepipeline"].add_response("list_pipeline_executions", {"pipelineExecutionSummaries": []})
+    aws["stubs"]["codepipeline"].add_response("start_pipeline_execution", {"pipelineExecutionId": "exec-1"})
+    props = PROPS | {"SourceVersion": version}
+    event = {"RequestType": "Create", "RequestId": "req-1", "ResourceProperties": props}
+    started = handler.handle_event(event, clients=aws["clients"], now=lambda: 100.0)
     (params,) = aws["started"]
     assert params["sourceRevisions"] == [
         {"actionName": "Source", "revisionType": "S3_OBJECT_VERSION_ID", "revisionValue": version}
     ]
     assert {"name": "IMAGE_TAG", "value": TAG} in params["variables"]
+    assert params["clientRequestToken"] == handler.request_token("req-1", version)
 
     # CodeBuild pushes the image; the execution succeeds.
     digest = push_image(aws["ecr"])
@@ -111,6 +130,22 @@ def test_first_deploy_copies_starts_on_that_version_and_returns_the_pushed_diges
     done = handler.check_complete(event | started, clients=aws["clients"], now=lambda: 400.0)
     assert done["IsComplete"] is True
     assert done["Data"]["ImageDigest"] == digest
+
+
+def test_a_new_context_is_copied_as_a_new_version_tagged_with_its_tag(aws: dict[str, Any]) -> None:
+    def copy(tag: str) -> str:
+        event = {
+            "RequestType": "Update",
+            "RequestId": f"req-{tag[:4]}",
+            "ResourceType": handler.SOURCE_RESOURCE_TYPE,
+            "ResourceProperties": SOURCE_PROPS | {"ImageTag": tag},
+        }
+        return str(handler.handle_event(event, clients=aws["clients"])["Data"]["VersionId"])
+
+    first, second = copy(TAG), copy("f" * 32)
+    assert first != second and sorted(versions(aws["s3"])) == sorted([first, second])
+    head = aws["s3"].head_object(Bucket="artifacts", Key="fn/context.zip")
+    assert head["VersionId"] == second and head["Metadata"] == {"image-tag": "f" * 32}
 
 
 @pytest.mark.parametrize("request_type", ["Update", "Create"])

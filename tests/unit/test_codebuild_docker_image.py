@@ -16,6 +16,8 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import Validations
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Capture, Match, Template
 from cdk_nag import AwsSolutionsChecks
 
@@ -30,6 +32,8 @@ DOCKERFILE = "lambdas/process_receipt/Dockerfile"
 # used by the provider's waiter state machine logging (no resource-level permissions for either).
 STAR_ONLY_ACTIONS = {
     "ecr:GetAuthorizationToken",
+    "ecr-public:GetAuthorizationToken",
+    "sts:GetServiceBearerToken",
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",
@@ -68,7 +72,7 @@ def make_context(root: Path) -> Path:
 
 
 def synth(
-    outdir: Path, context_dir: Path, *, nag: bool = False, **overrides: Any
+    outdir: Path, context_dir: Path, *, nag: bool = False, alarm_topic: bool = False, **overrides: Any
 ) -> tuple[CodeBuildDockerImage, Template, dict[str, Any], Path]:
     app = cdk.App(outdir=str(outdir))
     stack = cdk.Stack(app, "ImageOnly", env=cdk.Environment(account="123456789012", region="us-east-1"))
@@ -87,6 +91,10 @@ def synth(
         "build_args": {"PYTHON_VERSION": "3.13"},
     }
     props.update(overrides)
+    if alarm_topic:
+        props["alarm_topic"] = sns.Topic(
+            stack, "Alarms", enforce_ssl=True, master_key=kms.Key(stack, "AlarmKey", enable_key_rotation=True)
+        )
     image = CodeBuildDockerImage(stack, "Image", **props)
     if nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
@@ -112,11 +120,12 @@ def async_stack(
 def wait_stack(
     tmp_path_factory: pytest.TempPathFactory, context_dir: Path
 ) -> tuple[CodeBuildDockerImage, Template, dict[str, Any], Path]:
-    """wait_for_build=True on linux/amd64, with a caller-provided role and DESTROY removal."""
+    """wait_for_build=True on linux/amd64, with a caller-provided role, DESTROY removal and an alarm topic."""
     return synth(
         tmp_path_factory.mktemp("cdk.out"),
         context_dir,
         nag=True,
+        alarm_topic=True,
         wait_for_build=True,
         platform="linux/amd64",
         removal_policy=cdk.RemovalPolicy.DESTROY,
@@ -145,6 +154,11 @@ def statements(raw: dict[str, Any], role_logical_id: str) -> list[dict[str, Any]
 def actions_of(statement: dict[str, Any]) -> set[str]:
     action = statement["Action"]
     return {action} if isinstance(action, str) else set(action)
+
+
+def arn(rest: str) -> dict[str, Any]:
+    """An ARN as CDK renders it for a pinned environment: ``arn:<AWS::Partition>:<rest>``."""
+    return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":{rest}"]]}
 
 
 def logical_id(image_construct: Any) -> str:
@@ -185,19 +199,28 @@ def test_repository_scans_on_push_keeps_tags_immutable_and_expires_old_images(as
         "countNumber": 1,
         "countUnit": "days",
     }
-    tagged = next(r for r in rules if r["selection"]["tagStatus"] == "tagged")
+    cache, *_, tagged = sorted(rules, key=lambda r: r["rulePriority"])
+    assert tagged["selection"]["tagStatus"] == "tagged" and tagged["selection"]["tagPatternList"] == ["*"]
     assert tagged["selection"]["countType"] == "imageCountMoreThan"
     assert tagged["selection"]["countNumber"] == 10
     assert all(r["action"] == {"type": "expire"} for r in rules)
-    # The cache tag is never the only tag an expiring rule can target on its own.
-    assert not any("buildcache" in json.dumps(r["selection"]) for r in rules)
+    # ECR: "an image that matches the tagging requirements of a rule cannot be expired by a rule with a lower
+    # priority". The registry cache matches the highest-priority rule, which keeps its one image, so the
+    # content-tag count never expires it and it never takes the place of a content-tagged image.
+    assert cache["selection"] == {
+        "tagStatus": "tagged",
+        "tagPatternList": ["buildcache"],
+        "countType": "imageCountMoreThan",
+        "countNumber": 1,
+    }
+    assert cache["rulePriority"] < min(r["rulePriority"] for r in rules if r is not cache)
 
 
 def test_keep_images_sets_the_lifecycle_count(wait_stack: Any) -> None:
     _, _, raw, _ = wait_stack
     _, repo = only(raw, "AWS::ECR::Repository")
     rules = json.loads(repo["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
-    assert [r["selection"].get("countNumber") for r in rules] == [1, 10]
+    assert [r["selection"].get("countNumber") for r in rules] == [1, 1, 10]
     assert repo["DeletionPolicy"] == "Delete"  # removal_policy=DESTROY
     assert repo["Properties"]["EmptyOnDelete"] is True
 
@@ -398,15 +421,22 @@ def test_trigger_custom_resource_carries_the_tag_asset_and_source_and_ends_withi
     template.has_resource("Custom::CodeBuildDockerImage", {"Properties": props})
     value = props.as_object()
     assert value["ImageTag"] == image.image_tag
-    assert value["SourceKey"] == f"{FUNCTION}/context.zip"
-    assert value["SourceBucket"] == {"Ref": logical_id(image.artifact_bucket)}
+    assert value["SourceVersion"] == {"Fn::GetAtt": [logical_id(image.source_object), "VersionId"]}
     assert value["PipelineName"] == {"Ref": logical_id(image.pipeline)}
     assert value["RepositoryName"] == {"Ref": logical_id(image.repository)}
     assert value["FunctionName"] == FUNCTION
     assert value["ProjectName"] == {"Ref": logical_id(image.project)}
     assert value["WaitForBuild"] == "false"
-    assert value["AssetKey"].endswith(".zip")
-    assert value["AssetBucket"] == "cdk-hnb659fds-assets-123456789012-us-east-1"
+    source = Capture()
+    template.has_resource("Custom::CodeBuildDockerImageSource", {"Properties": source})
+    assert source.as_object() == {
+        "ServiceToken": value["ServiceToken"],  # the same provider
+        "ImageTag": image.image_tag,
+        "AssetBucket": "cdk-hnb659fds-assets-123456789012-us-east-1",
+        "AssetKey": image.context_asset.s3_object_key,
+        "SourceBucket": {"Ref": logical_id(image.artifact_bucket)},
+        "SourceKey": f"{FUNCTION}/context.zip",
+    }
     # CloudFormation's custom resource limit is one hour: the resource, the provider's waiter and the
     # handler's own deadline all end before it.
     assert int(value["ServiceTimeout"]) < 3600
@@ -532,18 +562,23 @@ def test_trigger_role_is_scoped_to_this_asset_bucket_pipeline_repository_project
 ) -> None:
     image, _, raw, _ = async_stack
     by_action: dict[str, Any] = {}
+    s3_get: list[Any] = []
     for statement in statements(raw, logical_id(image.trigger_role)):
         for action in actions_of(statement):
             by_action[action] = statement["Resource"]
-    bucket, pipeline = logical_id(image.artifact_bucket), logical_id(image.pipeline)
-    assert by_action["s3:PutObject"] == {
-        "Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, f"/{FUNCTION}/context.zip"]]
-    }
-    asset_object = json.dumps(by_action["s3:GetObject"])
-    assert image.context_asset.s3_object_key in asset_object and "cdk-hnb659fds-assets" in asset_object
+            if action == "s3:GetObject":
+                s3_get.append(statement["Resource"])
+    bucket = logical_id(image.artifact_bucket)
+    source_object = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, f"/{FUNCTION}/context.zip"]]}
+    assert by_action["s3:PutObject"] == source_object
+    asset_object, head_source = s3_get  # GetObject of the asset; HeadObject of the source key
+    assert image.context_asset.s3_object_key in json.dumps(asset_object)
+    assert "cdk-hnb659fds-assets" in json.dumps(asset_object)
+    assert head_source == source_object
     for action in by_action:
         if action.startswith("codepipeline:"):
-            assert {"Ref": pipeline} in by_action[action]["Fn::Join"][1], action
+            # The literal name, not a Ref: the pipeline depends on the source resource run by this role.
+            assert by_action[action] == arn(f"codepipeline:us-east-1:123456789012:{image.pipeline_name}"), action
         if action.startswith("codebuild:"):
             assert by_action[action] == {"Fn::GetAtt": [logical_id(image.project), "Arn"]}, action
     assert by_action["ecr:DescribeImages"] == {"Fn::GetAtt": [logical_id(image.repository), "Arn"]}
@@ -769,3 +804,122 @@ def test_invalid_props_are_rejected(context_dir: Path, tmp_path: Path) -> None:
     for index, (override, message) in enumerate(cases):
         with pytest.raises(ValueError, match=message):
             CodeBuildDockerImage(stack, f"Bad{index}", **(base | override))
+
+
+# ---- the real cloud: creation order, trust, logging and alarms ---------------------------------------
+
+
+def test_the_pipeline_is_created_after_its_source_object_exists(async_stack: Any) -> None:
+    """CodePipeline starts an execution when it creates a pipeline: the source resource (which copies the
+    context to the source key) comes first, so that run builds the current tag instead of failing."""
+    image, _, raw, _ = async_stack
+    pipeline = raw["Resources"][logical_id(image.pipeline)]
+    source_id = logical_id(image.source_object)
+    assert source_id in pipeline["DependsOn"]
+    assert raw["Resources"][source_id]["Type"] == "Custom::CodeBuildDockerImageSource"
+    # Its default IMAGE_TAG is this tag: the creation run builds exactly what the trigger asks for.
+    variables = {v["Name"]: v["DefaultValue"] for v in pipeline["Properties"]["Variables"]}
+    assert variables["IMAGE_TAG"] == image.image_tag
+    # The trigger comes after both: it reads the source version and starts (or adopts) the execution.
+    trigger = json.dumps(raw["Resources"][logical_id(image.trigger)]["Properties"])
+    assert source_id in trigger and logical_id(image.pipeline) in trigger
+
+
+def test_codebuild_may_assume_the_build_role_only_for_this_project_and_account(async_stack: Any) -> None:
+    """Confused-deputy guard (aws:SourceAccount, aws:SourceArn) in the CodeBuild service role's trust."""
+    image, _, raw, _ = async_stack
+    trust = raw["Resources"][logical_id(image.build_role)]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "codebuild.amazonaws.com"},
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": "123456789012"},
+                "ArnLike": {"aws:SourceArn": arn(f"codebuild:us-east-1:123456789012:project/{FUNCTION}-image-build")},
+            },
+        }
+    ]
+    project = raw["Resources"][logical_id(image.project)]["Properties"]
+    assert project["Name"] == f"{FUNCTION}-image-build"
+
+
+def test_lambda_may_pull_from_the_repository_only_for_this_function(async_stack: Any) -> None:
+    image, _, raw, _ = async_stack
+    policy = raw["Resources"][logical_id(image.repository)]["Properties"]["RepositoryPolicyText"]
+    (statement,) = policy["Statement"]
+    assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert set(actions_of(statement)) == {
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+    }
+    function = f"lambda:us-east-1:123456789012:function:{FUNCTION}"
+    assert statement["Condition"] == {"StringLike": {"aws:sourceArn": [arn(function), arn(f"{function}:*")]}}
+
+
+def test_build_role_may_log_in_to_ecr_public_with_the_two_documented_actions(async_stack: Any) -> None:
+    """ECR Public's GetAuthorizationToken needs ecr-public:GetAuthorizationToken and sts:GetServiceBearerToken;
+    neither has resource-level permissions."""
+    image, _, raw, _ = async_stack
+    public = [s for s in statements(raw, logical_id(image.build_role)) if s.get("Sid") == "PullPublicBaseImages"]
+    assert public == [
+        {
+            "Sid": "PullPublicBaseImages",
+            "Action": ["ecr-public:GetAuthorizationToken", "sts:GetServiceBearerToken"],
+            "Effect": "Allow",
+            "Resource": "*",
+        }
+    ]
+    env = {
+        v["Name"]: v["Value"]
+        for v in raw["Resources"][logical_id(image.project)]["Properties"]["Environment"]["EnvironmentVariables"]
+    }
+    assert env["BUILDKIT_IMAGE"] == "moby/buildkit:buildx-stable-1"
+
+
+def test_the_waiter_state_machine_logs_under_vendedlogs(async_stack: Any) -> None:
+    """Step Functions adds other log groups to the account's CloudWatch Logs resource policy (5,120
+    characters); names under /aws/vendedlogs/ do not grow it."""
+    _, _, raw, _ = async_stack
+    _, machine = only(raw, "AWS::StepFunctions::StateMachine")
+    (destination,) = machine["Properties"]["LoggingConfiguration"]["Destinations"]
+    group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+    name = raw["Resources"][group_id]["Properties"]["LogGroupName"]
+    assert name == f"/aws/vendedlogs/states/{FUNCTION}-image-build-waiter"
+
+
+def test_failed_pipeline_executions_and_builds_reach_the_alarm_topic(wait_stack: Any) -> None:
+    image, _, raw, _ = wait_stack
+    topic_id = next(iter(resources(raw, "AWS::SNS::Topic")))
+    rules = resources(raw, "AWS::Events::Rule")
+    patterns = sorted(
+        ((r["Properties"]["EventPattern"], r["Properties"]["Targets"]) for r in rules.values()),
+        key=lambda pattern: json.dumps(pattern[0]["source"]),
+    )
+    assert [p for p, _ in patterns] == [
+        {
+            "detail": {"build-status": ["FAILED"], "project-name": [f"{FUNCTION}-image-build"]},
+            "detail-type": ["CodeBuild Build State Change"],
+            "source": ["aws.codebuild"],
+        },
+        {
+            "detail": {"pipeline": [image.pipeline_name], "state": ["FAILED"]},
+            "detail-type": ["CodePipeline Pipeline Execution State Change"],
+            "source": ["aws.codepipeline"],
+        },
+    ]
+    for _, (target,) in patterns:
+        assert target["Arn"] == {"Ref": topic_id}
+        assert "FAILED" in json.dumps(target["InputTransformer"])
+    # EventBridge may publish to the topic (its resource policy).
+    (policy,) = resources(raw, "AWS::SNS::TopicPolicy").values()
+    assert any(
+        s.get("Principal") == {"Service": "events.amazonaws.com"} and s["Action"] == "sns:Publish"
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+    )
+
+
+def test_no_alarm_topic_no_rules(async_stack: Any) -> None:
+    image, _, raw, _ = async_stack
+    assert image.failure_rules == [] and not resources(raw, "AWS::Events::Rule")

@@ -31,10 +31,7 @@ BUILD_ID = "fn-image-build:aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 PROPS = {
     "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:provider",
     "ImageTag": TAG,
-    "AssetBucket": "cdk-hnb659fds-assets-123456789012-us-east-1",
-    "AssetKey": "f00d.zip",
-    "SourceBucket": "artifact-bucket",
-    "SourceKey": "fn/context.zip",
+    "SourceVersion": "v-42",
     "PipelineName": PIPELINE,
     "SourceActionName": "Source",
     "ProjectName": "fn-image-build",
@@ -43,6 +40,15 @@ PROPS = {
     "WaitForBuild": "false",
     "DeadlineSeconds": "2940",
 }
+SOURCE_PROPS = {
+    "ServiceToken": PROPS["ServiceToken"],
+    "ImageTag": TAG,
+    "AssetBucket": "cdk-hnb659fds-assets-123456789012-us-east-1",
+    "AssetKey": "f00d.zip",
+    "SourceBucket": "artifact-bucket",
+    "SourceKey": "fn/context.zip",
+}
+TOKEN = "req-1-v-42"  # the request id and the source version
 
 
 class Aws:
@@ -77,6 +83,14 @@ class Aws:
             {"repositoryName": REPO, "imageIds": [{"imageTag": TAG}]},
         )
 
+    def source_head(self, tag: str | None, version: str = "v-41") -> None:
+        """HeadObject of the source key: absent (None), or holding ``tag`` in its metadata."""
+        params = {"Bucket": "artifact-bucket", "Key": "fn/context.zip"}
+        if tag is None:
+            self.stub["s3"].add_client_error("head_object", "404", http_status_code=404, expected_params=params)
+        else:
+            self.stub["s3"].add_response("head_object", {"VersionId": version, "Metadata": {"image-tag": tag}}, params)
+
     def copy(self) -> None:
         self.stub["s3"].add_response(
             "copy_object",
@@ -84,7 +98,9 @@ class Aws:
             {
                 "Bucket": "artifact-bucket",
                 "Key": "fn/context.zip",
-                "CopySource": {"Bucket": PROPS["AssetBucket"], "Key": "f00d.zip"},
+                "CopySource": {"Bucket": SOURCE_PROPS["AssetBucket"], "Key": "f00d.zip"},
+                "Metadata": {"image-tag": TAG},
+                "MetadataDirective": "REPLACE",
             },
         )
 
@@ -104,50 +120,98 @@ class Aws:
             "sourceRevisions": [
                 {"actionName": "Source", "revisionType": "S3_OBJECT_VERSION_ID", "revisionValue": "v-42"}
             ],
-            "clientRequestToken": "req-1",
+            "clientRequestToken": TOKEN,
         }
 
-    def execution(self, status: str, summary: str = "") -> None:
-        body: dict[str, Any] = {"pipelineName": PIPELINE, "pipelineExecutionId": EXECUTION, "status": status}
+    def execution(self, status: str, summary: str = "", execution_id: str = EXECUTION) -> None:
+        body: dict[str, Any] = {"pipelineName": PIPELINE, "pipelineExecutionId": execution_id, "status": status}
         if summary:
             body["statusSummary"] = summary
         self.stub["codepipeline"].add_response(
             "get_pipeline_execution",
             {"pipelineExecution": body},
-            {"pipelineName": PIPELINE, "pipelineExecutionId": EXECUTION},
+            {"pipelineName": PIPELINE, "pipelineExecutionId": execution_id},
         )
 
-    def in_flight(self, executions: list[tuple[str, str]], builds: list[tuple[str, str]]) -> None:
-        """Executions and builds of earlier requests, listed before an Update or Delete."""
+    def executions(
+        self, executions: list[tuple[str, str, str, str]], *, stop: dict[str, str | None] | None = None
+    ) -> None:
+        """ListPipelineExecutions, then GetPipelineExecution of each InProgress one:
+        ``(id, status, IMAGE_TAG, UPDATE_FUNCTION)``. ``stop`` maps the ids stopped to None (stopped)
+        or the error code StopPipelineExecution answers."""
         self.stub["codepipeline"].add_response(
             "list_pipeline_executions",
-            {"pipelineExecutionSummaries": [{"pipelineExecutionId": i, "status": st} for i, st in executions]},
+            {"pipelineExecutionSummaries": [{"pipelineExecutionId": e[0], "status": e[1]} for e in executions]},
             {"pipelineName": PIPELINE, "maxResults": 20},
         )
-        for execution_id, status in executions:
-            if status == "InProgress":
-                self.stub["codepipeline"].add_response(
-                    "stop_pipeline_execution",
-                    {"pipelineExecutionId": execution_id},
-                    {"pipelineName": PIPELINE, "pipelineExecutionId": execution_id, "abandon": True, "reason": ANY},
+        for execution_id, status, tag, update in executions:
+            if status != "InProgress":
+                continue
+            variables = [
+                {"name": "IMAGE_TAG", "resolvedValue": tag},
+                {"name": "UPDATE_FUNCTION", "resolvedValue": update},
+            ]
+            self.stub["codepipeline"].add_response(
+                "get_pipeline_execution",
+                {
+                    "pipelineExecution": {
+                        "pipelineName": PIPELINE,
+                        "pipelineExecutionId": execution_id,
+                        "status": status,
+                        "variables": variables,
+                    }
+                },
+                {"pipelineName": PIPELINE, "pipelineExecutionId": execution_id},
+            )
+        for execution_id, error in (stop or {}).items():
+            params = {"pipelineName": PIPELINE, "pipelineExecutionId": execution_id, "abandon": True, "reason": ANY}
+            if error:
+                self.stub["codepipeline"].add_client_error(
+                    "stop_pipeline_execution", error, http_status_code=400, expected_params=params
                 )
+            else:
+                self.stub["codepipeline"].add_response(
+                    "stop_pipeline_execution", {"pipelineExecutionId": execution_id}, params
+                )
+
+    def builds(self, builds: list[tuple[str, str, str]], *, stop: dict[str, str | None] | None = None) -> None:
+        """ListBuildsForProject and BatchGetBuilds: ``(id, status, IMAGE_TAG)``; ``stop`` as for executions."""
         self.stub["codebuild"].add_response(
             "list_builds_for_project",
-            {"ids": [i for i, _ in builds]} if builds else {},
+            {"ids": [b[0] for b in builds]} if builds else {},
             {"projectName": "fn-image-build", "sortOrder": "DESCENDING"},
         )
         if builds:
             self.stub["codebuild"].add_response(
                 "batch_get_builds",
-                {"builds": [{"id": i, "buildStatus": st} for i, st in builds]},
-                {"ids": [i for i, _ in builds]},
+                {
+                    "builds": [
+                        {
+                            "id": build_id,
+                            "buildStatus": status,
+                            "environment": {
+                                "type": "ARM_CONTAINER",
+                                "image": "aws/codebuild/amazonlinux-aarch64-standard:3.0",
+                                "computeType": "BUILD_GENERAL1_SMALL",
+                                "environmentVariables": [{"name": "IMAGE_TAG", "value": tag, "type": "PLAINTEXT"}],
+                            },
+                        }
+                        for build_id, status, tag in builds
+                    ]
+                },
+                {"ids": [b[0] for b in builds]},
             )
-        for build_id, status in builds:
-            if status == "IN_PROGRESS":
+        for build_id, error in (stop or {}).items():
+            if error:
+                self.stub["codebuild"].add_client_error(
+                    "stop_build", error, http_status_code=400, expected_params={"id": build_id}
+                )
+            else:
                 self.stub["codebuild"].add_response("stop_build", {"build": {"id": build_id}}, {"id": build_id})
 
     def nothing_in_flight(self) -> None:
-        self.in_flight([], [])
+        self.executions([])
+        self.builds([])
 
     def verify(self) -> None:
         for stub in self.stub.values():
@@ -180,12 +244,64 @@ def poll(aws: Aws, started: dict[str, Any], *, now: float) -> dict[str, Any]:
     return handler.check_complete(event("Create") | started, clients=aws.clients, now=lambda: now)
 
 
+# ---- the source resource ------------------------------------------------------------------------------
+
+
+def source_event(request: str) -> dict[str, Any]:
+    return {
+        "RequestType": request,
+        "RequestId": "req-0",
+        "ResourceType": handler.SOURCE_RESOURCE_TYPE,
+        "LogicalResourceId": "Source",
+        "ResourceProperties": SOURCE_PROPS,
+    }
+
+
+def test_source_copies_the_asset_with_its_tag_and_returns_the_new_version(aws: Aws) -> None:
+    aws.source_head(None)  # HeadObject: 404 before the first copy
+    aws.copy()
+    result = handler.handle_event(source_event("Create"), clients=aws.clients, sleep=aws.sleep)
+    assert result == {"PhysicalResourceId": "s3://artifact-bucket/fn/context.zip", "Data": {"VersionId": "v-42"}}
+    # The provider framework's is-complete: nothing to wait for, no AWS call.
+    assert handler.check_complete(source_event("Create") | result, clients=aws.clients) == {"IsComplete": True}
+
+
+def test_source_run_twice_for_one_request_copies_once_and_returns_the_same_version(aws: Aws) -> None:
+    """The provider framework re-invokes on_event after SDK errors; Lambda retries async invocations."""
+    aws.source_head("f" * 32)  # an older context
+    aws.copy()
+    first = handler.handle_event(source_event("Update"), clients=aws.clients, sleep=aws.sleep)
+    aws.source_head(TAG, version="v-42")  # the first run's copy
+    second = handler.handle_event(source_event("Update"), clients=aws.clients, sleep=aws.sleep)
+    assert first == second
+
+
+def test_source_copy_is_retried_after_access_denied(aws: Aws) -> None:
+    aws.source_head(None)
+    aws.stub["s3"].add_client_error("copy_object", "AccessDenied", http_status_code=403)
+    aws.copy()
+    handler.handle_event(source_event("Create"), clients=aws.clients, sleep=aws.sleep)
+    assert aws.sleeps == [handler.START_RETRY_DELAYS[0]]
+
+
+def test_unversioned_source_bucket_is_reported(aws: Aws) -> None:
+    aws.source_head(None)
+    aws.stub["s3"].add_response("copy_object", {}, None)
+    with pytest.raises(RuntimeError, match="versioning"):
+        handler.handle_event(source_event("Create"), clients=aws.clients, sleep=aws.sleep)
+
+
+def test_source_delete_keeps_the_object(aws: Aws) -> None:
+    result = handler.handle_event(source_event("Delete"), clients=aws.clients, sleep=aws.sleep)
+    assert result == {"PhysicalResourceId": "s3://artifact-bucket/fn/context.zip"}
+
+
 # ---- on_event ----------------------------------------------------------------------------------------
 
 
-def test_create_copies_the_asset_starts_the_pipeline_pinned_to_the_version_and_waits(aws: Aws) -> None:
+def test_create_starts_the_pipeline_pinned_to_the_source_version_and_waits(aws: Aws) -> None:
     aws.tag_missing()
-    aws.copy()
+    aws.executions([])
     aws.start(update_function=False)  # the function does not exist yet: CloudFormation creates it
     started = handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep, now=lambda: 1000.0)
     assert started["PhysicalResourceId"] == "image-build:fn"
@@ -210,18 +326,19 @@ def test_create_copies_the_asset_starts_the_pipeline_pinned_to_the_version_and_w
     assert aws.sleeps == []
 
 
+def test_create_adopts_the_run_codepipeline_starts_when_it_creates_the_pipeline(aws: Aws) -> None:
+    """CodePipeline starts an execution when a pipeline is created; its source exists (the source resource
+    comes first) and its default IMAGE_TAG is this tag: the deploy waits for it, nothing is built twice."""
+    aws.tag_missing()
+    aws.executions([("creation-run", "InProgress", TAG, "true")])
+    started = handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep, now=lambda: 1000.0)
+    assert started["Data"]["PipelineExecutionId"] == "creation-run"
+
+
 def test_async_update_starts_the_build_and_returns_at_once_with_the_running_digest(aws: Aws) -> None:
     aws.nothing_in_flight()
     aws.tag_missing()
-    aws.stub["lambda"].add_response(
-        "get_function",
-        {
-            "Configuration": {"FunctionName": "fn", "PackageType": "Image"},
-            "Code": {"ImageUri": f"repo@{OLD_DIGEST}", "ResolvedImageUri": f"123.dkr.ecr/repo@{OLD_DIGEST}"},
-        },
-        {"FunctionName": "fn"},
-    )
-    aws.copy()
+    running_function(aws)
     aws.start(update_function=True)  # the build points the function at the new digest
     started = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
     assert started["Data"]["ImageDigest"] == OLD_DIGEST
@@ -231,10 +348,50 @@ def test_async_update_starts_the_build_and_returns_at_once_with_the_running_dige
     assert handler.check_complete(event("Update") | started, clients=aws.clients) == {"IsComplete": True}
 
 
+def running_function(aws: Aws) -> None:
+    aws.stub["lambda"].add_response(
+        "get_function",
+        {
+            "Configuration": {"FunctionName": "fn", "PackageType": "Image"},
+            "Code": {"ImageUri": f"repo@{OLD_DIGEST}", "ResolvedImageUri": f"123.dkr.ecr/repo@{OLD_DIGEST}"},
+        },
+        {"FunctionName": "fn"},
+    )
+
+
+def test_on_event_run_twice_for_one_request_keeps_the_first_runs_build_and_reports_the_same(aws: Aws) -> None:
+    """The provider framework re-invokes on_event after SDK errors and Lambda retries async invocations: the
+    second run must neither stop the execution the first started nor start another."""
+    aws.nothing_in_flight()
+    aws.tag_missing()
+    running_function(aws)
+    aws.start(update_function=True)
+    first = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
+
+    aws.executions([(EXECUTION, "InProgress", TAG, "true")])  # no StopPipelineExecution expected
+    aws.builds([(BUILD_ID, "IN_PROGRESS", TAG)])  # no StopBuild expected
+    aws.tag_missing()
+    running_function(aws)
+    second = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
+    assert second == first
+
+
+def test_a_repeated_start_for_one_request_sends_the_same_client_request_token(aws: Aws) -> None:
+    """When the first run's execution is not listed yet, the second start carries the same token (request
+    id + source version), which CodePipeline answers with the same execution."""
+    for _ in range(2):
+        aws.executions([])
+        aws.tag_missing()
+        aws.start(update_function=False)  # expected_params pin clientRequestToken to TOKEN
+    results = [
+        handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep, now=lambda: 5.0) for _ in "ab"
+    ]
+    assert results[0] == results[1]
+
+
 def test_wait_mode_update_waits_and_the_build_leaves_the_function_to_cloudformation(aws: Aws) -> None:
     aws.nothing_in_flight()
     aws.tag_missing()
-    aws.copy()
     aws.start(update_function=False)
     started = handler.handle_event(event("Update", WaitForBuild="true"), clients=aws.clients, sleep=aws.sleep)
     assert "ImageDigest" not in started["Data"] and started["Data"]["PipelineExecutionId"] == EXECUTION
@@ -244,7 +401,6 @@ def test_async_update_of_a_function_that_does_not_exist_yet_waits(aws: Aws) -> N
     aws.nothing_in_flight()
     aws.tag_missing()
     aws.stub["lambda"].add_client_error("get_function", "ResourceNotFoundException", http_status_code=404)
-    aws.copy()
     aws.start(update_function=False)
     started = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
     assert "ImageDigest" not in started["Data"]
@@ -262,7 +418,8 @@ def test_an_existing_tag_starts_nothing_and_returns_its_digest(aws: Aws, request
 
 
 def test_delete_stops_in_flight_builds_and_touches_nothing_else(aws: Aws) -> None:
-    aws.in_flight([(EXECUTION, "InProgress")], [(BUILD_ID, "IN_PROGRESS")])
+    aws.executions([(EXECUTION, "InProgress", TAG, "true")], stop={EXECUTION: None})
+    aws.builds([(BUILD_ID, "IN_PROGRESS", TAG)], stop={BUILD_ID: None})
     result = handler.handle_event(event("Delete"), clients=aws.clients, sleep=aws.sleep)
     assert result == {"PhysicalResourceId": "image-build:fn"}
     assert handler.check_complete(event("Delete") | result, clients=aws.clients) == {"IsComplete": True}
@@ -271,32 +428,62 @@ def test_delete_stops_in_flight_builds_and_touches_nothing_else(aws: Aws) -> Non
 def test_rollback_to_an_existing_image_stops_the_newer_async_build(aws: Aws) -> None:
     """Deploy B started an async build; the deployment rolls back to A, already in ECR: B's build
     must not repoint the function to B afterwards."""
-    aws.in_flight(
-        [("newer-exec", "InProgress"), ("older-exec", "Succeeded")],
-        [("fn-image-build:b", "IN_PROGRESS"), ("fn-image-build:a", "SUCCEEDED")],
+    aws.executions(
+        [("newer-exec", "InProgress", "b" * 32, "true"), ("older-exec", "Succeeded", "", "")],
+        stop={"newer-exec": None},
+    )
+    aws.builds(
+        [("fn-image-build:b", "IN_PROGRESS", "b" * 32), ("fn-image-build:a", "SUCCEEDED", TAG)],
+        stop={"fn-image-build:b": None},
     )
     aws.tag_exists()
     result = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
     assert result["Data"]["DigestHex"] == "d" * 64
 
 
-def test_a_failure_to_stop_old_builds_does_not_fail_the_update(aws: Aws) -> None:
+@pytest.mark.parametrize("error", ["PipelineExecutionNotStoppableException", "DuplicatedStopRequestException"])
+def test_one_failed_stop_pipeline_execution_does_not_skip_stopping_the_builds(aws: Aws, error: str) -> None:
+    """StopPipelineExecution's documented errors: the execution is not stoppable (it already ended) or a stop
+    was already requested; each stop is its own call."""
+    aws.executions(
+        [("old-1", "InProgress", "1" * 32, "true"), ("old-2", "InProgress", "2" * 32, "true")],
+        stop={"old-1": error, "old-2": None},
+    )
+    aws.builds(
+        [("fn-image-build:1", "IN_PROGRESS", "1" * 32), ("fn-image-build:2", "IN_PROGRESS", "2" * 32)],
+        stop={"fn-image-build:1": "InvalidInputException", "fn-image-build:2": None},
+    )
+    stopped = handler.stop_in_flight_builds(aws.clients, PROPS, "test", keep_tag=TAG)
+    assert stopped == ["old-2", "fn-image-build:2"]
+
+
+def test_a_failure_to_list_old_builds_does_not_fail_the_update(aws: Aws) -> None:
     aws.stub["codepipeline"].add_client_error("list_pipeline_executions", "AccessDeniedException", 400)
+    aws.stub["codebuild"].add_client_error("list_builds_for_project", "AccessDeniedException", 400)
+    assert handler.stop_in_flight_builds(aws.clients, PROPS, "test") == []
+    aws.stub["codepipeline"].add_client_error("list_pipeline_executions", "AccessDeniedException", 400)
+    aws.builds([])
     aws.tag_exists()
-    stopped = handler.stop_in_flight_builds(aws.clients, PROPS, "test")
-    assert stopped == []
-    aws.stub["codepipeline"].add_client_error("list_pipeline_executions", "AccessDeniedException", 400)
     result = handler.handle_event(event("Update"), clients=aws.clients, sleep=aws.sleep)
     assert result["Data"]["Built"] == "false"
 
 
-@pytest.mark.parametrize("code", ["AccessDeniedException", "ThrottlingException", "PipelineNotFoundException"])
-def test_start_is_retried_after_access_denied_or_throttling(aws: Aws, code: str) -> None:
+@pytest.mark.parametrize(
+    "code",
+    [
+        "ConflictException",  # the pipeline was updated a moment ago in the same deploy
+        "ConcurrentPipelineExecutionsLimitExceededException",
+        "AccessDeniedException",
+        "ThrottlingException",
+        "PipelineNotFoundException",
+    ],
+)
+def test_start_is_retried_after_conflict_limit_access_denied_or_throttling(aws: Aws, code: str) -> None:
     aws.tag_missing()
-    aws.copy()
+    aws.executions([])
     for _ in range(2):
         aws.stub["codepipeline"].add_client_error(
-            "start_pipeline_execution", code, http_status_code=400, expected_params=aws.start_params(False)
+            "start_pipeline_execution", code, http_status_code=409, expected_params=aws.start_params(False)
         )
     aws.start(update_function=False)
     started = handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
@@ -304,40 +491,76 @@ def test_start_is_retried_after_access_denied_or_throttling(aws: Aws, code: str)
     assert aws.sleeps == list(handler.START_RETRY_DELAYS[:2])
 
 
-def test_copy_is_retried_after_access_denied(aws: Aws) -> None:
-    aws.tag_missing()
-    aws.stub["s3"].add_client_error("copy_object", "AccessDenied", http_status_code=403)
-    aws.copy()
-    aws.start(update_function=False)
-    handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
-    assert aws.sleeps == [handler.START_RETRY_DELAYS[0]]
-
-
 def test_start_gives_up_after_the_bounded_retries(aws: Aws) -> None:
     aws.tag_missing()
-    aws.copy()
+    aws.executions([])
     for _ in range(len(handler.START_RETRY_DELAYS) + 1):
-        aws.stub["codepipeline"].add_client_error("start_pipeline_execution", "AccessDeniedException", 400)
-    with pytest.raises(ClientError, match="AccessDeniedException"):
+        aws.stub["codepipeline"].add_client_error("start_pipeline_execution", "ConflictException", 409)
+    with pytest.raises(ClientError, match="ConflictException"):
         handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
     assert aws.sleeps == list(handler.START_RETRY_DELAYS)
-    assert sum(aws.sleeps) < 300  # well inside the on-event function's 5 minute timeout
+    assert sum(aws.sleeps) < 200  # well inside the on-event function's 5 minute timeout
 
 
 def test_other_start_errors_are_not_retried(aws: Aws) -> None:
     aws.tag_missing()
-    aws.copy()
+    aws.executions([])
     aws.stub["codepipeline"].add_client_error("start_pipeline_execution", "ValidationException", 400)
     with pytest.raises(ClientError, match="ValidationException"):
         handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
     assert aws.sleeps == []
 
 
-def test_unversioned_source_bucket_is_reported(aws: Aws) -> None:
+# ---- is_complete: superseded and cancelled executions ---------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["Superseded", "Cancelled"])
+def test_an_overtaken_execution_succeeds_when_the_tag_reaches_ecr(aws: Aws, status: str) -> None:
+    """Superseded: a newer execution (an operator's "Release change") overtook it; Cancelled: the pipeline's
+    definition was updated. Either way another execution may push the same content tag."""
+    aws.execution(status)
+    aws.tag_exists()
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    done = poll(aws, started, now=1100.0)
+    assert done["IsComplete"] is True and done["Data"]["ImageDigest"] == DIGEST
+
+
+@pytest.mark.parametrize("status", ["Superseded", "Cancelled"])
+def test_an_overtaken_execution_keeps_waiting_while_another_builds_the_tag(aws: Aws, status: str) -> None:
+    aws.execution(status)
     aws.tag_missing()
-    aws.stub["s3"].add_response("copy_object", {}, None)
-    with pytest.raises(RuntimeError, match="versioning"):
-        handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
+    aws.executions([("release-change", "InProgress", TAG, "true")])
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    assert poll(aws, started, now=1100.0) == {"IsComplete": False}
+
+
+@pytest.mark.parametrize("status", ["Superseded", "Cancelled"])
+def test_an_overtaken_execution_fails_when_nothing_builds_the_tag(aws: Aws, status: str) -> None:
+    aws.execution(status)
+    aws.tag_missing()
+    aws.executions([("other-tag", "InProgress", "e" * 32, "true")])
+    aws.stub["codepipeline"].add_response(
+        "list_action_executions",
+        {"actionExecutionDetails": []},
+        {"pipelineName": PIPELINE, "filter": {"pipelineExecutionId": EXECUTION}},
+    )
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    with pytest.raises(handler.BuildFailedError, match=f"{status.lower()}.*no other execution is building {TAG}"):
+        poll(aws, started, now=1100.0)
+
+
+def test_an_overtaken_execution_still_waiting_at_the_deadline_fails(aws: Aws) -> None:
+    aws.execution("Superseded")
+    aws.tag_missing()
+    aws.executions([("release-change", "InProgress", TAG, "true")])
+    aws.stub["codepipeline"].add_response(
+        "list_action_executions",
+        {"actionExecutionDetails": []},
+        {"pipelineName": PIPELINE, "filter": {"pipelineExecutionId": EXECUTION}},
+    )
+    started = {"Data": {"PipelineExecutionId": EXECUTION, "ImageTag": TAG, "StartedAt": "1000"}}
+    with pytest.raises(handler.BuildFailedError, match="still not in ECR after 2941 s"):
+        poll(aws, started, now=1000.0 + 2941)
 
 
 # ---- is_complete failures -------------------------------------------------------------------------
@@ -396,7 +619,7 @@ def add_failure_details(aws: Aws) -> None:
     )
 
 
-@pytest.mark.parametrize("status", ["Failed", "Stopped", "Superseded", "Cancelled"])
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
 def test_a_failed_execution_raises_with_the_log_tail_and_a_console_link(aws: Aws, status: str) -> None:
     aws.execution(status, summary="Build action failed")
     add_failure_details(aws)

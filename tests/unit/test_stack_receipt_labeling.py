@@ -39,10 +39,13 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "ollama_base_url": "https://ollama.internal:11434",
     "max_concurrency": 7,
     "tolerated_failure_percentage": 25,
+    "alarm_email": "ops@example.com",
 }
 # Actions that support no resource-level permission, so "*" is the only possible Resource.
 ACTIONS_WITHOUT_RESOURCE_LEVEL_PERMISSIONS = frozenset(
     {
+        "ecr-public:GetAuthorizationToken",
+        "sts:GetServiceBearerToken",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
         "xray:GetSamplingRules",
@@ -188,6 +191,7 @@ def test_outputs_name_everything_an_operator_needs(template: dict[str, Any]) -> 
         "TableName",
         "ManifestBucketName",
         "OllamaApiKeySecretArn",
+        "AlarmTopicArn",
     }
     machine_id, _ = one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf")
     list_id, _ = lambda_function(template, "receipt-labeling-dev-create-labels-list")
@@ -584,6 +588,55 @@ def test_langsmith_secret_created_when_tracing_is_on(tmp_path: Path) -> None:
     }
 
 
+# ---- alarms ---------------------------------------------------------------------------------------------
+def test_alarm_topic_is_encrypted_with_a_rotated_key_eventbridge_may_use(template: dict[str, Any]) -> None:
+    """EventBridge can publish to an encrypted topic only with kms:Decrypt and kms:GenerateDataKey* on a
+    customer managed key (the AWS managed alias/aws/sns key's policy cannot grant them)."""
+    topic_id, topic = one(template, "AWS::SNS::Topic", TopicName="receipt-labeling-dev-alarms")
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = template["Resources"][key_id]
+    assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
+    events_statement = next(
+        s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Sid") == "EventBridgePublishesAlarms"
+    )
+    assert events_statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert sorted(as_list(events_statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    (policy,) = resources(template, "AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
+    )
+    assert any(s.get("Principal") == {"Service": "events.amazonaws.com"} for s in statements)
+    assert template["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": topic_id}
+    assert not resources(template, "AWS::SNS::Subscription")  # no alarm_email: subscribe by hand
+
+
+def test_alarm_email_subscribes_that_address(variant_template: dict[str, Any]) -> None:
+    topic_id, _ = one(variant_template, "AWS::SNS::Topic", TopicName="receipt-labeling-prod-alarms")
+    (subscription,) = resources(variant_template, "AWS::SNS::Subscription").values()
+    assert subscription["Properties"] == {
+        "Protocol": "email",
+        "TopicArn": {"Ref": topic_id},
+        "Endpoint": "ops@example.com",
+    }
+
+
+def test_failed_labeling_runs_and_image_builds_reach_the_alarm_topic(template: dict[str, Any]) -> None:
+    topic_id, _ = one(template, "AWS::SNS::Topic", TopicName="receipt-labeling-dev-alarms")
+    machine_id, _ = one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf")
+    rules = resources(template, "AWS::Events::Rule")
+    sources = sorted(r["Properties"]["EventPattern"]["source"][0] for r in rules.values())
+    assert sources == ["aws.codebuild", "aws.codepipeline", "aws.states"]
+    for rule in rules.values():
+        (target,) = rule["Properties"]["Targets"]
+        assert target["Arn"] == {"Ref": topic_id}
+    states = next(r for r in rules.values() if r["Properties"]["EventPattern"]["source"] == ["aws.states"])
+    assert states["Properties"]["EventPattern"]["detail"] == {
+        "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+        "stateMachineArn": [{"Ref": machine_id}],
+    }
+
+
 # ---- settings validation ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field", "value", "message"),
@@ -593,6 +646,8 @@ def test_langsmith_secret_created_when_tracing_is_on(tmp_path: Path) -> None:
         ("stage", "a-very-long-stage-name-that-breaks-lambda", "stage"),
         ("ollama_base_url", "ollama.com", "ollama_base_url"),
         ("ollama_base_url", "http://ollama.internal:11434", "https"),
+        ("alarm_email", "ops", "alarm_email"),
+        ("alarm_email", "a@example.com,b@example.com", "one e-mail address"),
     ],
 )
 def test_settings_reject_values_that_cannot_deploy(field: str, value: Any, message: str) -> None:
