@@ -110,11 +110,31 @@ ALARM_RULE_DLQ_REASON = (
 )
 
 
-def acknowledge_alarm_rule(rule: events.Rule) -> None:
-    """cdk-nag Serverless-EventBusDLQ on a rule whose target is the alarm topic (reason above)."""
+def alarm_rule(
+    scope: Construct,
+    id_: str,
+    *,
+    topic: sns.ITopic,
+    description: str,
+    source: str,
+    detail_type: str,
+    detail: Mapping[str, Any],
+    message: str,
+) -> events.Rule:
+    """An EventBridge rule that sends matching events to the alarm ``topic`` as the text ``message``
+    (``events.EventField`` placeholders allowed)."""
+    rule = events.Rule(
+        scope,
+        id_,
+        description=description,
+        event_pattern=events.EventPattern(source=[source], detail_type=[detail_type], detail=dict(detail)),
+    )
+    rule.add_target(targets.SnsTopic(topic, message=events.RuleTargetInput.from_text(message)))
+    # cdk-nag Serverless-EventBusDLQ: the only target is the alarm topic (reason above).
     Validations.of(rule).acknowledge(
         Acknowledgment(id="Serverless::Serverless-EventBusDLQ", reason=ALARM_RULE_DLQ_REASON)
     )
+    return rule
 
 
 class CodeBuildDockerImage(Construct):
@@ -620,50 +640,34 @@ class CodeBuildDockerImage(Construct):
         """
         if topic is None:
             return []
-        pipeline_failed = events.Rule(
+        field = events.EventField.from_path
+        pipeline_failed = alarm_rule(
             self,
             "PipelineFailedRule",
+            topic=topic,
             description=f"Image build pipeline of {name}: execution FAILED",
-            event_pattern=events.EventPattern(
-                source=["aws.codepipeline"],
-                detail_type=["CodePipeline Pipeline Execution State Change"],
-                detail={"state": ["FAILED"], "pipeline": [self.pipeline_name]},
+            source="aws.codepipeline",
+            detail_type="CodePipeline Pipeline Execution State Change",
+            detail={"state": ["FAILED"], "pipeline": [self.pipeline_name]},
+            message=(
+                f"The image build of the Lambda function {name} FAILED: pipeline {field('$.detail.pipeline')} "
+                f"execution {field('$.detail.execution-id')} in {field('$.region')}. The function keeps its "
+                "previous image. Open the execution in the CodePipeline console for the build log."
             ),
         )
-        pipeline_failed.add_target(
-            targets.SnsTopic(
-                topic,
-                message=events.RuleTargetInput.from_text(
-                    f"The image build of the Lambda function {name} FAILED: pipeline "
-                    f"{events.EventField.from_path('$.detail.pipeline')} execution "
-                    f"{events.EventField.from_path('$.detail.execution-id')} in "
-                    f"{events.EventField.from_path('$.region')}. The function keeps its previous image. "
-                    "Open the execution in the CodePipeline console for the build log."
-                ),
-            )
-        )
-        build_failed = events.Rule(
+        build_failed = alarm_rule(
             self,
             "BuildFailedRule",
+            topic=topic,
             description=f"Image build project of {name}: build FAILED",
-            event_pattern=events.EventPattern(
-                source=["aws.codebuild"],
-                detail_type=["CodeBuild Build State Change"],
-                detail={"build-status": ["FAILED"], "project-name": [project_name]},
+            source="aws.codebuild",
+            detail_type="CodeBuild Build State Change",
+            detail={"build-status": ["FAILED"], "project-name": [project_name]},
+            message=(
+                f"A CodeBuild build of the {name} image FAILED: {field('$.detail.build-id')}. Its log: "
+                f"{field('$.detail.additional-information.logs.deep-link')}"
             ),
         )
-        build_failed.add_target(
-            targets.SnsTopic(
-                topic,
-                message=events.RuleTargetInput.from_text(
-                    f"A CodeBuild build of the {name} image FAILED: "
-                    f"{events.EventField.from_path('$.detail.build-id')}. Its log: "
-                    f"{events.EventField.from_path('$.detail.additional-information.logs.deep-link')}"
-                ),
-            )
-        )
-        for rule in (pipeline_failed, build_failed):
-            acknowledge_alarm_rule(rule)
         return [pipeline_failed, build_failed]
 
     def _acknowledge(self, scope: IConstruct, findings: Mapping[str, str]) -> None:

@@ -39,7 +39,6 @@ from aws_cdk import (
 )
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -50,7 +49,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from constructs import Construct
-from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig, acknowledge_alarm_rule
+from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig, alarm_rule
 from receipt_dynamo import schema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -389,31 +388,23 @@ class CreateLabelsStepFunction(Construct):
         """An EventBridge rule: executions that end FAILED, TIMED_OUT or ABORTED reach ``topic``."""
         if topic is None:
             return None
-        rule = events.Rule(
+        field = events.EventField.from_path
+        return alarm_rule(
             self,
             "FailedExecutionRule",
+            topic=topic,
             description="Labeling run ended FAILED, TIMED_OUT or ABORTED",
-            event_pattern=events.EventPattern(
-                source=["aws.states"],
-                detail_type=["Step Functions Execution Status Change"],
-                detail={
-                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
-                    "stateMachineArn": [self.state_machine.state_machine_arn],
-                },
+            source="aws.states",
+            detail_type="Step Functions Execution Status Change",
+            detail={
+                "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                "stateMachineArn": [self.state_machine.state_machine_arn],
+            },
+            message=(
+                f"A labeling run ended {field('$.detail.status')}: {field('$.detail.executionArn')}. Its error "
+                "and cause are in the execution's history (Step Functions console)."
             ),
         )
-        rule.add_target(
-            targets.SnsTopic(
-                topic,
-                message=events.RuleTargetInput.from_text(
-                    f"A labeling run ended {events.EventField.from_path('$.detail.status')}: "
-                    f"{events.EventField.from_path('$.detail.executionArn')}. Its error and cause are in the "
-                    "execution's history (Step Functions console)."
-                ),
-            )
-        )
-        acknowledge_alarm_rule(rule)
-        return rule
 
     # The definition ------------------------------------------------------------------------------
     def _definition(

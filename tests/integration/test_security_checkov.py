@@ -44,6 +44,7 @@ REVIEWED: dict[str, list[tuple[str, str]]] = {
     "CKV_AWS_111": [
         ("AWS::IAM::Policy", r".*/ProcessReceiptImage/TriggerProvider/waiter-state-machine/Role/DefaultPolicy/Resource")
     ],
+    "CKV_AWS_107": [("AWS::IAM::Policy", r".*/CreateLabels/ProcessReceiptImage/BuildRole/DefaultPolicy/Resource")],
 }
 
 
