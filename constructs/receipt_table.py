@@ -1,4 +1,4 @@
-"""ReceiptTable: the single DynamoDB table of ../shared/DESIGN.md, built from receipt_dynamo.schema."""
+"""ReceiptTable: the single DynamoDB table (docs/data-layer.md), built from receipt_dynamo.schema."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The receipt document (DESIGN.md, "Receipt document"): JSON -> validated entities.
+"""The receipt document (docs/data-layer.md, "Receipt document"): JSON -> validated entities.
 
 ```json
 {"image_id": "<uuid4>", "receipt_id": 1,

@@ -41,7 +41,7 @@ class ReceiptNotFoundError(ReceiptDynamoError, LookupError):
         super().__init__(f"receipt not found: image_id={image_id} receipt_id={receipt_id}")
 
 
-#: Alias used by DESIGN.md / issue 3.
+#: The shorter name, kept as an alias.
 ReceiptNotFound = ReceiptNotFoundError
 
 

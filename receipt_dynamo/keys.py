@@ -1,4 +1,4 @@
-"""Every key string of the single table, built and parsed in one place (formats of DESIGN.md).
+"""Every key string of the single table, built and parsed in one place (formats in docs/data-layer.md).
 
 ==================  ====================  ==================================================  ====================
 entity              PK                    SK                                                  TYPE

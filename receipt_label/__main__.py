@@ -1,6 +1,6 @@
 """python -m receipt_label FILE.json [--base-url URL] [--model NAME] [--timeout SECONDS]
 
-Labels one receipt document (the JSON of DESIGN.md) with the configured Ollama endpoint and
+Labels one receipt document (the JSON of docs/data-layer.md) with the configured Ollama endpoint and
 prints a table of line, word, text, label and reasoning. Settings come from the environment
 (OLLAMA_BASE_URL, OLLAMA_MODEL, OLLAMA_API_KEY, OLLAMA_TIMEOUT_SECONDS, OLLAMA_NUM_CTX); the
 options override them. Nothing is written anywhere. Exit status: 0 labeled, 1 the LLM call

@@ -1,6 +1,6 @@
 """ListReceipts Lambda: write every receipt key to a JSON manifest in S3 for the Distributed Map.
 
-Contract (DESIGN.md, "Lambda handlers"):
+Contract (docs/handlers.md):
 
 - environment: ``DYNAMODB_TABLE_NAME`` (the receipt table), ``MANIFEST_BUCKET`` (where manifests go).
 - event: ``{}``; optional ``"limit"`` (int >= 1: at most that many receipts) and optional

@@ -1,6 +1,6 @@
 """ProcessReceipt Lambda (container image): propose PENDING word labels for one receipt.
 
-Contract (DESIGN.md, "Lambda handlers"):
+Contract (docs/handlers.md):
 
 - event: ``{"image_id": "<uuid>", "receipt_id": <int 1..99999>}``, optional ``"force": true`` to
   label a receipt this pipeline has finished labeling before (existing labels are still never

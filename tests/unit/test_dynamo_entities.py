@@ -1,4 +1,4 @@
-"""receipt_dynamo entities: validation at construction, item round trips, key strings as in DESIGN.md."""
+"""receipt_dynamo entities: validation at construction, item round trips, key strings as in docs/data-layer.md."""
 
 from __future__ import annotations
 

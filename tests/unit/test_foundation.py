@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 def test_constructs_is_a_namespace_directory() -> None:
     assert not (REPO_ROOT / "constructs" / "__init__.py").exists(), (
         "constructs/__init__.py shadows the constructs library: every aws_cdk import then fails "
-        "with \"No module named 'constructs._jsii'\". Remove it (see ../shared/DESIGN.md)."
+        "with \"No module named 'constructs._jsii'\". Remove it (see README, Layout)."
     )
 
 
