@@ -421,7 +421,7 @@ def distributed_history(template: dict[str, Any], count: int) -> tuple[int, floa
 
 
 def inline_definition(definition: dict[str, Any]) -> dict[str, Any]:
-    """The same machine with an inline Map over the list Lambda's payload (the design docs/state-machine.md explains we do not use)."""
+    """The same machine with an inline Map over the list Lambda's payload (rejected: docs/state-machine.md)."""
     inline = copy.deepcopy(definition)
     states = inline["States"]
     states["ListReceipts"]["ResultSelector"]["items.$"] = "$.Payload.items"

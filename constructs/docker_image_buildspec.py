@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 CACHE_TAG = "buildcache"
-#: BuildKit image of the ``docker-container`` builder; CodeBuildDockerImage passes it as ``BUILDKIT_IMAGE``.
-#: The docker driver (CodeBuild's default) cannot export a registry cache of every stage.
+#: The ``docker-container`` builder the build creates from ``$BUILDKIT_IMAGE``: the docker driver
+#: (CodeBuild's default) cannot export a registry cache of every stage.
 BUILDER_NAME = "image-builder"
 #: Seconds between two reads of the function's LastUpdateStatus, and how many reads at most (20 min:
 #: Lambda optimizes a new image before the update succeeds; large images take minutes).

@@ -30,9 +30,9 @@ is_complete: polls the execution by id; on success returns the digest of the tag
   tail and console links; past the deadline raises instead of hanging. The failure reason is bounded
   (``compose_failure_reason``) so it always fits CloudFormation's 4,096-byte custom resource response.
 
-Properties (strings): ImageTag, SourceVersion, SourceBucket, SourceKey, PipelineName,
-SourceActionName, ProjectName, RepositoryName, FunctionName, WaitForBuild ("true"/"false"),
-DeadlineSeconds; the source resource: ImageTag, AssetBucket, AssetKey, SourceBucket, SourceKey.
+Properties (strings): ImageTag, SourceVersion, PipelineName, SourceActionName, ProjectName,
+RepositoryName, FunctionName, WaitForBuild ("true"/"false"), DeadlineSeconds; the source resource:
+ImageTag, AssetBucket, AssetKey, SourceBucket, SourceKey.
 Attributes: ImageTag, ImageDigest ("sha256:..."), DigestHex, PipelineExecutionId, Built ("true"/"false");
 the source resource: VersionId.
 """
@@ -271,13 +271,13 @@ def running_executions(clients: Clients, pipeline: str) -> list[tuple[str, dict[
     return running
 
 
-def _running_or_none(clients: Clients, pipeline: str) -> list[tuple[str, dict[str, str]]] | None:
-    """:func:`running_executions`, or None (logged) when they cannot be read."""
+def _running_or_empty(clients: Clients, pipeline: str) -> list[tuple[str, dict[str, str]]]:
+    """:func:`running_executions`, or none (logged) when they cannot be read."""
     try:
         return running_executions(clients, pipeline)
     except ClientError as err:
         LOG.warning("could not list the executions of %s: %s", pipeline, _error_code(err))
-        return None
+        return []
 
 
 def _try(what: str, call: Callable[[], Any]) -> bool:
@@ -308,7 +308,7 @@ def stop_in_flight_builds(
     pipeline, project = props["PipelineName"], props.get("ProjectName")
     stopped: list[str] = []
     if running is None:
-        running = _running_or_none(clients, pipeline) or []
+        running = _running_or_empty(clients, pipeline)
     for execution_id, variables in running:
         if keep_tag is not None and variables.get("IMAGE_TAG") == keep_tag:
             continue
@@ -367,19 +367,19 @@ def handle_event(
     tag = str(props["ImageTag"])
     running: list[tuple[str, dict[str, str]]] | None = None
     if request == "Update":
-        running = _running_or_none(clients, props["PipelineName"])
+        running = _running_or_empty(clients, props["PipelineName"])
         # An older async build must not repoint the function after this request settles it (a later
         # deploy, or a rollback to an image already in ECR). Executions building this very tag stay:
         # this request's own, started by an earlier invocation of this handler.
         stop_in_flight_builds(
-            clients, props, f"superseded by image {tag} (request {request_id})", keep_tag=tag, running=running or []
+            clients, props, f"superseded by image {tag} (request {request_id})", keep_tag=tag, running=running
         )
     existing = find_image_digest(clients, props["RepositoryName"], tag)
     if existing:
         LOG.info("%s:%s exists (%s): nothing to build", props["RepositoryName"], tag, existing)
         return {"PhysicalResourceId": physical_id, "Data": _result(tag, existing, built=False)}
-    if running is None:
-        running = _running_or_none(clients, props["PipelineName"])
+    if running is None:  # Create: only needed when there is something to build
+        running = _running_or_empty(clients, props["PipelineName"])
 
     wait = request == "Create" or props.get("WaitForBuild") == "true"
     running_digest = None
@@ -390,7 +390,7 @@ def handle_event(
     adopted = next(
         (
             execution_id
-            for execution_id, variables in running or []
+            for execution_id, variables in running
             if variables.get("IMAGE_TAG") == tag
             # The pipeline's run at creation uses the default UPDATE_FUNCTION; the function does not
             # exist yet then, and the build leaves a missing function alone.
@@ -600,9 +600,10 @@ def check_complete(
     ]
     status = str(execution.get("status", ""))
     summary = str(execution.get("statusSummary", ""))
+    elapsed = now() - float(data.get("StartedAt", now()))
+    past_deadline = elapsed > float(props.get("DeadlineSeconds", 2700))
     if status == RUNNING or status == "Stopping":
-        elapsed = now() - float(data.get("StartedAt", now()))
-        if elapsed > float(props.get("DeadlineSeconds", 2700)):
+        if past_deadline:
             raise BuildFailedError(
                 failure_reason(clients, props, execution_id, "timed out", f"still {status} after {int(elapsed)} s")
             )
@@ -616,8 +617,7 @@ def check_complete(
         if digest:
             return {"IsComplete": True, "Data": _result(tag, digest, execution_id=execution_id, built=True)}
         others = [e for e, variables in running_executions(clients, pipeline) if variables.get("IMAGE_TAG") == tag]
-        elapsed = now() - float(data.get("StartedAt", now()))
-        if others and elapsed <= float(props.get("DeadlineSeconds", 2700)):
+        if others and not past_deadline:
             LOG.info("execution %s was %s; %s builds %s: still waiting", execution_id, status, others[0], tag)
             return {"IsComplete": False}
         why = f"no other execution is building {tag}" if not others else f"still not in ECR after {int(elapsed)} s"

@@ -1,4 +1,4 @@
-"""ReceiptTable: the single table of docs/data-layer.md, created or imported (with its indexes, so grants cover them)."""
+"""ReceiptTable: the single table (docs/data-layer.md), created or imported (with its indexes, so grants cover them)."""
 
 from __future__ import annotations
 
