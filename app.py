@@ -52,6 +52,7 @@ def settings_from_context(app: cdk.App) -> PipelineSettings:
             langsmith_tracing=_bool_context(app, "langsmith_tracing"),
             max_concurrency=_int_context(app, "max_concurrency", 3),
             tolerated_failure_percentage=_int_context(app, "tolerated_failure_percentage", 10),
+            tolerated_failure_count=_int_context(app, "tolerated_failure_count", 100),
             wait_for_build=_bool_context(app, "wait_for_build"),
             alarm_email=opt("alarm_email"),
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -21,12 +20,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import tracemalloc
-import uuid
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bench import Row
 
@@ -34,7 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESS_DIR = REPO_ROOT / "lambdas" / "process_receipt"
 IMAGE_REQUIREMENTS = PROCESS_DIR / "requirements.txt"
 DOCKERFILE = PROCESS_DIR / "Dockerfile"
-LIST_HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
 #: What the Dockerfile copies into ${LAMBDA_TASK_ROOT} besides the dependencies.
 IMAGE_CODE = ("receipt_dynamo", "receipt_label", "lambdas/process_receipt/handler.py")
 
@@ -55,9 +50,6 @@ IMAGE_PYTHON_VERSION = "3.12"
 
 IMPORT_TIME_TARGET_S = 1.5
 DEPENDENCY_MB_TARGET = 100.0
-#: ListReceipts runs in the default 128 MB; the runtime and boto3 take about 50 of it.
-MANIFEST_RECEIPTS = 100_000
-MANIFEST_PEAK_MIB_TARGET = 64
 
 
 def cache_root() -> Path:
@@ -268,58 +260,6 @@ def installed_bytes_with_bytecode(wheel_dir: Path) -> int:
         return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
 
 
-class _PagedReceiptIndex:
-    """The DynamoDB client's ``query`` over ``count`` receipts on GSITYPE, pages of ~1 MB (15,000 keys)."""
-
-    def __init__(self, count: int, page_size: int = 15_000) -> None:
-        self.count, self.page_size = count, page_size
-
-    def query(self, **request: Any) -> dict[str, Any]:
-        start = int(request.get("ExclusiveStartKey", {}).get("n", {}).get("N", "0"))
-        end = min(start + self.page_size, self.count)
-        items = [
-            {"PK": {"S": f"IMAGE#{uuid.UUID(int=n + 1)}"}, "SK": {"S": "RECEIPT#00001"}} for n in range(start, end)
-        ]
-        return {"Items": items, **({"LastEvaluatedKey": {"n": {"N": str(end)}}} if end < self.count else {})}
-
-
-class _CountingS3:
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    def put_object(self, *, Body: Any, **_: Any) -> dict[str, Any]:
-        while chunk := Body.read(64 * 1024):
-            self.bytes += len(chunk)
-        return {}
-
-
-def manifest_peak_bytes(receipts: int) -> tuple[int, int]:
-    """Peak traced Python memory of one ListReceipts invocation over ``receipts`` keys, and the manifest size."""
-    spec = importlib.util.spec_from_file_location("list_receipts_handler_bench", LIST_HANDLER)
-    assert spec is not None and spec.loader is not None
-    module: Any = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    from receipt_dynamo import DynamoClient
-
-    module._dynamo = DynamoClient("receipts", client=_PagedReceiptIndex(receipts))
-    module._s3_client = sink = _CountingS3()
-    previous = os.environ.get("MANIFEST_BUCKET")
-    os.environ["MANIFEST_BUCKET"] = "bench-bucket"
-    module.logger.disabled = True
-    tracemalloc.start()
-    try:
-        result = module.lambda_handler({}, None)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        if previous is None:
-            del os.environ["MANIFEST_BUCKET"]
-        else:
-            os.environ["MANIFEST_BUCKET"] = previous
-    assert result["receipt_count"] == receipts
-    return peak, sink.bytes
-
-
 def rows() -> list[Row]:
     out: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -355,16 +295,6 @@ def rows() -> list[Row]:
             "image",
             f"arm64 dependencies incl. .pyc (compiled by CPython {image_python()[1]})",
             f"{with_bytecode:.1f} MB",
-        )
-    )
-    peak, manifest_bytes = manifest_peak_bytes(MANIFEST_RECEIPTS)
-    out.append(
-        Row(
-            "handlers",
-            f"ListReceipts peak traced memory, {MANIFEST_RECEIPTS:,} receipts ({manifest_bytes / 1e6:.1f} MB manifest)",
-            f"{peak / 2**20:.1f} MiB",
-            f"< {MANIFEST_PEAK_MIB_TARGET} MiB",
-            peak / 2**20 < MANIFEST_PEAK_MIB_TARGET,
         )
     )
     return out

@@ -2,18 +2,25 @@
 
 State machine (JSONPath, STANDARD)::
 
-    ListReceipts (zip Lambda)  -> writes the manifest, returns {receipt_count, manifest_bucket, manifest_key}
-    HasReceipts (Choice)       -> receipt_count > 0 ? LabelReceipts : NoReceipts
+    ListReceipts (zip Lambda)  -> writes the JSONL manifest, returns {receipt_count, receipts_to_label,
+                                  manifest_bucket, manifest_key}
+    HasReceipts (Choice)       -> receipts_to_label > 0 ? Preflight
+                                  : receipt_count > 0 ? LabelReceipts (all labeled: every item is skipped)
+                                  : NoReceipts
     NoReceipts (Pass)          -> Summarize's keys with zeros (results and map_run_arn null)
+    Preflight (container Lambda, {"preflight": true}) -> one capped LLM call: endpoint, key, model
     LabelReceipts (Distributed Map, ItemReader = the manifest, child STANDARD executions)
         ProcessReceipt (container Lambda) per {image_id, receipt_id}
         ResultWriter -> s3://<manifest bucket>/results/<map run id>/ (SUCCEEDED_*.json, FAILED_*.json)
     CountResults (aws-sdk sfn:describeMapRun) -> item counts of the map run
     Summarize (Pass)           -> {receipt_count, succeeded, failed, timed_out, aborted, results, manifest, map_run_arn}
 
-The map fails the execution (``States.ExceedToleratedFailureThreshold``) when more than
-``tolerated_failure_percentage`` of the receipts failed; below that, every failed receipt is in the
-results' FAILED files with its error and cause, and counted in ``failed``.
+A rejected key, an unknown model or an endpoint that stays unreachable fails the execution in
+Preflight, before any receipt is tried. The map fails the execution
+(``States.ExceedToleratedFailureThreshold``) when more than ``tolerated_failure_percentage`` of the
+receipts or more than ``tolerated_failure_count`` receipts failed, whichever comes first; below
+that, every failed receipt is in the results' FAILED files with its error and cause, and counted
+in ``failed``.
 """
 
 from __future__ import annotations
@@ -54,13 +61,22 @@ from receipt_dynamo import schema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: Errors the Lambda service (not our code) raises; always worth another try.
+#: Errors the Lambda service (not our code) raises; always worth another try. The first four are
+#: AWS's documented transient service errors (Step Functions best practices, "Handle Lambda service
+#: exceptions"); ResourceNotReadyException is what an image function that went Inactive after weeks
+#: idle answers to its first invoke while Lambda restores it.
 LAMBDA_SERVICE_ERRORS: tuple[str, ...] = (
+    "Lambda.ClientExecutionTimeoutException",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ResourceNotReadyException",
 )
+#: The process Lambda's retryable errors, shared by Preflight and ProcessReceipt.
+LLM_RATE_LIMIT_ERRORS: tuple[str, ...] = ("LLMRateLimitError",)
+LLM_TRANSIENT_ERRORS: tuple[str, ...] = ("LLMTransientError", "TimeBudgetExceededError")
+AWS_TRANSIENT_ERRORS: tuple[str, ...] = ("DynamoThrottledError", "AwsTransientError")
 #: Where the list Lambda writes manifests (lambdas/list_receipts/handler.py: MANIFEST_PREFIX) and
 #: where the map writes its results.
 MANIFEST_PREFIX = "manifests/"
@@ -171,6 +187,7 @@ class CreateLabelsStepFunction(Construct):
         langsmith_api_key_secret: secretsmanager.ISecret | None = None,
         max_concurrency: int = 3,
         tolerated_failure_percentage: int = 10,
+        tolerated_failure_count: int = 100,
         wait_for_build: bool = False,
         log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS,
         manifest_expiration: Duration | None = None,
@@ -188,6 +205,8 @@ class CreateLabelsStepFunction(Construct):
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if not 0 <= tolerated_failure_percentage <= 100:
             raise ValueError(f"tolerated_failure_percentage must be within 0..100, got {tolerated_failure_percentage}")
+        if tolerated_failure_count < 0:
+            raise ValueError(f"tolerated_failure_count must be >= 0, got {tolerated_failure_count}")
         self.name = name
         state_machine_name = f"{name}-sf"
 
@@ -262,7 +281,7 @@ class CreateLabelsStepFunction(Construct):
             self,
             "ListReceiptsFunction",
             function_name=list_function_name,
-            description="Writes every receipt key to a JSON manifest in S3 for the Distributed Map",
+            description="Writes every receipt key to a JSON Lines manifest in S3 for the Distributed Map",
             runtime=lambda_.Runtime.PYTHON_3_12,
             architecture=lambda_.Architecture.ARM_64,
             handler="handler.lambda_handler",
@@ -369,6 +388,7 @@ class CreateLabelsStepFunction(Construct):
             state_machine_name=state_machine_name,
             max_concurrency=max_concurrency,
             tolerated_failure_percentage=tolerated_failure_percentage,
+            tolerated_failure_count=tolerated_failure_count,
         )
         self.state_machine = sfn.StateMachine(
             self,
@@ -408,7 +428,12 @@ class CreateLabelsStepFunction(Construct):
 
     # The definition ------------------------------------------------------------------------------
     def _definition(
-        self, *, state_machine_name: str, max_concurrency: int, tolerated_failure_percentage: int
+        self,
+        *,
+        state_machine_name: str,
+        max_concurrency: int,
+        tolerated_failure_percentage: int,
+        tolerated_failure_count: int,
     ) -> sfn.IChainable:
         # Map run ARNs end in a run id unknown until the run starts: all runs of this state machine.
         self._map_runs_arn = Stack.of(self).format_arn(
@@ -420,7 +445,7 @@ class CreateLabelsStepFunction(Construct):
         list_receipts = tasks.LambdaInvoke(
             self,
             "ListReceipts",
-            comment="Write every receipt key to a JSON manifest in S3; the manifest key is named after the execution",
+            comment="Write every receipt key to a JSON Lines manifest in S3, its key named after the execution",
             lambda_function=self.list_function,
             # The execution input ({} or {"limit": N}) plus the execution name, which names the manifest.
             payload=sfn.TaskInput.from_json_path_at(
@@ -433,6 +458,7 @@ class CreateLabelsStepFunction(Construct):
             ),
             result_selector={
                 "receipt_count": sfn.JsonPath.number_at("$.Payload.receipt_count"),
+                "receipts_to_label": sfn.JsonPath.number_at("$.Payload.receipts_to_label"),
                 "manifest_bucket": sfn.JsonPath.string_at("$.Payload.manifest_bucket"),
                 "manifest_key": sfn.JsonPath.string_at("$.Payload.manifest_key"),
             },
@@ -440,6 +466,26 @@ class CreateLabelsStepFunction(Construct):
             retry_on_service_exceptions=False,
         )
         _add_retry(list_receipts, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
+
+        preflight = tasks.LambdaInvoke(
+            self,
+            "Preflight",
+            comment="One LLM call capped at one token: the endpoint answers, accepts the key, serves the model",
+            lambda_function=self.process_function,
+            payload=sfn.TaskInput.from_object({"preflight": True}),
+            result_selector={
+                "model": sfn.JsonPath.string_at("$.Payload.model"),
+                "base_url": sfn.JsonPath.string_at("$.Payload.base_url"),
+            },
+            result_path="$.preflight",
+            retry_on_service_exceptions=False,
+        )
+        # Transient failures retry as for a receipt; LLMAuthError, LLMModelNotFoundError and
+        # LLMRequestError fail the execution here, before any receipt is tried.
+        _add_retry(preflight, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
+        _add_retry(preflight, LLM_RATE_LIMIT_ERRORS, interval=30, max_attempts=6, max_delay=300)
+        _add_retry(preflight, LLM_TRANSIENT_ERRORS, interval=5, max_attempts=4, max_delay=60)
+        _add_retry(preflight, AWS_TRANSIENT_ERRORS, interval=10, max_attempts=4, max_delay=120)
 
         process_receipt = tasks.LambdaInvoke(
             self,
@@ -456,13 +502,15 @@ class CreateLabelsStepFunction(Construct):
             retry_on_service_exceptions=False,
         )
         # Retriers are evaluated in order; their error names are disjoint. Not retried, on purpose:
-        # InvalidEventError, ReceiptNotFoundError, LLMOutputError, LLMRequestError (another try gives
-        # the same answer).
+        # InvalidEventError, ReceiptNotFoundError, LLMOutputError, LLMRequestError, LLMAuthError,
+        # LLMModelNotFoundError (another try gives the same answer).
         _add_retry(process_receipt, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
-        _add_retry(process_receipt, ["LLMRateLimitError"], interval=30, max_attempts=6, max_delay=300)
-        _add_retry(process_receipt, ["LLMTransientError"], interval=5, max_attempts=4, max_delay=60)
-        # receipt_dynamo raises DynamoThrottledError once its own retries against throttling are spent.
-        _add_retry(process_receipt, ["DynamoThrottledError"], interval=10, max_attempts=4, max_delay=120)
+        _add_retry(process_receipt, LLM_RATE_LIMIT_ERRORS, interval=30, max_attempts=6, max_delay=300)
+        # TimeBudgetExceededError: the handler stopped LLM work before the Lambda's timeout, nothing written.
+        _add_retry(process_receipt, LLM_TRANSIENT_ERRORS, interval=5, max_attempts=4, max_delay=60)
+        # receipt_dynamo raises DynamoThrottledError once its own retries against throttling are spent,
+        # AwsTransientError for 5xx and connection errors of DynamoDB or Secrets Manager.
+        _add_retry(process_receipt, AWS_TRANSIENT_ERRORS, interval=10, max_attempts=4, max_delay=120)
         # Labels partly written: safe to re-run (the completion marker is set last, existing labels are
         # skipped), but each try asks the LLM again for the words still unlabeled, hence few tries.
         _add_retry(process_receipt, ["LabelWriteError"], interval=15, max_attempts=2, max_delay=60)
@@ -471,7 +519,8 @@ class CreateLabelsStepFunction(Construct):
             self,
             "LabelReceipts",
             comment="One child STANDARD execution per receipt of the manifest",
-            item_reader=sfn.S3JsonItemReader(
+            # JSON Lines: one child execution per line; limits in docs/state-machine.md.
+            item_reader=sfn.S3JsonLItemReader(
                 bucket=self.manifest_bucket, key=sfn.JsonPath.string_at("$.list.manifest_key")
             ),
             item_selector={
@@ -480,6 +529,7 @@ class CreateLabelsStepFunction(Construct):
             },
             max_concurrency=max_concurrency,
             tolerated_failure_percentage=tolerated_failure_percentage,
+            tolerated_failure_count=tolerated_failure_count,
             map_execution_type=sfn.StateMachineType.STANDARD,
             label=MAP_RUN_LABEL,
             result_writer_v2=sfn.ResultWriterV2(bucket=self.manifest_bucket, prefix=RESULTS_PREFIX),
@@ -556,7 +606,13 @@ class CreateLabelsStepFunction(Construct):
             },
         )
         has_receipts = (
-            sfn.Choice(self, "HasReceipts", comment="Skip the map when the manifest is empty")
+            sfn.Choice(
+                self,
+                "HasReceipts",
+                comment="Preflight when a receipt needs labeling; skip the map when the manifest is empty",
+            )
+            .when(sfn.Condition.number_greater_than("$.list.receipts_to_label", 0), preflight.next(label_receipts))
+            # Every listed receipt is already labeled: the map only confirms it, no LLM call, no preflight.
             .when(sfn.Condition.number_greater_than("$.list.receipt_count", 0), label_receipts)
             .otherwise(no_receipts)
         )

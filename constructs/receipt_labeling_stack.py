@@ -34,6 +34,7 @@ class PipelineSettings:
     langsmith_tracing: bool = False
     max_concurrency: int = 3
     tolerated_failure_percentage: int = 10
+    tolerated_failure_count: int = 100
     wait_for_build: bool = False
     alarm_email: str | None = None
 
@@ -49,6 +50,8 @@ class PipelineSettings:
             raise ValueError(
                 f"tolerated_failure_percentage must be within 0..100, got {self.tolerated_failure_percentage}"
             )
+        if self.tolerated_failure_count < 0:
+            raise ValueError(f"tolerated_failure_count must be >= 0, got {self.tolerated_failure_count}")
         if self.alarm_email is not None and not EMAIL.fullmatch(self.alarm_email):
             raise ValueError(f"alarm_email must be one e-mail address, got {self.alarm_email!r}")
         # The Lambda sends the API key as a bearer token: never over plain HTTP.
@@ -108,6 +111,7 @@ class ReceiptLabelingStack(Stack):
             langsmith_api_key_secret=self.langsmith_api_key_secret,
             max_concurrency=settings.max_concurrency,
             tolerated_failure_percentage=settings.tolerated_failure_percentage,
+            tolerated_failure_count=settings.tolerated_failure_count,
             wait_for_build=settings.wait_for_build,
             alarm_topic=self.alarm_topic,
         )

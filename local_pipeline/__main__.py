@@ -83,15 +83,53 @@ def probe_ollama(base_url: str, api_key: str | None) -> list[str]:
     return [str(m.get("name") or m.get("model")) for m in body.get("models", []) if isinstance(m, dict)]
 
 
+#: The execution statuses the stack's EventBridge rule sends to the alarm topic.
+ALARM_STATUSES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
+
+
+def retried_errors(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Task state -> the error names its Retry matches (so a failed attempt can say it will be retried)."""
+    from local_pipeline.template import iter_states
+
+    return {
+        state["_name"]: frozenset(name for retrier in state.get("Retry", []) for name in retrier["ErrorEquals"])
+        for state in iter_states(definition)
+        if state.get("Type") == "Task"
+    }
+
+
 class Progress:
     """One line per receipt as its Lambda invocation ends (retries show as separate lines)."""
 
-    def __init__(self, total: int, out: TextIO) -> None:
+    def __init__(self, total: int, out: TextIO, retried: dict[str, frozenset[str]] | None = None) -> None:
         self.total, self.out, self.done = total, out, 0
+        self.retried = retried or {}
         self._lock = threading.Lock()
+
+    def _failed(self, invocation: Any) -> str:
+        """``FAILED`` for an error no retrier matches, ``failed (retried)`` for one the state machine retries."""
+        retryable = invocation.error_type in self.retried.get(invocation.state, frozenset())
+        return "failed (retried)" if retryable else "FAILED"
 
     def __call__(self, invocation: Any) -> None:
         with self._lock:
+            if invocation.state == "Preflight":
+                if invocation.ok:
+                    r = invocation.result
+                    print(
+                        f"Preflight: {r['base_url']} accepts the key and serves {r['model']} "
+                        f"({r['llm_calls']} LLM call, {invocation.seconds:.1f} s)",
+                        file=self.out,
+                        flush=True,
+                    )
+                else:
+                    message = (invocation.error_message or "").strip()
+                    print(
+                        f"Preflight {self._failed(invocation)}: {invocation.error_type}: {message}",
+                        file=self.out,
+                        flush=True,
+                    )
+                return
             if invocation.state == "ListReceipts":
                 if invocation.ok:
                     result = invocation.result
@@ -121,7 +159,8 @@ class Progress:
                 print(f"{prefix}  ok      {what} ({invocation.seconds:.1f} s)", file=self.out, flush=True)
             else:
                 message = (invocation.error_message or "").splitlines()[0][:160] if invocation.error_message else ""
-                print(f"{prefix}  FAILED  {invocation.error_type}: {message}", file=self.out, flush=True)
+                status = self._failed(invocation)
+                print(f"{prefix}  {status}  {invocation.error_type}: {message}", file=self.out, flush=True)
 
 
 def summary_table(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> str:
@@ -220,7 +259,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 file=out,
                 flush=True,
             )
-            pipeline.router.listeners.append(Progress(len(keys), out))
+            pipeline.router.listeners.append(Progress(len(keys), out, retried_errors(pipeline.definition)))
             run = pipeline.run()
             print("", file=out)
             print(summary_table(pipeline, keys, run), file=out)
@@ -235,6 +274,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 )
             else:
                 print(f": {run.error}: {(run.cause or '')[:300]}", file=out)
+            if run.status in ALARM_STATUSES:
+                print(
+                    f"Deployed, this run would raise the stack's alarm: execution {run.status} is sent to the "
+                    "alarm topic (output AlarmTopicArn).",
+                    file=out,
+                )
             print(
                 f"{len(run.history)} events in the execution history; {time.perf_counter() - started:.1f} s in all",
                 file=out,

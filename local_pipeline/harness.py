@@ -62,6 +62,8 @@ HANDLER_FILES: dict[str, Path] = {
 }
 PROCESS_STATE = "ProcessReceipt"
 LIST_STATE = "ListReceipts"
+#: Invokes the process function with {"preflight": true}: one route serves both states.
+PREFLIGHT_STATE = "Preflight"
 MOTO_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 
@@ -111,6 +113,13 @@ class Route:
     handler: Handler
     memory_mb: int
     timeout_seconds: int
+    also_preflight: bool = False  # the function also serves the Preflight state (event {"preflight": true})
+
+    def state_of(self, event: Any) -> str:
+        """The Task state an invocation came from: functions shared by two states tell them apart by event."""
+        if self.also_preflight and isinstance(event, dict) and event.get("preflight") is True:
+            return PREFLIGHT_STATE
+        return self.state
 
 
 class LambdaRouter:
@@ -143,6 +152,7 @@ class LambdaRouter:
             timeout_seconds=route.timeout_seconds,
             log_group_name=f"/aws/lambda/{route.function_name}",
         )
+        state = route.state_of(event)
         started = time.perf_counter()
         try:
             result = route.handler(event, context)
@@ -155,10 +165,10 @@ class LambdaRouter:
                 "requestId": context.aws_request_id,
                 "stackTrace": traceback.format_tb(error.__traceback__),
             }
-            self._record(Invocation(route.state, name, event, None, type(error).__name__, str(error), seconds))
+            self._record(Invocation(state, name, event, None, type(error).__name__, str(error), seconds))
             return json.dumps(payload).encode()
         seconds = time.perf_counter() - started
-        self._record(Invocation(route.state, name, event, result, None, None, seconds))
+        self._record(Invocation(state, name, event, result, None, None, seconds))
         return json.dumps(result).encode()
 
     def _record(self, invocation: Invocation) -> None:
@@ -305,8 +315,13 @@ class LocalPipeline:
         function_ids = {state: self.stack.function_id_for_arn(arn) for state, arn in tasks.items()}
         self.environment = self._environment(function_ids.values())
         self._exit.enter_context(_environ(self.environment))
+        preflight_function = function_ids.get(PREFLIGHT_STATE)
         for state, function_id in function_ids.items():
-            self.router.add(self._route(state, function_id))
+            if state == PREFLIGHT_STATE and function_ids.get(PROCESS_STATE) == function_id:
+                continue  # served by the ProcessReceipt route
+            route = self._route(state, function_id)
+            route.also_preflight = state == PROCESS_STATE and function_id == preflight_function
+            self.router.add(route)
 
         sfn = boto3.client("stepfunctions", region_name=REGION)
         props = self.stack.resource(state_machine_id)["Properties"]

@@ -32,11 +32,22 @@ Runtime patches (``installed()``; restored on exit):
 6. Distributed Map workers: moto's worker takes its next item by recursing (one more Python stack
    level per item), so a worker dies with ``RecursionError`` after about 1,500 items and the map
    run waits forever. Replaced by the same steps in a loop.
-
-Performance only (no behaviour change):
-
-7. moto builds a new boto3 client for every task it runs (~10 ms each); clients are cached per
-   (service, region, endpoint, role). That is 10,000 clients saved in a 10,000-receipt run.
+7. Performance only, no behaviour change: moto builds a new boto3 client for every task it runs
+   (~10 ms each); clients are cached per (service, region, endpoint, role). That is 10,000 clients
+   saved in a 10,000-receipt run.
+8. ``ItemReader`` with ``ReaderConfig.InputType: JSONL`` (``S3JsonLItemReader``, how the map reads
+   the manifest): moto knows only ``CSV`` and ``JSON``, so ``CreateStateMachine`` fails with
+   ``'JSONL' is not a valid InputTypeValue``. Emulated as AWS documents it
+   (https://docs.aws.amazon.com/step-functions/latest/dg/input-output-itemreader.html): one item
+   per line of the ``s3:getObject`` body, the line's JSON value as the item, in file order, at most
+   ``MaxItems`` (moto's default is the documented 100,000,000). The page does not say what happens
+   to a blank line or to a line that is not JSON; here a line holding only JSON whitespace is no
+   item (so the ``\\n`` that ends the last line adds none), and a line that is not JSON fails the
+   map with ``States.ItemReaderFailed`` ("couldn't read from the item source", as AWS's error list
+   defines it), the cause naming the line. Lines after ``MaxItems`` items are not read. Not
+   emulated: GZIP/ZSTD-compressed files, the 10 GB file and 8 MB item limits. moto binds
+   ``resource_output_transformer_for`` into ``item_reader_decl`` at import, so the patch goes there
+   (and into the factory module, for any later importer), and ``InputType`` accepts ``JSONL``.
 
 Not a shim, but worth knowing: moto leaves ``$$.Execution.Name`` empty when ``StartExecution`` has
 no ``name``; the harness always passes one.
@@ -46,6 +57,8 @@ from __future__ import annotations
 
 import copy
 import datetime
+import enum
+import functools
 import json
 import re
 import threading
@@ -59,6 +72,8 @@ import moto
 
 MOTO_VERSION = "5.2.5"
 EXCEED_TOLERATED_FAILURE_THRESHOLD = "States.ExceedToleratedFailureThreshold"
+ITEM_READER_FAILED = "States.ItemReaderFailed"
+JSONL_INPUT_TYPE = "JSONL"
 REMOVED_FIELDS = ("ToleratedFailurePercentage",)
 
 
@@ -376,6 +391,111 @@ def _cached_client_factory(original: Any) -> Any:
     return boto_client_for
 
 
+# ---- 8. JSON Lines item reader ---------------------------------------------------------------------
+class JsonlInputTypeValue(enum.Enum):
+    """Stands in for the member moto's ``InputTypeValue`` lacks (moto's enum cannot be extended)."""
+
+    JSONL = JSONL_INPUT_TYPE
+
+
+class JsonlReadError(ValueError):
+    """A JSON Lines body the item reader cannot read; ``line`` is the 1-based line number."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line} of the JSONL file is not valid JSON: {reason}")
+        self.line = line
+
+
+_JSON_WHITESPACE = " \t\r"
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` split at ``\\n`` only (JSON Lines' separator), without copying the text."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        if end == -1:
+            end = len(text)
+        yield text[start:end]
+        start = end + 1
+
+
+def read_jsonl_items(text: str, max_items: int | None = None) -> list[Any]:
+    """The items of a JSON Lines body as shim 8 reads them (see the module docstring, item 8)."""
+    items: list[Any] = []
+    for number, line in enumerate(_lines(text), start=1):
+        if max_items is not None and len(items) >= max_items:
+            break  # AWS stops reading at MaxItems: what follows is never parsed
+        if not line.strip(_JSON_WHITESPACE):
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise JsonlReadError(number, f"{error.msg} (column {error.colno})") from None
+    return items
+
+
+def _input_type_init(original: Any) -> Any:
+    def __init__(self: Any, input_type: str) -> None:
+        if input_type == JSONL_INPUT_TYPE:
+            self.input_type_value = JsonlInputTypeValue.JSONL
+        else:
+            original(self, input_type)
+
+    return __init__
+
+
+@functools.cache
+def _jsonl_transformer_class() -> type:
+    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_output_transformer.transformer import (  # noqa: E501
+        ResourceOutputTransformer,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    class ResourceOutputTransformerJsonl(ResourceOutputTransformer):
+        """The JSONL counterpart of moto's ``ResourceOutputTransformerJson`` (same stack protocol)."""
+
+        def _eval_body(self, env: Any) -> None:
+            reader_config = env.stack.pop()
+            body = env.stack.pop()
+            try:
+                items = read_jsonl_items(body, reader_config["MaxItemsValue"])
+            except JsonlReadError as error:
+                raise FailureEventException(
+                    failure_event=FailureEvent(
+                        env=env,
+                        error_name=StatesErrorName(typ=StatesErrorNameType.StatesItemReaderFailed),
+                        event_type=HistoryEventType.TaskFailed,
+                        event_details=EventDetails(  # type: ignore[typeddict-item]
+                            mapRunFailedEventDetails=MapRunFailedEventDetails(
+                                error=ITEM_READER_FAILED, cause=str(error)
+                            )
+                        ),
+                    )
+                ) from None
+            env.stack.append(items)
+
+    return ResourceOutputTransformerJsonl
+
+
+def _transformer_factory(original: Any) -> Any:
+    def resource_output_transformer_for(input_type: Any) -> Any:
+        if input_type.input_type_value is JsonlInputTypeValue.JSONL:
+            return _jsonl_transformer_class()()
+        return original(input_type=input_type)
+
+    return resource_output_transformer_for
+
+
 # ---- installation ------------------------------------------------------------------------------
 _install_lock = threading.RLock()
 _install_depth = 0
@@ -386,6 +506,11 @@ def _patch_targets() -> list[tuple[Any, str, Any]]:
     import sys
 
     from moto.stepfunctions.parser.asl.component.intrinsic.function.statesfunction.generic import string_format
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader import item_reader_decl
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_output_transformer import (  # noqa: E501
+        transformer_factory,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.reader_config import input_type
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
         distributed_iteration_component as dic,
     )
@@ -410,6 +535,12 @@ def _patch_targets() -> list[tuple[Any, str, Any]]:
         (worker, "_eval_pool", _worker_eval_pool),
         (dic.DistributedIterationComponent, "_map_run", _map_run(dic.DistributedIterationComponent._map_run)),
         (resource_eval_s3.ResourceEvalS3, "_handle_put_object", staticmethod(_handle_put_object)),
+        (input_type.InputType, "__init__", _input_type_init(input_type.InputType.__init__)),
+    ]
+    # item_reader_decl calls the name it imported, so patching the factory module alone changes nothing.
+    factory = _transformer_factory(transformer_factory.resource_output_transformer_for)
+    targets += [
+        (module, "resource_output_transformer_for", factory) for module in (item_reader_decl, transformer_factory)
     ]
     original_factory = boto_client.boto_client_for
     cached = _cached_client_factory(original_factory)
@@ -425,7 +556,7 @@ _ABSENT = object()
 
 @contextmanager
 def installed(tolerances: dict[str, MapTolerance] | None = None) -> Iterator[None]:
-    """Apply the runtime patches (2-7) for the duration of the block; ``tolerances`` from prepare_definition."""
+    """Apply the runtime patches (2-8) for the duration of the block; ``tolerances`` from prepare_definition."""
     global _install_depth
     if moto.__version__ != MOTO_VERSION:
         raise RuntimeError(
@@ -459,7 +590,7 @@ def installed(tolerances: dict[str, MapTolerance] | None = None) -> Iterator[Non
 
 
 def _import_parser_modules() -> None:
-    """Import every moto module that binds ``boto_client_for`` so shim 6 reaches all of them."""
+    """Import every moto module that binds ``boto_client_for`` so shim 7 reaches all of them."""
     import importlib
     import pkgutil
 

@@ -13,6 +13,7 @@ from receipt_dynamo.entities import (
 )
 from receipt_dynamo.errors import (
     THROTTLING_ERROR_CODES,
+    AwsTransientError,
     DocumentValidationError,
     DynamoThrottledError,
     EntityValidationError,
@@ -21,10 +22,12 @@ from receipt_dynamo.errors import (
     ReceiptDynamoError,
     ReceiptNotFound,
     ReceiptNotFoundError,
+    retryable_aws_error,
 )
 
 __all__ = [
     "THROTTLING_ERROR_CODES",
+    "AwsTransientError",
     "DocumentValidationError",
     "DynamoClient",
     "DynamoThrottledError",
@@ -43,5 +46,6 @@ __all__ = [
     "ValidationStatus",
     "parse_receipt_document",
     "receipt_document",
+    "retryable_aws_error",
     "utc_now_iso",
 ]

@@ -8,23 +8,27 @@ created it and however recently (a label another writer created after our read i
 protected). ``ConditionalCheckFailedException`` puts the label in ``skipped_existing`` (so does
 a label whose write succeeded but whose reply was lost and retried by botocore: it is in the
 table either way, and never twice).
-Throttled writes are retried in rounds: every pending label is tried once per round, then one
-backoff sleep with exponential growth and full jitter; at most ``max_attempts`` rounds, then
-:class:`LabelWriteError` lists the labels written and not written. A non-retryable error stops
-the call the same way. Up to ``concurrency`` puts run at once (boto3 clients are thread-safe).
+Throttled writes (and DynamoDB's ``InternalServerError`` / ``ServiceUnavailable``) are retried in
+rounds: every pending label is tried once per round, then one backoff sleep with exponential growth
+and full jitter; at most ``max_attempts`` rounds, then :class:`LabelWriteError` lists the labels
+written and not written. A non-retryable error (a permanent one, or a connection error botocore
+already retried) stops the call the same way. Up to ``concurrency`` puts run at once (boto3 clients
+are thread-safe).
 
-Cost, per DynamoDB's pricing rules (a label item is < 1 KB and is projected into two indexes,
-GSI3 and GSITYPE; each index entry written costs 1 WCU per KB):
-- new label: 1 request, 1 WCU table + 2 WCU indexes = 3 WCU.
+Cost, per DynamoDB's pricing rules (a label item is < 1 KB; it carries no ``TYPE``, so it is
+projected into one index, GSI3; each index entry written costs 1 WCU per KB):
+- new label: 1 request, 1 WCU table + 1 WCU index (GSI3) = 2 WCU.
 - existing key (condition failed): 1 request, 1 WCU (failed conditional writes are charged), no index write.
-- 300 new labels: 300 requests, 900 WCU (~38 rounds of 8 concurrent requests).
+- 300 new labels: 300 requests, 600 WCU (~38 rounds of 8 concurrent requests).
+Every label the pipeline writes has the same GSI3 partition key (``VALIDATION_STATUS#PENDING``);
+that key's write bound is measured in ``bench/bench_dynamo.py`` and discussed in docs/data-layer.md.
 
 Why not ``TransactWriteItems`` (100 conditional puts per request, split out the
 ``ConditionalCheckFailed`` cancellation reasons and resubmit the rest): 3 requests for 300 new
-labels, but transactional writes cost 2 WCU per KB on the table (1,200 WCU for 300 new labels),
+labels, but transactional writes cost 2 WCU per KB on the table (900 WCU for 300 new labels),
 a chunk containing one existing key is cancelled as a whole and must be resubmitted (one more
 request, and the capacity the cancelled attempt consumed), and a chunk is all-or-nothing, so one
-throttled item holds back 99 others. Per-item puts cost 25 % fewer WCU for new labels, and
+throttled item holds back 99 others. Per-item puts cost a third fewer WCU for new labels, and
 DynamoDB on demand bills write units, not requests; the extra requests run ``concurrency`` at a
 time. (moto also deep-copies the table for every action of a transaction, which would make every
 team's moto tests slow.) ``bench/bench_dynamo.py`` prints both patterns' counts.
@@ -32,10 +36,19 @@ team's moto tests slow.) ``bench/bench_dynamo.py`` prints both patterns' counts.
 Completion marker (``mark_receipt_labeled``): one ``UpdateItem`` setting ``labeled_by`` /
 ``labeled_at`` on the Receipt item with ``attribute_exists(PK)`` (never creates a receipt), written
 by the pipeline after the labels, so "marker present" means "every label of that run is in the table".
+Cost: 1 WCU table + 1 WCU GSITYPE (the Receipt item is in GSITYPE, all attributes projected).
 
 Reads: ``get_receipt_details`` is one paginated Query (``PK = IMAGE#id AND begins_with(SK,
-RECEIPT#00001)``), eventually consistent by default: 0.5 RCU per 4 KB of items per page.
-``iter_receipt_keys`` queries the GSITYPE index (``TYPE = RECEIPT``) projecting only PK and SK.
+RECEIPT#00001)``), strongly consistent by default (it sees a completion marker or a label written
+just before): 1 RCU per 4 KB of items per page, twice the eventually consistent price.
+``iter_receipt_keys`` queries the GSITYPE index (``TYPE = RECEIPT``) projecting only PK and SK
+(index reads are always eventually consistent).
+
+Errors after the retries: label writes raise :class:`LabelWriteError` (labels partly written, safe
+to repeat); the marker raises :class:`DynamoThrottledError` (throttling), :class:`AwsTransientError`
+(5xx, connection errors) or :class:`ReceiptNotFoundError`; loading raises :class:`ItemWriteError`
+(items left unprocessed) or :class:`AwsTransientError`. Reads let botocore's error through: callers
+map it with :func:`receipt_dynamo.retryable_aws_error`. Permanent errors are raised as botocore's.
 """
 
 from __future__ import annotations
@@ -65,6 +78,7 @@ from receipt_dynamo.errors import (
     LabelWriteError,
     ReceiptNotFoundError,
     error_code,
+    retryable_aws_error,
 )
 
 #: request-level error codes worth retrying (botocore has its own retries underneath; these are ours)
@@ -154,23 +168,35 @@ class DynamoClient:
 
     def iter_receipt_keys(self, *, page_size: int | None = None) -> Iterator[tuple[str, int]]:
         """Yield ``(image_id, receipt_id)`` of every receipt: paginated Query on GSITYPE (``TYPE = RECEIPT``)."""
+        for image_id, receipt_id, _ in self.iter_receipt_markers(page_size=page_size):
+            yield image_id, receipt_id
+
+    def iter_receipt_markers(self, *, page_size: int | None = None) -> Iterator[tuple[str, int, str | None]]:
+        """Yield ``(image_id, receipt_id, labeled_by)`` of every receipt (``labeled_by``: the completion
+        marker, None when unset); the same paginated, eventually consistent Query on GSITYPE."""
         kwargs: dict[str, Any] = {
             "IndexName": keys.GSI_TYPE_INDEX,
             "KeyConditionExpression": "#t = :t",
-            "ExpressionAttributeNames": {"#t": "TYPE", "#pk": "PK", "#sk": "SK"},
+            "ExpressionAttributeNames": {"#t": "TYPE", "#pk": "PK", "#sk": "SK", "#by": "labeled_by"},
             "ExpressionAttributeValues": {":t": {"S": keys.TYPE_RECEIPT}},
-            "ProjectionExpression": "#pk, #sk",
+            "ProjectionExpression": "#pk, #sk, #by",
         }
         if page_size is not None:
             kwargs["Limit"] = page_size
         for item in self._query(**kwargs):
             receipt_id, line_id, _, _ = keys.parse_sk(item["SK"]["S"])
             if line_id is None:
-                yield keys.parse_pk(item["PK"]["S"]), receipt_id
+                labeled_by = item.get("labeled_by", {}).get("S")
+                yield keys.parse_pk(item["PK"]["S"]), receipt_id, labeled_by
 
-    def get_receipt_details(self, image_id: str, receipt_id: int, *, consistent_read: bool = False) -> ReceiptDetails:
+    def get_receipt_details(self, image_id: str, receipt_id: int, *, consistent_read: bool = True) -> ReceiptDetails:
         """The receipt with its lines, words and labels (sorted by ids), from one paginated Query.
 
+        Strongly consistent by default: the read reflects every write that succeeded before it (the
+        completion marker or labels of a previous attempt). Cost: 1 RCU per 4 KB of items per page,
+        twice an eventually consistent read (``consistent_read=False``: 0.5 RCU per 4 KB).
+        Labels are recognised by their sort key (new label items carry no ``TYPE``) or by
+        ``TYPE = RECEIPT_WORD_LABEL`` (items written by earlier versions).
         Raises :class:`ReceiptNotFoundError` when the Receipt item is absent (even if stray children exist).
         """
         probe = Receipt(image_id, receipt_id)  # validates the arguments
@@ -189,6 +215,8 @@ class DynamoClient:
         )
         for item in items:
             item_type = item.get("TYPE", {}).get("S")
+            if item_type is None and keys.is_label_sk(item["SK"]["S"]):
+                item_type = keys.TYPE_RECEIPT_WORD_LABEL  # labels carry no TYPE (not in GSITYPE)
             if item_type == keys.TYPE_RECEIPT:
                 receipt = Receipt.from_item(item)
             elif item_type == keys.TYPE_RECEIPT_LINE:
@@ -222,6 +250,9 @@ class DynamoClient:
                     ]
                 except Exception as exc:
                     if _error_code(exc) not in RETRYABLE_ERROR_CODES:
+                        typed = retryable_aws_error(exc)  # a connection error or other 5xx: botocore retried it
+                        if typed is not None:
+                            raise typed from exc
                         raise
                     unprocessed = pending
                 done = {_key_tuple(i) for i in pending} - {_key_tuple(i) for i in unprocessed}
@@ -271,10 +302,13 @@ class DynamoClient:
 
         ``at`` defaults to now (ISO 8601 UTC). One ``UpdateItem`` (``SET`` of the two attributes
         only; keys, lines, words and labels untouched) with ``attribute_exists(PK)``, so it never
-        creates a receipt: :class:`ReceiptNotFoundError` when the Receipt item is gone. Throttling and
-        other transient errors are retried like the label writes (``max_attempts`` rounds, backoff with
-        full jitter), then :class:`DynamoThrottledError` (throttling) or the botocore error is raised.
-        Setting it again (a forced re-run) overwrites the previous marker. Returns the marked Receipt.
+        creates a receipt: :class:`ReceiptNotFoundError` when the Receipt item is gone. Throttling,
+        ``InternalServerError`` and ``ServiceUnavailable`` are retried like the label writes
+        (``max_attempts`` rounds, backoff with full jitter), then :class:`DynamoThrottledError`
+        (throttling) or :class:`AwsTransientError` is raised; a connection error or another 5xx, which
+        botocore already retried, raises :class:`AwsTransientError` at once; a permanent error is
+        raised as botocore's. Setting it again (a forced re-run) overwrites the previous marker.
+        Returns the marked Receipt.
         """
         labeled_at = at if at is not None else utc_now_iso()
         receipt = Receipt(image_id, receipt_id, labeled_by=proposed_by, labeled_at=labeled_at)
@@ -295,14 +329,17 @@ class DynamoClient:
                 code = _error_code(exc)
                 if code == "ConditionalCheckFailedException":
                     raise ReceiptNotFoundError(image_id, receipt_id) from None
-                if code not in RETRYABLE_ERROR_CODES:
-                    raise
-                attempt += 1
-                if attempt >= self.max_attempts:
+                if code in RETRYABLE_ERROR_CODES:
+                    attempt += 1
+                    if attempt < self.max_attempts:
+                        self._backoff(attempt)
+                        continue
                     if code in THROTTLING_ERROR_CODES:
                         raise DynamoThrottledError("UpdateItem", code, f"{exc} ({attempt} attempts)") from exc
-                    raise
-                self._backoff(attempt)
+                typed = retryable_aws_error(exc)
+                if typed is not None:
+                    raise typed from exc
+                raise
 
     # --- labels (conditional PutItem, one per label) -----------------------------------------------
 
@@ -374,8 +411,9 @@ class DynamoClient:
                 attempt += 1
                 if attempt >= self.max_attempts:
                     code = _error_code(last_error) if last_error is not None else None
+                    state = "throttled" if code in THROTTLING_ERROR_CODES else "failing"
                     raise LabelWriteError(
-                        f"PutItem still throttled ({code}) after {attempt} attempts",
+                        f"PutItem still {state} ({code}) after {attempt} attempts",
                         written=result.added,
                         not_written=pending,
                         skipped_existing=result.skipped_existing,

@@ -158,11 +158,15 @@ def _opt_s(item: Item, name: str) -> str | None:
     return av["S"] if av is not None and "S" in av else None
 
 
-def _keys_of(item: Item, entity: str, expected_type: str) -> tuple[str, int, int | None, int | None, str | None]:
+def _keys_of(
+    item: Item, entity: str, expected_type: str, *, type_optional: bool = False
+) -> tuple[str, int, int | None, int | None, str | None]:
+    """Parse the item's keys; ``TYPE`` must be ``expected_type`` (or, with ``type_optional``, may be absent)."""
     try:
-        item_type = item["TYPE"]["S"]
-        if item_type != expected_type:
-            raise ValueError(f"TYPE is {item_type!r}, expected {expected_type!r}")
+        if "TYPE" in item or not type_optional:
+            item_type = item["TYPE"]["S"]
+            if item_type != expected_type:
+                raise ValueError(f"TYPE is {item_type!r}, expected {expected_type!r}")
         image_id = keys.parse_pk(item["PK"]["S"])
         return (image_id, *keys.parse_sk(item["SK"]["S"]))
     except (KeyError, TypeError, ValueError) as exc:
@@ -310,6 +314,11 @@ class ReceiptWord:
 
 @dataclass(frozen=True)
 class ReceiptWordLabel:
+    """A word label. Its item carries no ``TYPE`` attribute, so it is not in the GSITYPE index (only
+    GSI3, by validation status): the sort key (``...#LABEL#<LABEL>``) says what it is. Items written
+    by earlier versions carry ``TYPE = RECEIPT_WORD_LABEL``; :meth:`from_item` reads both.
+    """
+
     image_id: str
     receipt_id: int
     line_id: int
@@ -321,6 +330,7 @@ class ReceiptWordLabel:
     label_proposed_by: str | None = None
     label_consolidated_from: str | None = None
 
+    #: The TYPE of label items written by earlier versions (new label items carry no TYPE).
     TYPE: ClassVar[str] = keys.TYPE_RECEIPT_WORD_LABEL
 
     def __post_init__(self) -> None:
@@ -370,8 +380,7 @@ class ReceiptWordLabel:
 
     def to_item(self) -> Item:
         item: Item = {
-            **self.key,
-            "TYPE": _s(self.TYPE),
+            **self.key,  # no TYPE: a label is in GSI3 only (see the class docstring)
             **self.gsi3_key(),
             "label": _s(self.label),
             "reasoning": _s(self.reasoning),
@@ -386,7 +395,7 @@ class ReceiptWordLabel:
 
     @classmethod
     def from_item(cls, item: Item) -> Self:
-        image_id, receipt_id, line_id, word_id, label = _keys_of(item, "ReceiptWordLabel", cls.TYPE)
+        image_id, receipt_id, line_id, word_id, label = _keys_of(item, "ReceiptWordLabel", cls.TYPE, type_optional=True)
         if line_id is None or word_id is None or label is None:
             raise _fail("ReceiptWordLabel", "item", f"sort key {item['SK']['S']!r} is not a label key")
         return cls(

@@ -6,12 +6,20 @@ entity              PK                    SK                                    
 Receipt             IMAGE#<image_id>      RECEIPT#00001                                       RECEIPT
 ReceiptLine         IMAGE#<image_id>      RECEIPT#00001#LINE#00001                            RECEIPT_LINE
 ReceiptWord         IMAGE#<image_id>      RECEIPT#00001#LINE#00001#WORD#00001                 RECEIPT_WORD
-ReceiptWordLabel    IMAGE#<image_id>      RECEIPT#00001#LINE#00001#WORD#00001#LABEL#<LABEL>   RECEIPT_WORD_LABEL
+ReceiptWordLabel    IMAGE#<image_id>      RECEIPT#00001#LINE#00001#WORD#00001#LABEL#<LABEL>   (none)
 ==================  ====================  ==================================================  ====================
 
-Labels also carry GSI3 keys so reviewers can query by validation status:
+``TYPE`` is the partition key of the GSITYPE index, which lists receipts (``TYPE = RECEIPT``). Lines
+and words carry it too (written once, at load). Labels carry no ``TYPE``, so a new label is written
+to the table and GSI3 only (2 write units, not 3); readers recognise a label by its sort key
+(:func:`is_label_sk`). Label items written by earlier versions carry ``TYPE = RECEIPT_WORD_LABEL``
+and are read the same way.
+
+Labels carry GSI3 keys so reviewers can query by validation status:
 ``GSI3PK = VALIDATION_STATUS#<status>``,
 ``GSI3SK = IMAGE#<image_id>#RECEIPT#00001#LINE#00001#WORD#00001#LABEL#<LABEL>``.
+Every label the pipeline writes has ``GSI3PK = VALIDATION_STATUS#PENDING``: one index partition key
+for all of them (write bound in docs/data-layer.md).
 """
 
 from __future__ import annotations
@@ -88,3 +96,11 @@ def parse_sk(sk: str) -> tuple[int, int | None, int | None, str | None]:
         int(word) if word is not None else None,
         label,
     )
+
+
+def is_label_sk(sk: str) -> bool:
+    """True for a label sort key (``RECEIPT#r#LINE#l#WORD#w#LABEL#L``); False for any other string."""
+    try:
+        return parse_sk(sk)[3] is not None
+    except ValueError:
+        return False

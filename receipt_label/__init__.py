@@ -8,18 +8,22 @@ result.llm_calls  # 1 normally
 """
 
 from receipt_label.answer import ANSWER_JSON_SCHEMA
+from receipt_label.budget import TimeBudget, time_budget
 from receipt_label.config import OllamaSettings, SettingsError
 from receipt_label.errors import (
     LabelingError,
+    LLMAuthError,
     LLMError,
+    LLMModelNotFoundError,
     LLMOutputError,
     LLMRateLimitError,
     LLMRequestError,
     LLMTransientError,
+    TimeBudgetExceededError,
 )
 from receipt_label.graph import PROPOSED_BY_PREFIX, LabelingOptions, build_labeling_graph
 from receipt_label.labeler import label_receipt, tracing_enabled
-from receipt_label.llm import create_chat_model
+from receipt_label.llm import check_endpoint, create_chat_model
 from receipt_label.state import LabelingResult, RejectedProposal
 from receipt_label.taxonomy import CORE_LABELS
 
@@ -27,7 +31,9 @@ __all__ = [
     "ANSWER_JSON_SCHEMA",
     "CORE_LABELS",
     "PROPOSED_BY_PREFIX",
+    "LLMAuthError",
     "LLMError",
+    "LLMModelNotFoundError",
     "LLMOutputError",
     "LLMRateLimitError",
     "LLMRequestError",
@@ -38,8 +44,12 @@ __all__ = [
     "OllamaSettings",
     "RejectedProposal",
     "SettingsError",
+    "TimeBudget",
+    "TimeBudgetExceededError",
     "build_labeling_graph",
+    "check_endpoint",
     "create_chat_model",
     "label_receipt",
+    "time_budget",
     "tracing_enabled",
 ]

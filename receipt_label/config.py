@@ -7,6 +7,7 @@
 | `OLLAMA_API_KEY` | unset | sent as `Authorization: Bearer <key>`; held as a `SecretStr`, never printed |
 | `OLLAMA_TIMEOUT_SECONDS` | `120` | httpx timeout: connect, write, each read (gap between streamed chunks) |
 | `OLLAMA_NUM_CTX` | unset | context window (tokens) to request; set it for a local Ollama (small default) |
+| `OLLAMA_NUM_PREDICT` | `16384` | most tokens one answer may generate (thinking included); a runaway stops there |
 
 In Lambda the key does not come from the environment: the handler reads it from Secrets Manager
 and passes it to `create_chat_model(settings, api_key=...)`.
@@ -23,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 DEFAULT_BASE_URL = "https://ollama.com"
 DEFAULT_MODEL = "gpt-oss:120b"
 DEFAULT_TIMEOUT_SECONDS = 120.0
+DEFAULT_NUM_PREDICT = 16_384
+"""About 40 tokens per labeled word: room for a 300-word receipt plus a model's thinking, and a cap
+that keeps a runaway generation within the Lambda's time (at ~50 tokens/s, about 330 s)."""
 
 
 class SettingsError(ValueError):
@@ -37,6 +41,7 @@ class OllamaSettings(BaseModel):
     api_key: SecretStr | None = None
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=3600)
     num_ctx: int | None = Field(default=None, gt=0)
+    num_predict: int = Field(default=DEFAULT_NUM_PREDICT, gt=0, le=1_000_000)
 
     @field_validator("base_url")
     @classmethod
@@ -65,6 +70,7 @@ class OllamaSettings(BaseModel):
             "api_key": "OLLAMA_API_KEY",
             "timeout_seconds": "OLLAMA_TIMEOUT_SECONDS",
             "num_ctx": "OLLAMA_NUM_CTX",
+            "num_predict": "OLLAMA_NUM_PREDICT",
         }
         values = {field: env[var].strip() for field, var in names.items() if env.get(var, "").strip()}
         try:

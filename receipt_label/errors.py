@@ -8,7 +8,13 @@ Functions state machine matches on the names to decide what to retry.
 | `LLMRateLimitError` | HTTP 429 from Ollama | retried, longer backoff |
 | `LLMTransientError` | HTTP 5xx/408/425, timeouts, refused/dropped connections, broken streams | retried |
 | `LLMOutputError` | the model's answer is unusable after the one repair call | not retried |
-| `LLMRequestError` | other HTTP 4xx (bad key 401/403, unknown model 404, bad request 400) | not retried |
+| `LLMAuthError` | HTTP 401/403: the endpoint rejected the API key | not retried |
+| `LLMModelNotFoundError` | HTTP 404 naming the model: the endpoint does not serve it | not retried |
+| `LLMRequestError` | other HTTP 4xx (bad request 400, a 404 that is not about the model, ...) | not retried |
+| `TimeBudgetExceededError` | LLM work stopped at the deadline the caller set (`receipt_label.budget`) | retried |
+
+`LLMAuthError` and `LLMModelNotFoundError` are `LLMRequestError`s: code that catches the latter
+catches them too.
 """
 
 from __future__ import annotations
@@ -50,6 +56,18 @@ class LLMRequestError(LLMError):
         self.status_code = status_code
 
 
+class LLMAuthError(LLMRequestError):
+    """The endpoint rejected the credentials (HTTP 401 or 403): the API key is missing, wrong or revoked."""
+
+
+class LLMModelNotFoundError(LLMRequestError):
+    """The endpoint answered 404 for the model: it does not serve (or has not pulled) that model."""
+
+
+class TimeBudgetExceededError(LLMError):
+    """LLM work stopped because the time budget ran out; another try (with a fresh budget) may finish."""
+
+
 class LLMOutputError(LLMError):
     """The model's answer was unusable (not JSON, wrong schema, too many invalid items) after one repair call."""
 
@@ -86,7 +104,9 @@ def classify_llm_exception(exc: BaseException) -> LLMError | None:
         if status >= 500 or status in (408, 425):
             return LLMTransientError(f"Ollama server error (HTTP {status}): {detail}")
         if status in (401, 403):
-            return LLMRequestError(f"Ollama rejected the credentials (HTTP {status}): {detail}", status_code=status)
+            return LLMAuthError(f"Ollama rejected the credentials (HTTP {status}): {detail}", status_code=status)
+        if status == 404 and "model" in detail.lower():
+            return LLMModelNotFoundError(f"Ollama does not serve the model (HTTP 404): {detail}", status_code=status)
         return LLMRequestError(f"Ollama rejected the request (HTTP {status}): {detail}", status_code=status)
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return LLMRequestError(f"invalid Ollama base URL: {_short(exc)}")

@@ -4,6 +4,10 @@ The API key is held by an `httpx.Auth` object that adds `Authorization: Bearer <
 request. It is not a plain header in `client_kwargs` on purpose: `ChatOllama`'s repr (which
 LangChain puts into trace payloads as the model's "serialized" form) prints `client_kwargs`, so a
 plain header would carry the key into LangSmith. `BearerAuth` prints as `BearerAuth(***)`.
+
+The client also enforces the caller's time budget (`receipt_label.budget`): each request's timeouts
+are cut to the time left, and each streamed chunk checks the deadline, so a stalled or trickling
+stream stops at the deadline with `TimeBudgetExceededError`.
 """
 
 from __future__ import annotations
@@ -11,17 +15,23 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import SecretStr
 
 from receipt_label.answer import ANSWER_JSON_SCHEMA
+from receipt_label.budget import TimeBudget, current_budget
 from receipt_label.config import OllamaSettings
-from receipt_label.errors import LLMRateLimitError, LLMTransientError, classify_llm_exception
+from receipt_label.errors import (
+    LLMRateLimitError,
+    LLMTransientError,
+    TimeBudgetExceededError,
+    classify_llm_exception,
+)
 
 if TYPE_CHECKING:
     from langchain_ollama import ChatOllama
@@ -33,6 +43,10 @@ TRANSIENT_ATTEMPTS = 2
 RATE_LIMIT_ATTEMPTS = 1
 """In-process attempts for HTTP 429: not repeated here; the state machine backs off with jitter (no Lambda time)."""
 RETRY_DELAY_SECONDS = 1.0
+MIN_CALL_SECONDS = 1.0
+"""A chat call (or another attempt of one) does not start with less time left in the budget than this."""
+PREFLIGHT_PROMPT = "Reply with an empty labels list."
+"""The preflight's one message; the answer is capped at one token and not read."""
 
 
 class BearerAuth(httpx.Auth):
@@ -51,17 +65,60 @@ class BearerAuth(httpx.Auth):
     __str__ = __repr__
 
 
+class _BudgetedStream(httpx.SyncByteStream):
+    """A response body that stops with `TimeBudgetExceededError` once the budget's deadline has passed."""
+
+    def __init__(self, stream: httpx.SyncByteStream, budget: TimeBudget) -> None:
+        self._stream = stream
+        self._budget = budget
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if self._budget.remaining() <= 0:
+                raise TimeBudgetExceededError("time budget ran out while the model's answer was still streaming")
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _budget_request_hook(request: httpx.Request) -> None:
+    """Cut the request's connect/read/write/pool timeouts to the time left in the current budget."""
+    budget = current_budget()
+    if budget is None:
+        return
+    left = budget.remaining()
+    if left <= 0:
+        raise TimeBudgetExceededError("time budget ran out before the request was sent")
+    timeouts = dict(request.extensions.get("timeout") or {})
+    request.extensions["timeout"] = {
+        name: left if value is None else min(float(value), left)
+        for name, value in {k: timeouts.get(k) for k in ("connect", "read", "write", "pool")}.items()
+    }
+
+
+def _budget_response_hook(response: httpx.Response) -> None:
+    """Check the deadline on every chunk of the body (a stream that trickles never ends otherwise)."""
+    budget = current_budget()
+    if budget is not None and isinstance(response.stream, httpx.SyncByteStream):
+        response.stream = _BudgetedStream(response.stream, budget)
+
+
 def create_chat_model(settings: OllamaSettings, *, api_key: str | SecretStr | None = None) -> ChatOllama:
     """A `ChatOllama` for labeling: temperature 0, `format` = the answer's JSON schema, bearer auth, timeout.
 
     `api_key` (e.g. read from Secrets Manager) wins over `settings.api_key`; with neither, no
     Authorization header is sent (a local Ollama). Calls stream (NDJSON), so the timeout bounds
-    connect, write and the wait for each chunk, not the whole generation.
+    connect, write and the wait for each chunk, not the whole generation; `settings.num_predict`
+    caps the answer's length and the current `time_budget` the whole call.
     """
     from langchain_ollama import ChatOllama
 
     key = api_key if api_key is not None else settings.api_key
-    client_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(settings.timeout_seconds)}
+    client_kwargs: dict[str, Any] = {
+        "timeout": httpx.Timeout(settings.timeout_seconds),
+        "event_hooks": {"request": [_budget_request_hook], "response": [_budget_response_hook]},
+    }
     if key is not None and (key.get_secret_value() if isinstance(key, SecretStr) else key).strip():
         client_kwargs["auth"] = BearerAuth(key)
     return ChatOllama(
@@ -70,8 +127,27 @@ def create_chat_model(settings: OllamaSettings, *, api_key: str | SecretStr | No
         temperature=0,
         format=ANSWER_JSON_SCHEMA,
         num_ctx=settings.num_ctx,
+        num_predict=settings.num_predict,
         client_kwargs=client_kwargs,
     )
+
+
+def check_endpoint(llm: Runnable[Any, Any], *, config: RunnableConfig | None = None) -> int:
+    """The preflight: one chat call answered with at most one token; return the HTTP attempts made.
+
+    It proves what a labeling run needs before any receipt is tried: the endpoint answers, it
+    accepts the key and it serves the model. Failures raise the same typed errors as a labeling
+    call (`LLMAuthError`, `LLMModelNotFoundError`, `LLMTransientError`, ...), after the same small
+    in-process retries for transient ones.
+    """
+    options = {"num_predict": 1, "temperature": 0}
+    target = _unwrap(llm)
+    num_ctx = getattr(target, "num_ctx", None)
+    if isinstance(num_ctx, int):
+        options["num_ctx"] = num_ctx
+    bound = llm.bind(options=options) if _is_ollama(llm) else llm
+    _, attempts = invoke_with_retries(bound, [HumanMessage(PREFLIGHT_PROMPT)], config=config)
+    return attempts
 
 
 def model_name_of(llm: Runnable[Any, Any]) -> str:
@@ -93,17 +169,23 @@ def invoke_with_retries(
     transient_attempts: int = TRANSIENT_ATTEMPTS,
     rate_limit_attempts: int = RATE_LIMIT_ATTEMPTS,
     retry_delay_seconds: float = RETRY_DELAY_SECONDS,
+    min_call_seconds: float = MIN_CALL_SECONDS,
 ) -> tuple[BaseMessage, int]:
     """Invoke the chat model; return (answer message, HTTP attempts made).
 
     Errors are mapped by `classify_llm_exception`; transient ones are retried up to
     `transient_attempts` in total and 429 up to `rate_limit_attempts`, with jittered exponential
-    delay. Exceptions that are not LLM I/O errors propagate unchanged.
+    delay. Exceptions that are not LLM I/O errors propagate unchanged. Under a `time_budget`, no
+    attempt starts with less than `min_call_seconds` left, and a failure at the deadline (the
+    shortened timeout firing) is `TimeBudgetExceededError`.
     """
     expect_done = _is_ollama(llm)
+    budget = current_budget()
     attempts = 0
     while True:
         attempts += 1
+        if budget is not None:
+            _require(budget, min_call_seconds, f"chat call attempt {attempts}", attempts - 1)
         try:
             answer = llm.invoke(list(messages), config=config)
             _check_complete(answer, expect_done=expect_done)
@@ -111,6 +193,8 @@ def invoke_with_retries(
             mapped = classify_llm_exception(exc)
             if mapped is None:
                 raise
+            if budget is not None and not isinstance(mapped, TimeBudgetExceededError) and budget.remaining() <= 0:
+                mapped = TimeBudgetExceededError(f"time budget ran out during the chat call ({mapped})")
             limit = rate_limit_attempts if isinstance(mapped, LLMRateLimitError) else transient_attempts
             retryable = isinstance(mapped, LLMRateLimitError | LLMTransientError)
             if not retryable or attempts >= limit:
@@ -118,6 +202,8 @@ def invoke_with_retries(
                 logger.warning("chat call failed after %d attempt(s): %s: %s", attempts, type(mapped).__name__, mapped)
                 raise mapped from exc
             delay = retry_delay_seconds * (2 ** (attempts - 1)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+            if budget is not None:
+                _require(budget, delay + min_call_seconds, f"chat call attempt {attempts + 1}", attempts)
             logger.info(
                 "chat call attempt %d failed (%s: %s); retrying in %.2fs",
                 attempts,
@@ -128,6 +214,15 @@ def invoke_with_retries(
             time.sleep(delay)
             continue
         return answer, attempts
+
+
+def _require(budget: TimeBudget, seconds: float, what: str, attempts: int) -> None:
+    try:
+        budget.require(seconds, what)
+    except TimeBudgetExceededError as error:
+        error.attempts = attempts
+        logger.warning("chat call not started: %s", error)
+        raise
 
 
 def _unwrap(llm: Runnable[Any, Any]) -> Any:

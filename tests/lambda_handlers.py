@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -40,6 +41,12 @@ class LambdaContext:
     aws_request_id: str = "req-local"
     log_group_name: str = "/aws/lambda/ProcessReceipt"
     log_stream_name: str = "stream"
+    timeout_seconds: float = 600.0
+    _start: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        """As Lambda's: the milliseconds left before the function's timeout, counting down from creation."""
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._start)) * 1000))
 
 
 @dataclass

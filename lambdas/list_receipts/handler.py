@@ -1,4 +1,4 @@
-"""ListReceipts Lambda: write every receipt key to a JSON manifest in S3 for the Distributed Map.
+"""ListReceipts Lambda: write every receipt key to a JSON Lines manifest in S3 for the Distributed Map.
 
 Contract (docs/handlers.md):
 
@@ -6,20 +6,37 @@ Contract (docs/handlers.md):
 - event: ``{}``; optional ``"limit"`` (int >= 1: at most that many receipts) and optional
   ``"execution_name"`` (the Step Functions execution name, ``$$.Execution.Name``), which names the
   manifest; without it the manifest key gets a random uuid.
-- writes ``[{"image_id": str, "receipt_id": int}, ...]`` to
-  ``s3://$MANIFEST_BUCKET/manifests/<execution_name or uuid>/receipts.json`` and returns
-  ``{"receipt_count": int, "manifest_bucket": str, "manifest_key": str}``.
-- raises ``InvalidEventError`` for a malformed event; never returns an error payload.
+- writes ``s3://$MANIFEST_BUCKET/manifests/<execution_name or uuid>/receipts.jsonl``, JSON Lines
+  (``ContentType: application/jsonl``): UTF-8, one compact object per receipt, each line ended by
+  ``\\n``, no enclosing array, nothing else::
+
+      {"image_id":"3f2b6c1e-...","receipt_id":1}
+      {"image_id":"3f2b6c1e-...","receipt_id":2}
+
+  An empty table gives an empty (0-byte) object. The Distributed Map reads it with
+  ``ReaderConfig.InputType = JSONL``: one child execution per line.
+- returns ``{"receipt_count": int, "receipts_to_label": int, "manifest_bucket": str, "manifest_key": str}``;
+  ``receipts_to_label`` counts the listed receipts whose completion marker does not name this
+  pipeline (``labeled_by`` not starting with ``receipt_label:``), as the type index saw them. The
+  state machine skips the LLM preflight when it is 0: a re-run over a labeled table asks no LLM.
+- raises ``InvalidEventError`` for a malformed event; never returns an error payload. Nothing is
+  uploaded unless every key was listed (no manifest over a partial list).
 
 Memory stays flat in the number of receipts: keys stream from ``iter_receipt_keys`` (a paginated
-Query) into a temporary file that is then uploaded, so 100,000 receipts (about 6 MB of JSON) fit
-in the default 128 MB. The function's code asset holds only this file and receipt_dynamo, so it
-imports nothing but the standard library, boto3 and receipt_dynamo.
+Query; at most two pages of about 1 MB held at once) into a temporary file under /tmp, which is then sent
+with one ``PutObject`` whose body botocore reads from the file in chunks. A receipt is about 67
+bytes of manifest, so 1,000,000 receipts are about 67 MB (``make bench``). The bounds, lowest
+first: the function's /tmp (512 MB by default: about 7.6 million receipts), then the 5 GB of a
+single ``PutObject`` and the item reader's 10 GB per file (docs/state-machine.md). A multipart
+upload would only lift the 5 GB limit, which /tmp reaches first, and would hold parts in memory.
+The function's code asset holds only this file and receipt_dynamo, so it imports nothing but the
+standard library, boto3 and receipt_dynamo.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -28,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import boto3
@@ -39,7 +56,13 @@ from receipt_dynamo import DynamoClient
 EXECUTION_NAME_FIELD = "execution_name"
 LIMIT_FIELD = "limit"
 MANIFEST_PREFIX = "manifests/"
-MANIFEST_FILE_NAME = "receipts.json"
+MANIFEST_FILE_NAME = "receipts.jsonl"
+#: The completion marker of a receipt this pipeline finished labeling starts with this
+#: (receipt_label.PROPOSED_BY_PREFIX; this function's code asset does not hold receipt_label).
+LABELING_PIPELINE_PREFIX = "receipt_label:"
+#: The JSON Lines media type (jsonlines.org). Step Functions reads the file by the map's InputType,
+#: not by this header; it tells anyone downloading the object what it holds.
+MANIFEST_CONTENT_TYPE = "application/jsonl"
 #: Step Functions execution names are 1..80 characters. Names made of these characters are used
 #: as they are; any other name is made safe for an S3 key and suffixed with a hash of the original.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -137,18 +160,19 @@ def manifest_key(execution_name: str | None) -> str:
     return f"{MANIFEST_PREFIX}{folder}/{MANIFEST_FILE_NAME}"
 
 
+_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def write_manifest(keys: Iterable[tuple[str, int]], out: IO[bytes], *, limit: int | None = None) -> int:
-    """Stream ``keys`` into ``out`` as a JSON array of {"image_id", "receipt_id"}; return the count."""
+    """Write ``keys`` to ``out`` as JSON Lines, one ``{"image_id", "receipt_id"}`` per line; return the count.
+
+    At most ``limit`` keys are taken from ``keys`` (none beyond it, so no further page is queried).
+    """
     count = 0
-    out.write(b"[")
-    for image_id, receipt_id in keys:
-        if limit is not None and count >= limit:
-            break
-        if count:
-            out.write(b",\n")
-        out.write(json.dumps({"image_id": image_id, "receipt_id": receipt_id}).encode())
+    for image_id, receipt_id in itertools.islice(keys, limit):
+        line = _LINE_ENCODER.encode({"image_id": image_id, "receipt_id": receipt_id})
+        out.write(line.encode() + b"\n")
         count += 1
-    out.write(b"]\n")
     return count
 
 
@@ -156,15 +180,25 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     limit, execution_name = parse_event(event)
     bucket = _required_env("MANIFEST_BUCKET")
     key = manifest_key(execution_name)
-    with tempfile.TemporaryFile(prefix="manifest-", suffix=".json") as spool:
-        count = write_manifest(dynamo().iter_receipt_keys(), spool, limit=limit)
+    to_label = 0
+
+    def listed() -> Iterator[tuple[str, int]]:
+        nonlocal to_label
+        for image_id, receipt_id, labeled_by in dynamo().iter_receipt_markers():
+            if not (labeled_by or "").startswith(LABELING_PIPELINE_PREFIX):
+                to_label += 1
+            yield image_id, receipt_id
+
+    with tempfile.TemporaryFile(prefix="manifest-", suffix=".jsonl") as spool:
+        count = write_manifest(listed(), spool, limit=limit)
         size = spool.tell()
         spool.seek(0)
-        s3_client().put_object(Bucket=bucket, Key=key, Body=spool, ContentType="application/json")
+        s3_client().put_object(Bucket=bucket, Key=key, Body=spool, ContentType=MANIFEST_CONTENT_TYPE)
     logger.info(
         "manifest written",
         extra={
             "receipt_count": count,
+            "receipts_to_label": to_label,
             "manifest_bucket": bucket,
             "manifest_key": key,
             "manifest_bytes": size,
@@ -172,4 +206,4 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "aws_request_id": getattr(context, "aws_request_id", None),
         },
     )
-    return {"receipt_count": count, "manifest_bucket": bucket, "manifest_key": key}
+    return {"receipt_count": count, "receipts_to_label": to_label, "manifest_bucket": bucket, "manifest_key": key}

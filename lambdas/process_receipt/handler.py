@@ -5,8 +5,14 @@ Contract (docs/handlers.md):
 - event: ``{"image_id": "<uuid>", "receipt_id": <int 1..99999>}``, optional ``"force": true`` to
   label a receipt this pipeline has finished labeling before (existing labels are still never
   overwritten). Other fields are ignored.
+- preflight event: ``{"preflight": true}``: one chat call capped at one token proves the endpoint
+  answers, accepts the key and serves the model; returns ``{"preflight": "ok", "model",
+  "base_url", "llm_calls"}``; reads and writes no receipt. The state machine runs it once before
+  the map, so a rejected key or an unknown model fails the run there, not once per receipt.
 - environment: ``DYNAMODB_TABLE_NAME``; ``OLLAMA_BASE_URL``, ``OLLAMA_MODEL``,
-  ``OLLAMA_TIMEOUT_SECONDS`` (read by ``receipt_label.OllamaSettings``);
+  ``OLLAMA_TIMEOUT_SECONDS``, ``OLLAMA_NUM_PREDICT`` (read by ``receipt_label.OllamaSettings``);
+  ``TIME_MARGIN_SECONDS`` (default 30: LLM work stops this long before the Lambda's time runs
+  out, leaving time for the writes);
   ``OLLAMA_API_KEY_SECRET_ARN`` (Secrets Manager secret whose SecretString is the Ollama key;
   unset: no key is sent); ``LANGSMITH_API_KEY_SECRET_ARN`` (optional: trace the LLM calls to
   LangSmith, project ``LANGSMITH_PROJECT``, default ``receipt-labeling``, endpoint
@@ -18,10 +24,13 @@ Contract (docs/handlers.md):
   LLM call, no write).
 - raises, never returns an error payload, so Step Functions sees the class name:
   ``InvalidEventError``, ``ReceiptNotFoundError``, ``LLMRateLimitError``, ``LLMTransientError``,
-  ``LLMOutputError``; ``LabelWriteError`` if DynamoDB keeps refusing label writes;
-  ``DynamoThrottledError`` if DynamoDB keeps throttling the read or the marker write (botocore's
-  modeled throttling errors are mapped to it, so Step Functions retries one documented name). A
-  receipt whose labeling fails gets no write.
+  ``LLMOutputError``, ``LLMAuthError`` (after one re-read of the secret that bypasses the cache),
+  ``LLMModelNotFoundError``, ``LLMRequestError``; ``TimeBudgetExceededError`` when LLM work reaches
+  the margin before the Lambda's timeout (retryable, nothing written); ``LabelWriteError`` if
+  DynamoDB keeps refusing label writes; ``DynamoThrottledError`` if DynamoDB keeps throttling the
+  read or the marker write; ``AwsTransientError`` for other transient AWS failures (5xx, connection
+  errors) of DynamoDB or Secrets Manager once botocore's retries are spent. A receipt whose labeling
+  fails gets no write.
 
 Completion marker: the labels are written first (conditional puts, never overwriting), then
 ``mark_receipt_labeled`` sets ``labeled_by = receipt_label:<model>`` / ``labeled_at`` on the
@@ -31,46 +40,66 @@ only words without a label are proposed for, existing labels are skipped, and th
 at the end. A receipt labeled before the marker existed has labels but no marker: it is labeled
 once more the same way (nothing overwritten), then skipped.
 
-Secrets are read once per container through Powertools parameters (cached); the keys never go
-into an environment variable, a log line, the LangGraph state or a trace.
+Secrets are read once per container through Powertools parameters (cached); when the endpoint
+rejects the key (HTTP 401/403) the secret is read again bypassing the cache, and a changed key is
+used at once (one more call). The keys never go into an environment variable, a log line, the
+LangGraph state or a trace.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import uuid
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from receipt_dynamo import (
+    AwsTransientError,
     DynamoClient,
     DynamoThrottledError,
     LabelWriteError,
     ReceiptDetails,
     ReceiptNotFoundError,
+    retryable_aws_error,
 )
 from receipt_label import (
+    LLMAuthError,
+    LLMModelNotFoundError,
     LLMOutputError,
     LLMRateLimitError,
+    LLMRequestError,
     LLMTransientError,
     OllamaSettings,
+    TimeBudget,
+    TimeBudgetExceededError,
+    check_endpoint,
     create_chat_model,
     label_receipt,
+    time_budget,
 )
 
 __all__ = [
+    "AwsTransientError",
     "DynamoThrottledError",
     "InvalidEventError",
+    "LLMAuthError",
+    "LLMModelNotFoundError",
     "LLMOutputError",
     "LLMRateLimitError",
+    "LLMRequestError",
     "LLMTransientError",
     "LabelWriteError",
     "ProcessReceiptEvent",
     "ReceiptNotFoundError",
+    "TimeBudgetExceededError",
     "lambda_handler",
 ]
 
@@ -83,6 +112,10 @@ SECRET_MAX_AGE_SECONDS = 3600
 TRACE_FLUSH_SECONDS = 5.0
 MAX_LOGGED_REJECTIONS = 50
 MAX_RECEIPT_ID = 99_999  # ids are zero-padded to 5 digits in the table's sort keys
+#: Seconds kept free before the Lambda's timeout when LLM work stops: the label writes, the marker
+#: and the log flush need them (about 300 conditional puts at ~10 ms each, with room to spare).
+DEFAULT_TIME_MARGIN_SECONDS = 30.0
+PREFLIGHT_FIELD = "preflight"
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "process_receipt"))
 # botocore logs every response body at DEBUG, GetSecretValue's SecretString (the Ollama key) included:
@@ -157,24 +190,74 @@ def secrets() -> SecretsProvider:
     return _secrets
 
 
-def read_secret(arn_variable: str) -> str | None:
-    """The SecretString of the secret named by environment variable ``arn_variable`` (cached)."""
+T = TypeVar("T")
+
+
+@contextmanager
+def aws_errors() -> Iterator[None]:
+    """Throttling and transient AWS failures that outlasted botocore's retries -> the contract's typed errors."""
+    try:
+        yield
+    except (DynamoThrottledError, AwsTransientError, LabelWriteError, ReceiptNotFoundError):
+        raise
+    except Exception as error:
+        typed = retryable_aws_error(error)
+        if typed is None:
+            raise
+        raise typed from error
+
+
+def read_secret(arn_variable: str, *, force_fetch: bool = False) -> str | None:
+    """The SecretString of the secret named by environment variable ``arn_variable`` (cached unless forced)."""
     arn = os.environ.get(arn_variable)
     if not arn:
         return None
-    value = secrets().get(arn, max_age=SECRET_MAX_AGE_SECONDS)
+    with aws_errors():
+        value = secrets().get(arn, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=force_fetch)
     if not isinstance(value, str) or not value.strip():
         raise RuntimeError(f"the secret named by {arn_variable} has no SecretString")
     return value.strip()
 
 
+def _fingerprint(key: str | None) -> str | None:
+    return None if key is None else hashlib.sha256(key.encode()).hexdigest()
+
+
+_chat_model_key: str | None = None  # sha256 of the key the current model sends, never the key
+
+
 def chat_model() -> Any:
     """The ChatOllama model, built once per container with the key from Secrets Manager."""
-    global _chat_model
+    global _chat_model, _chat_model_key
     if _chat_model is None:
-        settings = OllamaSettings.from_env()
-        _chat_model = create_chat_model(settings, api_key=read_secret("OLLAMA_API_KEY_SECRET_ARN"))
+        key = read_secret("OLLAMA_API_KEY_SECRET_ARN")
+        _chat_model = create_chat_model(OllamaSettings.from_env(), api_key=key)
+        _chat_model_key = _fingerprint(key)
     return _chat_model
+
+
+def chat_model_with_fresh_key() -> Any | None:
+    """After a 401/403: re-read the key bypassing the cache; a new model if it changed, else None."""
+    global _chat_model, _chat_model_key
+    key = read_secret("OLLAMA_API_KEY_SECRET_ARN", force_fetch=True)
+    if _chat_model is not None and _fingerprint(key) == _chat_model_key:
+        logger.warning("the endpoint rejected the key and the secret still holds the same key")
+        return None
+    logger.info("the endpoint rejected the key; the secret holds a new key, retrying with it")
+    _chat_model = create_chat_model(OllamaSettings.from_env(), api_key=key)
+    _chat_model_key = _fingerprint(key)
+    return _chat_model
+
+
+def with_fresh_key_on_auth_error(call: Callable[[Any], T]) -> T:
+    """``call(model)``; on ``LLMAuthError`` once more with a re-read key if the secret changed."""
+    try:
+        return call(chat_model())
+    except LLMAuthError:
+        fresh = chat_model_with_fresh_key()
+        if fresh is None:
+            raise
+        return call(fresh)
 
 
 def langsmith_tracer() -> Any:
@@ -211,14 +294,68 @@ def already_labeled(details: ReceiptDetails) -> bool:
 
 
 def read_details(request: ProcessReceiptEvent) -> ReceiptDetails:
-    """The receipt, its words and labels; throttling that outlasted botocore's retries -> DynamoThrottledError."""
+    """The receipt, its words and labels (a strongly consistent read: it sees a marker just written)."""
+    with aws_errors():
+        return dynamo().get_receipt_details(request.image_id, request.receipt_id, consistent_read=True)
+
+
+def time_margin_seconds() -> float:
+    raw = os.environ.get("TIME_MARGIN_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_TIME_MARGIN_SECONDS
     try:
-        return dynamo().get_receipt_details(request.image_id, request.receipt_id)
-    except Exception as error:
-        throttled = DynamoThrottledError.from_client_error(error)
-        if throttled is None:
+        value = float(raw)
+    except ValueError:
+        raise RuntimeError(
+            f"environment variable TIME_MARGIN_SECONDS must be a number of seconds, got {raw!r}"
+        ) from None
+    if not 0 <= value <= 900:
+        raise RuntimeError(f"environment variable TIME_MARGIN_SECONDS must be within 0..900, got {raw!r}")
+    return value
+
+
+def budget_for(context: Any) -> TimeBudget | None:
+    """The LLM work's deadline: the Lambda's remaining time minus the margin (None outside Lambda)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return TimeBudget.from_seconds(remaining() / 1000.0 - time_margin_seconds())
+
+
+def preflight(budget: TimeBudget | None) -> dict[str, Any]:
+    """One capped chat call: the endpoint answers, takes the key, serves the model; typed errors name the fix."""
+    settings = OllamaSettings.from_env()
+    calls = 0
+
+    def check(model: Any) -> int:
+        nonlocal calls
+        try:
+            made = check_endpoint(model)
+        except LLMRequestError as error:
+            calls += error.attempts
             raise
-        raise throttled from error
+        calls += made
+        return made
+
+    try:
+        with time_budget(budget):
+            with_fresh_key_on_auth_error(check)
+    except LLMAuthError as error:
+        secret = os.environ.get("OLLAMA_API_KEY_SECRET_ARN") or "(no secret configured)"
+        raise LLMAuthError(
+            f"{error} -- the endpoint {settings.base_url} rejected the API key. Fix: store the key in secret "
+            f"{secret} (aws secretsmanager put-secret-value --secret-id <that ARN> --secret-string <key>); "
+            "the next run reads it at once.",
+            status_code=error.status_code,
+        ) from error
+    except LLMModelNotFoundError as error:
+        raise LLMModelNotFoundError(
+            f"{error} -- the endpoint {settings.base_url} does not serve model {settings.model!r}. Fix: pull it "
+            "there (ollama pull <model>) or deploy with -c ollama_model=<a model the endpoint serves>.",
+            status_code=error.status_code,
+        ) from error
+    logger.info("preflight passed", model=settings.model, base_url=settings.base_url, llm_calls=calls)
+    return {"preflight": "ok", "model": settings.model, "base_url": settings.base_url, "llm_calls": calls}
 
 
 def _result(request: ProcessReceiptEvent, **counts: Any) -> dict[str, Any]:
@@ -235,7 +372,7 @@ def _result(request: ProcessReceiptEvent, **counts: Any) -> dict[str, Any]:
     return base
 
 
-def process(request: ProcessReceiptEvent) -> dict[str, Any]:
+def process(request: ProcessReceiptEvent, budget: TimeBudget | None = None) -> dict[str, Any]:
     details = read_details(request)
     if already_labeled(details) and not request.force:
         logger.info(
@@ -245,10 +382,11 @@ def process(request: ProcessReceiptEvent) -> dict[str, Any]:
             labeled_at=details.receipt.labeled_at,
         )
         return _result(request, already_labeled=True)
-    llm = chat_model()
     tracer = langsmith_tracer()
+    config: RunnableConfig | None = {"callbacks": [tracer]} if tracer is not None else None
     try:
-        labeling = label_receipt(details, llm=llm, config={"callbacks": [tracer]} if tracer is not None else None)
+        with time_budget(budget):
+            labeling = with_fresh_key_on_auth_error(lambda llm: label_receipt(details, llm=llm, config=config))
     finally:
         if tracer is not None:
             _flush_traces(tracer)
@@ -261,11 +399,12 @@ def process(request: ProcessReceiptEvent) -> dict[str, Any]:
                 for r in labeling.rejected[:MAX_LOGGED_REJECTIONS]
             ],
         )
-    written = dynamo().add_receipt_word_labels(labeling.labels) if labeling.labels else None
-    # Last: the marker says every label of this run is in the table (a failure above leaves none).
-    dynamo().mark_receipt_labeled(
-        request.image_id, request.receipt_id, proposed_by=f"{PIPELINE_PREFIX}{labeling.model_name}"
-    )
+    with aws_errors():
+        written = dynamo().add_receipt_word_labels(labeling.labels) if labeling.labels else None
+        # Last: the marker says every label of this run is in the table (a failure above leaves none).
+        dynamo().mark_receipt_labeled(
+            request.image_id, request.receipt_id, proposed_by=f"{PIPELINE_PREFIX}{labeling.model_name}"
+        )
     result = _result(
         request,
         labels_added=len(written.added) if written else 0,
@@ -286,6 +425,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
 
 def _handle(event: Any, context: Any) -> dict[str, Any]:
+    if isinstance(event, dict) and event.get(PREFLIGHT_FIELD) is True:
+        logger.append_keys(preflight=True)
+        try:
+            return preflight(budget_for(context))
+        except Exception as error:
+            logger.error("preflight failed", error=str(error), error_type=type(error).__name__)
+            raise
     try:
         request = parse_event(event)
     except InvalidEventError as error:
@@ -293,7 +439,7 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
         raise
     logger.append_keys(image_id=request.image_id, receipt_id=request.receipt_id, force=request.force)
     try:
-        return process(request)
+        return process(request, budget_for(context))
     except Exception as error:  # logged with the receipt's keys, then re-raised for Step Functions
         logger.exception("receipt failed", error_type=type(error).__name__)
         raise

@@ -87,14 +87,22 @@ def proposal(word: ReceiptWord, label: str = "PRODUCT_NAME", **overrides: Any) -
 
 
 def stored_labels(ddb: Any, image_id: str) -> list[dict[str, Any]]:
+    """Every label item of the image (labels are told apart by their sort key: they carry no TYPE)."""
     pages = ddb.get_paginator("query").paginate(
         TableName=TABLE,
         KeyConditionExpression="PK = :pk",
-        FilterExpression="#t = :t",
-        ExpressionAttributeNames={"#t": "TYPE"},
-        ExpressionAttributeValues={":pk": {"S": f"IMAGE#{image_id}"}, ":t": {"S": "RECEIPT_WORD_LABEL"}},
+        FilterExpression="contains(SK, :label)",
+        ExpressionAttributeValues={":pk": {"S": f"IMAGE#{image_id}"}, ":label": {"S": "#LABEL#"}},
     )
     return [item for page in pages for item in page["Items"]]
+
+
+def index_count(ddb: Any, index: str, condition: str, values: dict[str, Any], **kwargs: Any) -> int:
+    """How many entries of ``index`` match the key condition (every page)."""
+    pages = ddb.get_paginator("query").paginate(
+        TableName=TABLE, IndexName=index, KeyConditionExpression=condition, ExpressionAttributeValues=values, **kwargs
+    )
+    return sum(page["Count"] for page in pages)
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -257,6 +265,44 @@ def test_one_thousand_labels_in_one_call_then_all_skipped(ddb: Any) -> None:
         Select="COUNT",
     )
     assert pending["Count"] == 1000
+
+
+def test_new_labels_are_written_to_the_validation_status_index_only(ddb: Any) -> None:
+    dynamo = DynamoClient(TABLE, client=ddb)
+    details = dynamo.load_receipt_document(fixture_doc("grocery"))
+    labels = [proposal(w) for w in details.words]
+    assert len(dynamo.add_receipt_word_labels(labels).added) == len(labels)
+
+    stored = stored_labels(ddb, details.receipt.image_id)
+    assert len(stored) == len(labels) and all("TYPE" not in item for item in stored)
+    # not in GSITYPE: the type index holds the receipt, its lines and words, and no label
+    names = {"ExpressionAttributeNames": {"#t": "TYPE"}}
+    assert index_count(ddb, "GSITYPE", "#t = :t", {":t": {"S": "RECEIPT_WORD_LABEL"}}, **names) == 0
+    assert index_count(ddb, "GSITYPE", "#t = :t", {":t": {"S": "RECEIPT_WORD"}}, **names) == len(details.words)
+    # in GSI3, under the one PENDING key
+    pending = {":s": {"S": "VALIDATION_STATUS#PENDING"}, ":img": {"S": f"IMAGE#{details.receipt.image_id}#"}}
+    assert index_count(ddb, "GSI3", "GSI3PK = :s AND begins_with(GSI3SK, :img)", pending) == len(labels)
+    # ...and read back through the table: recognised by their sort key
+    assert dynamo.get_receipt_details(details.receipt.image_id, 1).labels == labels
+    assert list(dynamo.iter_receipt_keys()) == [(details.receipt.image_id, 1)]
+
+
+def test_a_label_written_by_an_earlier_version_with_type_is_read_and_never_overwritten(ddb: Any) -> None:
+    dynamo = DynamoClient(TABLE, client=ddb)
+    details = dynamo.load_receipt_document(fixture_doc("pharmacy"))
+    word = details.words[0]
+    earlier = proposal(
+        word, "MERCHANT_NAME", validation_status=ValidationStatus.VALID, label_proposed_by="reviewer:ana"
+    )
+    old_item = {**earlier.to_item(), "TYPE": {"S": "RECEIPT_WORD_LABEL"}}  # the format of earlier versions
+    ddb.put_item(TableName=TABLE, Item=old_item)
+    new = proposal(details.words[1], "PRODUCT_NAME")
+
+    result = dynamo.add_receipt_word_labels([proposal(word, "MERCHANT_NAME"), new])
+
+    assert [x.label for x in result.skipped_existing] == ["MERCHANT_NAME"] and result.added == [new]
+    assert ddb.get_item(TableName=TABLE, Key=earlier.key)["Item"] == old_item  # TYPE and all, unchanged
+    assert dynamo.get_receipt_details(details.receipt.image_id, 1).labels == [earlier, new]
 
 
 @pytest.mark.parametrize("status", ["VALID", "INVALID", "NEEDS_REVIEW", "PENDING", "NONE"])

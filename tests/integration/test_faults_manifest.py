@@ -99,8 +99,12 @@ def test_manifest_write_throttled_for_a_moment_still_writes_the_whole_manifest(w
     result = world.handler.lambda_handler({"execution_name": "run-1"}, None)
 
     assert faults.failed == 2
-    body = json.loads(world.s3.get_object(Bucket=BUCKET, Key=result["manifest_key"])["Body"].read())
-    assert result["receipt_count"] == len(body) == world.receipts  # the retried upload is complete
+    body = world.s3.get_object(Bucket=BUCKET, Key=result["manifest_key"])["Body"].read().decode()
+    lines = body.split("\n")
+    assert lines[-1] == ""  # the last line is terminated: the retried upload is complete, not cut short
+    items = [json.loads(line) for line in lines[:-1]]
+    assert result["receipt_count"] == len(items) == world.receipts
+    assert all(set(item) == {"image_id", "receipt_id"} for item in items)
 
 
 def test_listing_throttled_for_good_fails_before_any_manifest_is_written(world: ListWorld) -> None:

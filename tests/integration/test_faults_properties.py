@@ -250,7 +250,9 @@ def test_any_list_event_writes_one_complete_manifest_or_raises_invalid_event_err
     except handler.InvalidEventError:
         assert {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])} == before
         return
-    body = json.loads(s3.get_object(Bucket=BUCKET, Key=result["manifest_key"])["Body"].read())
+    text = s3.get_object(Bucket=BUCKET, Key=result["manifest_key"])["Body"].read().decode()
+    body = [json.loads(line) for line in text.splitlines()]  # JSON Lines: one object per line
+    assert text.endswith("\n")
     assert result["receipt_count"] == len(body) == 1
     assert body == [{"image_id": KNOWN_IMAGE, "receipt_id": 1}]
     assert result["manifest_key"].startswith("manifests/") and ".." not in result["manifest_key"]

@@ -28,7 +28,15 @@ from pytest_httpserver import HTTPServer
 from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus, utc_now_iso
 from receipt_dynamo.keys import TYPE_RECEIPT
 from receipt_dynamo.schema import create_table_kwargs
-from receipt_label import LLMOutputError, LLMRateLimitError, LLMRequestError, LLMTransientError
+from receipt_label import (
+    LLMAuthError,
+    LLMModelNotFoundError,
+    LLMOutputError,
+    LLMRateLimitError,
+    LLMRequestError,
+    LLMTransientError,
+    TimeBudgetExceededError,
+)
 from tests.lambda_handlers import Calls, LambdaContext
 from tests.lambda_handlers import load_handler as load_handler_file
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
@@ -145,12 +153,14 @@ def test_the_key_is_read_once_per_container_and_never_logged_or_put_in_the_envir
     events = [world.load("receipt_grocery.json"), world.load("receipt_pharmacy.json")]
     for event in events:
         world.invoke(event)
+    assert world.calls.names.count("GetSecretValue") == 1  # cached for the container
     world.server.default = ScriptedResponse.http_error(401, "unauthorized")
     world.server.responder = None
-    with pytest.raises(LLMRequestError):
+    with pytest.raises(LLMAuthError):
         world.invoke({**world.load("receipt_restaurant.json")})
 
-    assert world.calls.names.count("GetSecretValue") == 1
+    # The 401 makes the handler read the secret once more, bypassing the cache; the same key is not retried.
+    assert world.calls.names.count("GetSecretValue") == 2
     assert [r.headers["authorization"] for r in world.server.chat_requests] == [f"Bearer {API_KEY}"] * 3
     captured = capsys.readouterr()
     assert API_KEY not in captured.out + captured.err
@@ -220,7 +230,7 @@ def test_force_recomputes_and_never_overwrites_an_existing_label(world: World) -
     assert forced["labels_added"] > 0
     after_force = {(i["PK"]["S"], i["SK"]["S"]): i for i in world.items()}
     for item in after_first:  # every item that existed is byte-for-byte unchanged, but for the re-set marker
-        if item["TYPE"]["S"] == TYPE_RECEIPT:
+        if item.get("TYPE", {}).get("S") == TYPE_RECEIPT:
             continue
         assert after_force[(item["PK"]["S"], item["SK"]["S"])] == item
     remarked = world.receipt(event)
@@ -326,7 +336,8 @@ FAILURES: list[tuple[Callable[[OllamaServer], None], type[Exception]]] = [
     (lambda s: setattr(s, "default", ScriptedResponse.http_error(503, "overloaded")), LLMTransientError),
     (lambda s: setattr(s, "default", ScriptedResponse(reset=True)), LLMTransientError),
     (lambda s: setattr(s, "default", ScriptedResponse.answer("this is not JSON")), LLMOutputError),
-    (lambda s: s.script(ScriptedResponse.http_error(404, "model not found")), LLMRequestError),
+    (lambda s: s.script(ScriptedResponse.http_error(404, "model not found")), LLMModelNotFoundError),
+    (lambda s: s.script(ScriptedResponse.http_error(400, "invalid format")), LLMRequestError),
 ]
 
 
@@ -373,3 +384,136 @@ def test_with_a_langsmith_secret_the_run_gets_a_tracer_built_from_it(
     assert posts, "the runs were sent to the configured LangSmith endpoint before the handler returned"
     assert all(request.headers.get("x-api-key") == LANGSMITH_KEY for request in posts)
     assert all(API_KEY not in request.get_data(as_text=True) for request in posts), "the Ollama key is in a trace"
+
+
+# ---- fail fast: a rotated key, the time budget, the preflight -------------------------------------
+ROTATED_KEY = "olk-loopback-rotated-2b9e-do-not-log"
+
+
+def accept_only(key: str, then: Callable[[Any], ScriptedResponse]) -> Callable[[Any], ScriptedResponse]:
+    """An endpoint that answers 401 unless the request carries ``Bearer <key>`` (as Ollama Cloud does)."""
+
+    def respond(request: Any) -> ScriptedResponse:
+        if request.headers.get("authorization") != f"Bearer {key}":
+            return ScriptedResponse.http_error(401, "unauthorized")
+        return then(request)
+
+    return respond
+
+
+def test_a_key_fixed_in_the_secret_after_a_401_is_used_at_once_not_after_the_cache_expires(world: World) -> None:
+    """Documented: Ollama Cloud answers 401 for a wrong key. The handler re-reads the secret (bypassing the
+    one-hour cache) and, the key having changed, labels the receipt with one more call."""
+    first = world.load("receipt_grocery.json")
+    world.invoke(first)  # the container has the old key cached
+    boto3.client("secretsmanager").put_secret_value(SecretId="ollama-api-key", SecretString=ROTATED_KEY)
+    world.server.responder = accept_only(ROTATED_KEY, label_words_responder(alpha_words))
+    event = world.load("receipt_pharmacy.json")
+    calls_before = len(world.server.chat_requests)
+
+    result = world.invoke(event)
+
+    assert result["labels_added"] > 0 and world.labels(event)
+    sent = [r.headers["authorization"] for r in world.server.chat_requests[calls_before:]]
+    assert sent == [f"Bearer {API_KEY}", f"Bearer {ROTATED_KEY}"]
+    assert world.calls.names.count("GetSecretValue") == 2  # the first read, then one forced re-read
+
+
+def test_a_stream_that_trickles_a_valid_answer_stops_inside_the_lambdas_time_with_a_retryable_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk arrives well inside the HTTP read timeout (5 s), so only the time budget can stop it:
+    a 4 s Lambda with a 1 s margin must end within 3 s with TimeBudgetExceededError and write nothing."""
+    monkeypatch.setenv("TIME_MARGIN_SECONDS", "1")
+    event = world.load("receipt_grocery.json")
+    valid = label_words_responder(alpha_words)
+    world.server.responder = lambda request: ScriptedResponse.answer(
+        valid(request).content, chunks=400, chunk_delay=0.05
+    )
+    context = LambdaContext(timeout_seconds=4.0)
+    before = world.items()
+
+    with pytest.raises(TimeBudgetExceededError):
+        handler.lambda_handler(event, context)
+
+    assert context.get_remaining_time_in_millis() > 500, "the handler must return before Lambda's timeout"
+    assert world.calls.writes() == [] and world.items() == before
+    assert len(world.server.chat_requests) == 1  # no in-process retry past the deadline
+
+
+def test_a_stalled_stream_stops_at_the_deadline_not_after_the_http_read_timeout(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIME_MARGIN_SECONDS", "1")
+    monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "60")
+    event = world.load("receipt_grocery.json")
+    world.server.responder = None
+    world.server.script(ScriptedResponse.answer({"labels": []}, delay=30))  # 30 s before the first byte
+    context = LambdaContext(timeout_seconds=3.0)
+
+    with pytest.raises(TimeBudgetExceededError):
+        handler.lambda_handler(event, context)
+
+    assert context.get_remaining_time_in_millis() > 300
+    assert world.calls.writes() == []
+
+
+def test_the_answer_length_is_capped_with_num_predict(world: World) -> None:
+    world.invoke(world.load("receipt_grocery.json"))
+    assert world.server.chat_requests[0].json["options"]["num_predict"] == 16_384
+
+
+def test_preflight_makes_one_capped_call_and_touches_no_receipt(world: World) -> None:
+    result = world.invoke({"preflight": True})
+
+    assert result == {"preflight": "ok", "model": "loopback-model", "base_url": world.server.url, "llm_calls": 1}
+    (request,) = world.server.chat_requests
+    assert request.json["options"]["num_predict"] == 1
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert [n for n in world.calls.names if n != "GetSecretValue"] == []  # no DynamoDB call at all
+
+
+def test_preflight_with_a_rejected_key_names_the_secret_and_the_fix_after_at_most_two_calls(world: World) -> None:
+    world.server.responder = None
+    world.server.default = ScriptedResponse.http_error(401, "unauthorized")
+
+    with pytest.raises(LLMAuthError) as raised:
+        world.invoke({"preflight": True})
+
+    message = str(raised.value)
+    assert os.environ["OLLAMA_API_KEY_SECRET_ARN"] in message and "put-secret-value" in message
+    assert API_KEY not in message
+    assert len(world.server.chat_requests) == 1  # the secret still holds the same key: not tried again
+    assert world.calls.names.count("GetSecretValue") == 2
+
+
+def test_preflight_after_the_key_was_fixed_passes_with_the_new_key(world: World) -> None:
+    world.invoke({"preflight": True})  # caches the old key
+    boto3.client("secretsmanager").put_secret_value(SecretId="ollama-api-key", SecretString=ROTATED_KEY)
+    world.server.responder = accept_only(ROTATED_KEY, lambda request: ScriptedResponse.answer({"labels": []}))
+
+    result = world.invoke({"preflight": True})
+
+    assert result["preflight"] == "ok" and result["llm_calls"] == 2
+
+
+def test_preflight_with_a_model_the_endpoint_does_not_serve_names_the_model_and_the_fix(world: World) -> None:
+    """Ollama answers 404 ``model "x" not found, try pulling it first`` for an unknown model."""
+    world.server.responder = None
+    world.server.default = ScriptedResponse.http_error(404, 'model "loopback-model" not found, try pulling it first')
+
+    with pytest.raises(LLMModelNotFoundError) as raised:
+        world.invoke({"preflight": True})
+
+    assert "'loopback-model'" in str(raised.value) and "ollama_model" in str(raised.value)
+    assert len(world.server.chat_requests) == 1
+
+
+def test_preflight_against_an_unreachable_endpoint_raises_the_retryable_transient_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_BASE_URL", "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setattr(handler, "_chat_model", None)
+
+    with pytest.raises(LLMTransientError):
+        world.invoke({"preflight": True})

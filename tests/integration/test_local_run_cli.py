@@ -77,7 +77,9 @@ def test_run_local_labels_every_receipt_and_prints_a_summary(ollama_server: Olla
         words, pending, valid, other, outcome = summary[0].split()[1:]
         assert int(words) >= int(pending) > 0 and (valid, other, outcome) == ("0", "0", "ok")
     assert f"Execution SUCCEEDED: {len(FIXTURES)} succeeded, 0 failed of {len(FIXTURES)}" in out
-    assert len(ollama_server.chat_requests) == len(FIXTURES)
+    assert len(ollama_server.chat_requests) == 1 + len(FIXTURES)  # the preflight's capped call, one per receipt
+    assert f"Preflight: {ollama_server.url} accepts the key and serves loopback-model (1 LLM call" in out
+    assert "would raise the stack's alarm" not in out
     assert re.search(r"moto server \(.*\): http://127\.0\.0\.1:\d+", out)
 
 
@@ -117,6 +119,24 @@ def test_run_local_shows_a_failed_receipt_and_exits_1(
     assert good_row.endswith(" ok")
     # 1 of 2 receipts failed: above the template's 10 % the execution fails, as on AWS.
     assert "Execution FAILED: States.ExceedToleratedFailureThreshold" in result.stdout
+    assert "Deployed, this run would raise the stack's alarm: execution FAILED" in result.stdout
+
+
+def test_run_local_with_a_rejected_key_stops_in_the_preflight_and_names_the_fix(
+    ollama_server: OllamaServer, template_file: Path
+) -> None:
+    ollama_server.default = ScriptedResponse.http_error(401, "unauthorized")
+
+    result = run_cli("--template", str(template_file), base_url=ollama_server.url, api_key="olk-placeholder")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    (preflight,) = [line for line in lines if line.startswith("Preflight")]
+    assert preflight.startswith("Preflight FAILED: LLMAuthError:") and "put-secret-value" in preflight
+    assert not [line for line in lines if line.startswith("[")]  # no receipt was tried
+    assert len(ollama_server.chat_requests) <= 2
+    assert "Execution FAILED: LLMAuthError" in result.stdout
+    assert "would raise the stack's alarm" in result.stdout
 
 
 def test_run_local_without_an_ollama_endpoint_says_so() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,13 +139,16 @@ def test_fixture_receipts_labeled_valid_untouched_garbage_fails_alone_rerun_free
         if (label.line_id, label.word_id) in words_with_valid and label.validation_status is not ValidationStatus.VALID
     ]
 
-    # One chat call per good receipt, two (answer + repair) for the garbage one.
+    # The preflight's one capped call, one chat call per good receipt, two (answer + repair) for the garbage one.
     garbage_calls = [r for r in server.chat_requests if GARBAGE_WORD in prompt_texts(r)]
     assert len(garbage_calls) == 2
-    assert len(server.chat_requests) == 9 + 2
+    assert [r.json["options"]["num_predict"] for r in server.chat_requests].count(1) == 1
+    assert len(server.chat_requests) == 1 + 9 + 2
+    assert [i.result["llm_calls"] for i in run.invocations_of("Preflight")] == [1]
     assert sum(i.result["llm_calls"] for i in run.invocations_of("ProcessReceipt") if i.ok) == 9
 
-    # Second run, once the bad receipt is removed from the table: no LLM call at all, nothing rewritten.
+    # Second run, once the bad receipt is removed from the table: no LLM call at all (not even the
+    # preflight: ListReceipts reports nothing to label), nothing rewritten.
     delete_receipt(local.table_name, garbage["image_id"])
     labels_before_rerun = {k: _labels(store, k) for k in keys if k[0] != garbage["image_id"]}
     calls_before = len(server.chat_requests)
@@ -152,6 +156,7 @@ def test_fixture_receipts_labeled_valid_untouched_garbage_fails_alone_rerun_free
     assert rerun.status == "SUCCEEDED", (rerun.error, rerun.cause)
     assert rerun.output is not None and (rerun.output["succeeded"], rerun.output["failed"]) == (9, 0)
     assert len(server.chat_requests) == calls_before
+    assert rerun.invocations_of("Preflight") == []
     assert all(
         i.result["already_labeled"] and i.result["llm_calls"] == 0 for i in rerun.invocations_of("ProcessReceipt")
     )
@@ -199,11 +204,60 @@ def test_more_failures_than_tolerated_fail_the_execution(pipeline: tuple[LocalPi
     assert "MapRunFailed" in [e["type"] for e in run.history]
 
 
+def test_a_rejected_key_fails_the_execution_in_the_preflight_with_at_most_two_llm_calls_and_no_label(
+    template: dict[str, Any],
+) -> None:
+    """Every first run of a fresh stack meets this (the secret holds a placeholder): 40 receipts, every
+    call answered 401. The run must stop before the map, whatever the number of receipts."""
+    with (
+        OllamaServer(default=ScriptedResponse.http_error(401, "unauthorized")) as server,
+        LocalPipeline(
+            template, ollama_base_url=server.url, ollama_model="loopback-model", ollama_api_key="placeholder-key"
+        ) as local,
+    ):
+        fixtures = fixture_documents()
+        keys = local.load_receipts([copy_of(fixtures[n % len(fixtures)]) for n in range(40)])
+
+        run = local.run(name="rejected-key")
+
+        assert run.status == "FAILED"
+        assert run.error == "LLMAuthError"
+        assert "put-secret-value" in (run.cause or "")
+        assert len(server.chat_requests) <= 2
+        assert [i.state for i in run.invocations] == ["ListReceipts", "Preflight"]
+        assert "MapRunStarted" not in [e["type"] for e in run.history]
+        store = local.dynamo()
+        assert all(store.get_receipt_details(*key).labels == [] for key in keys)
+
+
+def test_an_endpoint_that_stays_down_fails_in_the_preflight_after_its_retries(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connection refused is transient: the preflight is retried (LLMTransientError) and then fails the run."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    waits: list[float] = []  # the retrier's backoff waits, recorded instead of slept (up to 75 s otherwise)
+    monkeypatch.setattr(retrier_decl, "time", types.SimpleNamespace(sleep=waits.append))
+    with LocalPipeline(template, ollama_base_url="http://127.0.0.1:9", ollama_model="loopback-model") as local:
+        local.load_receipts(fixture_documents()[:2])
+
+        run = local.run(name="endpoint-down", timeout=600)
+
+    assert run.status == "FAILED" and run.error == "LLMTransientError"
+    preflights = run.invocations_of("Preflight")
+    # MaxAttempts 4 counts retries: the first try and 4 more, after full-jitter waits of up to 5, 10, 20, 40 s.
+    assert len(preflights) == 5 and all(i.error_type == "LLMTransientError" for i in preflights)
+    assert len(waits) == 4 and all(0 <= wait <= cap for wait, cap in zip(waits, (5, 10, 20, 40), strict=True))
+    assert run.invocations_of("ProcessReceipt") == []
+
+
 def test_ten_thousand_receipts_keep_the_parent_history_under_100_events(template: dict[str, Any]) -> None:
     """10,000 receipts: the real ListReceipts handler over the moto table, ProcessReceipt an instant stand-in."""
     count = 10_000
 
     def instant_process(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if event.get("preflight"):
+            return {"preflight": "ok", "model": "stand-in", "base_url": "http://127.0.0.1:9", "llm_calls": 0}
         return {"image_id": event["image_id"], "receipt_id": event["receipt_id"], "labels_added": 0, "llm_calls": 0}
 
     with LocalPipeline(

@@ -23,6 +23,7 @@ from receipt_dynamo import (
     ValidationStatus,
     keys,
 )
+from receipt_dynamo.schema import GLOBAL_SECONDARY_INDEXES
 
 pytestmark = pytest.mark.unit
 
@@ -82,11 +83,8 @@ def test_key_strings_match_design_character_for_character() -> None:
         "RECEIPT_WORD",
     )
     label = make_label(receipt_id=1, line_id=1, word_id=1, label="MERCHANT_NAME").to_item()
-    assert (label["PK"]["S"], label["SK"]["S"], label["TYPE"]["S"]) == (
-        pk,
-        "RECEIPT#00001#LINE#00001#WORD#00001#LABEL#MERCHANT_NAME",
-        "RECEIPT_WORD_LABEL",
-    )
+    assert (label["PK"]["S"], label["SK"]["S"]) == (pk, "RECEIPT#00001#LINE#00001#WORD#00001#LABEL#MERCHANT_NAME")
+    assert "TYPE" not in label  # labels are not in the GSITYPE index
     assert label["GSI3PK"] == {"S": "VALIDATION_STATUS#PENDING"}
     assert label["GSI3SK"] == {"S": f"IMAGE#{IMAGE_ID}#RECEIPT#00001#LINE#00001#WORD#00001#LABEL#MERCHANT_NAME"}
     wide = make_label(receipt_id=12, line_id=345, word_id=99999, label="TAX", validation_status="NEEDS_REVIEW")
@@ -135,6 +133,43 @@ def test_label_item_carries_every_field() -> None:
     assert item["label_proposed_by"] == {"S": "receipt_label:gpt-oss:120b"}
     assert item["label_consolidated_from"] == {"S": "TOTAL"}
     assert "label_proposed_by" not in make_label(label_proposed_by=None).to_item()
+
+
+def index_entries(item: dict[str, Any]) -> list[str]:
+    """The global secondary indexes an item is written to: those whose key attributes it carries."""
+    return [name for name, pk, sk in GLOBAL_SECONDARY_INDEXES if pk in item and (sk is None or sk in item)]
+
+
+def test_a_new_label_item_is_in_the_validation_status_index_only() -> None:
+    assert index_entries(make_label().to_item()) == ["GSI3"]  # 1 table write + 1 index write
+    # lines, words and receipts keep TYPE (GSITYPE lists receipts; lines and words are written once, at load)
+    assert index_entries(Receipt(IMAGE_ID, 1).to_item()) == ["GSITYPE"]
+    assert index_entries(ReceiptLine(IMAGE_ID, 1, 1, "X").to_item()) == ["GSITYPE"]
+    assert index_entries(ReceiptWord(IMAGE_ID, 1, 1, 1, "X").to_item()) == ["GSITYPE"]
+
+
+def test_a_label_item_written_by_an_earlier_version_with_type_is_still_read() -> None:
+    label = make_label(label_consolidated_from="TOTAL")
+    old_item = {**label.to_item(), "TYPE": {"S": "RECEIPT_WORD_LABEL"}}
+    assert ReceiptWordLabel.from_item(old_item) == label
+
+
+def test_a_label_item_with_another_type_is_rejected() -> None:
+    item = {**make_label().to_item(), "TYPE": {"S": "RECEIPT_WORD"}}
+    with pytest.raises(EntityValidationError, match="RECEIPT_WORD_LABEL"):
+        ReceiptWordLabel.from_item(item)
+
+
+def test_an_item_without_type_is_a_label_only_if_its_sort_key_is_a_label_key() -> None:
+    word_item = {k: v for k, v in ReceiptWord(IMAGE_ID, 1, 1, 1, "X").to_item().items() if k != "TYPE"}
+    with pytest.raises(EntityValidationError, match="not a label key"):
+        ReceiptWordLabel.from_item({**make_label().to_item(), "SK": word_item["SK"]})
+    with pytest.raises(EntityValidationError, match="RECEIPT_WORD"):
+        ReceiptWord.from_item(word_item)  # lines and words still need their TYPE
+    assert keys.is_label_sk(make_label().key["SK"]["S"])
+    assert not keys.is_label_sk(word_item["SK"]["S"])
+    assert not keys.is_label_sk("RECEIPT#00001#LINE#00001#WORD#00001#LABEL#TAX#EXTRA")
+    assert not keys.is_label_sk("SOMETHING#ELSE")
 
 
 def test_keys_parse_what_they_build() -> None:

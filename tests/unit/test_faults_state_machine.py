@@ -17,10 +17,12 @@ from tests.security_synth import NagSynth
 pytestmark = pytest.mark.unit
 
 LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ClientExecutionTimeoutException",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ResourceNotReadyException",  # an image function gone Inactive rejects its first invoke
 }
 
 
@@ -83,6 +85,17 @@ def test_a_failed_receipt_is_counted_and_the_run_fails_past_the_tolerated_share(
     assert label["ToleratedFailurePercentage"] == 10
     assert label["ResultWriter"]["Resource"].endswith(":states:::s3:putObject")  # per-item results in S3
     assert "failed" in json.dumps(states["Summarize"]["Parameters"])
+
+
+def test_every_lambda_task_retries_the_documented_lambda_service_errors(nag_synth: NagSynth) -> None:
+    states = definition(nag_synth)["States"]
+    tasks = {
+        "ListReceipts": states["ListReceipts"],
+        "Preflight": states["Preflight"],
+        "ProcessReceipt": states["LabelReceipts"]["ItemProcessor"]["States"]["ProcessReceipt"],
+    }
+    for name, task in tasks.items():
+        assert set(retriers(task)) >= LAMBDA_SERVICE_ERRORS, name
 
 
 def test_list_receipts_retries_only_lambda_service_errors(nag_synth: NagSynth) -> None:

@@ -1,4 +1,4 @@
-"""ListReceipts handler: event parsing, manifest format and flat memory for 100,000 receipts (no AWS)."""
+"""ListReceipts handler: event parsing, the JSON Lines manifest and flat memory for 100,000 receipts (no AWS)."""
 
 from __future__ import annotations
 
@@ -65,13 +65,34 @@ class DiskS3:
         self.objects: dict[tuple[str, str], Path] = {}
 
     def put_object(self, *, Bucket: str, Key: str, Body: Any, ContentType: str) -> dict[str, Any]:
-        assert ContentType == "application/json"
-        target = self.directory / f"object-{len(self.objects)}.json"
+        assert ContentType == "application/jsonl"
+        target = self.directory / f"object-{len(self.objects)}.jsonl"
         with target.open("wb") as out:
             while chunk := Body.read(64 * 1024):
                 out.write(chunk)
         self.objects[(Bucket, Key)] = target
         return {}
+
+    def lines(self, bucket: str, key: str) -> list[dict[str, Any]]:
+        """The manifest read as the JSONL item reader reads it, checking the format on the way."""
+        return jsonl_items(self.objects[(bucket, key)].read_bytes())
+
+
+def jsonl_items(body: bytes) -> list[dict[str, Any]]:
+    """Every line of ``body`` as one JSON object; fails unless it is strict JSON Lines as documented."""
+    text = body.decode("utf-8")
+    if not text:
+        return []
+    assert text.endswith("\n"), "the last line is not terminated"
+    assert not text.lstrip().startswith("["), "a JSON array, not JSON Lines"
+    items = []
+    for line in text[:-1].split("\n"):
+        assert line == line.strip() and line, f"blank or padded line {line!r}"
+        assert ", " not in line and ": " not in line, f"not compact: {line!r}"
+        item = json.loads(line)
+        assert isinstance(item, dict) and set(item) == {"image_id", "receipt_id"}, line
+        items.append(item)
+    return items
 
 
 @pytest.fixture
@@ -87,29 +108,66 @@ def wired(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     return wire
 
 
-def test_manifest_lists_every_receipt_key_as_a_json_array(wired: Any) -> None:
+def test_manifest_lists_every_receipt_key_one_json_object_per_line(wired: Any) -> None:
     index, s3 = wired(4)
     result = handler.lambda_handler({"execution_name": "nightly-2026-11-29"}, None)
-    key = "manifests/nightly-2026-11-29/receipts.json"
-    assert result == {"receipt_count": 4, "manifest_bucket": "manifests-bucket", "manifest_key": key}
-    manifest = json.loads(s3.objects[("manifests-bucket", key)].read_text())
-    assert manifest == [{"image_id": index.image_id(n), "receipt_id": n % 3 + 1} for n in range(4)]
+    key = "manifests/nightly-2026-11-29/receipts.jsonl"
+    assert result == {
+        "receipt_count": 4,
+        "receipts_to_label": 4,
+        "manifest_bucket": "manifests-bucket",
+        "manifest_key": key,
+    }
+    body = s3.objects[("manifests-bucket", key)].read_bytes()
+    expected = [{"image_id": index.image_id(n), "receipt_id": n % 3 + 1} for n in range(4)]
+    assert body == b"".join(
+        b'{"image_id":"%s","receipt_id":%d}\n' % (e["image_id"].encode(), e["receipt_id"]) for e in expected
+    )
+    assert s3.lines("manifests-bucket", key) == expected
+
+
+def test_every_line_is_one_object_and_the_count_matches_across_pages(wired: Any) -> None:
+    index, s3 = wired(40_001)  # three pages of 15,000, the last one partial
+    result = handler.lambda_handler({}, None)
+    items = s3.lines("manifests-bucket", result["manifest_key"])
+    assert result["receipt_count"] == len(items) == 40_001
+    assert index.queries == 3
+    assert items[15_000] == {"image_id": index.image_id(15_000), "receipt_id": 15_000 % 3 + 1}  # page boundary
+    assert len({(i["image_id"], i["receipt_id"]) for i in items}) == 40_001
 
 
 def test_empty_table_gives_an_empty_manifest(wired: Any) -> None:
     _, s3 = wired(0)
     result = handler.lambda_handler({}, None)
     assert result["receipt_count"] == 0
-    assert json.loads(s3.objects[("manifests-bucket", result["manifest_key"])].read_text()) == []
+    assert s3.objects[("manifests-bucket", result["manifest_key"])].stat().st_size == 0  # no line, not "[]"
 
 
 def test_limit_stops_reading_once_reached(wired: Any) -> None:
     index, s3 = wired(40_000)
     result = handler.lambda_handler({"limit": 10}, None)
-    manifest = json.loads(s3.objects[("manifests-bucket", result["manifest_key"])].read_text())
+    manifest = s3.lines("manifests-bucket", result["manifest_key"])
     assert result["receipt_count"] == 10
     assert [m["image_id"] for m in manifest] == [index.image_id(n) for n in range(10)]
     assert index.queries == 1  # the remaining pages are never requested
+
+
+def test_a_limit_of_exactly_one_page_queries_no_further_page(wired: Any) -> None:
+    index, s3 = wired(40_000)
+    result = handler.lambda_handler({"limit": 15_000}, None)
+    assert result["receipt_count"] == len(s3.lines("manifests-bucket", result["manifest_key"])) == 15_000
+    assert index.queries == 1
+
+
+def test_write_manifest_escapes_what_json_needs_escaping() -> None:
+    import io
+
+    out = io.BytesIO()
+    count = handler.write_manifest([('odd "id"\n\u2028é', 7)], out)
+    assert count == 1
+    (line,) = out.getvalue().split(b"\n")[:-1]  # one line: the newline inside the id is escaped
+    assert json.loads(line) == {"image_id": 'odd "id"\n\u2028é', "receipt_id": 7}
+    assert out.getvalue().isascii()
 
 
 def test_runs_without_an_execution_name_get_distinct_keys(wired: Any) -> None:
@@ -117,7 +175,7 @@ def test_runs_without_an_execution_name_get_distinct_keys(wired: Any) -> None:
     first = handler.lambda_handler({}, None)["manifest_key"]
     second = handler.lambda_handler({}, None)["manifest_key"]
     assert first != second
-    assert first.startswith("manifests/") and first.endswith("/receipts.json")
+    assert first.startswith("manifests/") and first.endswith("/receipts.jsonl")
 
 
 @pytest.mark.parametrize(
@@ -148,7 +206,7 @@ def test_bad_events_raise_invalid_event_error_naming_the_field_and_write_nothing
 @pytest.mark.parametrize("name", ["../other-run", "run/1", "nightly 2026-11-29", "résumé+1", "."])
 def test_an_execution_name_unsafe_for_a_key_gets_a_safe_distinct_folder(name: str) -> None:
     key = handler.manifest_key(name)
-    folder = key.removeprefix("manifests/").removesuffix("/receipts.json")
+    folder = key.removeprefix("manifests/").removesuffix("/receipts.jsonl")
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", folder), key
     assert key != handler.manifest_key(folder.rsplit("-", 1)[0])  # no collision with the readable part
     assert key == handler.manifest_key(name)  # stable for the same run
@@ -180,7 +238,7 @@ def test_memory_stays_flat_for_100k_receipts(wired: Any) -> None:
     peak, manifest_bytes = _peak_bytes(wired, 100_000)
     # The manifest is several MB; the handler holds one DynamoDB page at a time, not the whole list:
     # more than three times the receipts must not cost noticeably more memory.
-    assert manifest_bytes > 6_000_000
+    assert manifest_bytes == 100_000 * 67  # {"image_id":"<36-char uuid>","receipt_id":N}\n
     assert peak < small_peak * 1.25
     assert peak < 64 * 2**20  # with the ~50 MB runtime + boto3 baseline this fits the default 128 MB
 
@@ -194,6 +252,6 @@ def test_each_log_line_is_one_json_object_with_the_runs_facts(
     lines = capsys.readouterr().out.strip().splitlines()
     record = json.loads(lines[-1])
     assert record["level"] == "INFO" and record["message"] == "manifest written"
-    assert record["receipt_count"] == 3 and record["manifest_key"] == "manifests/run-7/receipts.json"
+    assert record["receipt_count"] == 3 and record["manifest_key"] == "manifests/run-7/receipts.jsonl"
     assert record["aws_request_id"] == "req-7"
     assert record["timestamp"].endswith("Z")

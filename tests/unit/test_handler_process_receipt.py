@@ -170,7 +170,7 @@ class _Dynamo:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def get_receipt_details(self, image_id: str, receipt_id: int) -> Any:
+    def get_receipt_details(self, image_id: str, receipt_id: int, **_: Any) -> Any:
         raise self.error
 
 

@@ -23,7 +23,7 @@ from receipt_label import (
     label_receipt,
     tracing_enabled,
 )
-from receipt_label.errors import classify_llm_exception
+from receipt_label.errors import LLMAuthError, LLMModelNotFoundError, classify_llm_exception
 from receipt_label.llm import BearerAuth
 from receipt_label.testing import ScriptedChatModel
 
@@ -128,8 +128,10 @@ def test_bearer_auth_hides_the_key() -> None:
         (ResponseError("unavailable", 503), LLMTransientError),
         (ResponseError("request timeout", 408), LLMTransientError),
         (ResponseError("model runner crashed"), LLMTransientError),  # an error line inside a stream
-        (ResponseError("unauthorized", 401), LLMRequestError),
-        (ResponseError("model 'x' not found", 404), LLMRequestError),
+        (ResponseError("unauthorized", 401), LLMAuthError),
+        (ResponseError("forbidden", 403), LLMAuthError),
+        (ResponseError("model 'x' not found, try pulling it first", 404), LLMModelNotFoundError),
+        (ResponseError("404 page not found", 404), LLMRequestError),  # a wrong base URL path, not the model
         (ResponseError("bad request", 400), LLMRequestError),
         (httpx.ReadTimeout("timed out"), LLMTransientError),
         (httpx.ConnectTimeout("timed out"), LLMTransientError),

@@ -37,10 +37,11 @@ def map_state(definition: dict[str, Any]) -> dict[str, Any]:
 def test_synthesized_map_tolerates_ten_percent_and_only_that_field_is_removed_for_moto(stack: LocalStack) -> None:
     definition = stack.definition(stack.labeling_state_machine())
     assert map_state(definition)["ToleratedFailurePercentage"] == 10
+    assert map_state(definition)["ToleratedFailureCount"] == 100  # moto parses this one: it stays
 
     prepared, tolerances = prepare_definition(definition)
 
-    assert tolerances == {"LabelReceipts": MapTolerance("LabelReceipts", percentage=10.0, count=None)}
+    assert tolerances == {"LabelReceipts": MapTolerance("LabelReceipts", percentage=10.0, count=100)}
     assert "ToleratedFailurePercentage" not in map_state(prepared)
     expected = json.loads(json.dumps(definition))
     del expected["States"]["LabelReceipts"]["ToleratedFailurePercentage"]
@@ -52,7 +53,8 @@ def test_definition_resolves_to_the_local_functions_and_bucket(stack: LocalStack
     definition = stack.definition(stack.labeling_state_machine())
     tasks = lambda_tasks(definition)
 
-    assert set(tasks) == {"ListReceipts", "ProcessReceipt"}
+    assert set(tasks) == {"ListReceipts", "Preflight", "ProcessReceipt"}
+    assert tasks["Preflight"] == tasks["ProcessReceipt"]  # one function, told apart by its event
     for arn in tasks.values():
         function_id = stack.function_id_for_arn(arn)
         assert arn == f"arn:aws:lambda:us-east-1:123456789012:function:{stack.physical_name(function_id)}"

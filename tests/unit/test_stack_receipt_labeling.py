@@ -39,6 +39,7 @@ VARIANT_CONTEXT: dict[str, Any] = {
     "ollama_base_url": "https://ollama.internal:11434",
     "max_concurrency": 7,
     "tolerated_failure_percentage": 25,
+    "tolerated_failure_count": 40,
     "alarm_email": "ops@example.com",
 }
 # Actions that support no resource-level permission, so "*" is the only possible Resource.
@@ -545,6 +546,7 @@ def test_variant_settings_reach_the_map(variant_template: dict[str, Any]) -> Non
     label = json.loads(text)["States"]["LabelReceipts"]
     assert label["MaxConcurrency"] == 7
     assert label["ToleratedFailurePercentage"] == 25
+    assert label["ToleratedFailureCount"] == 40
 
 
 # ---- secrets --------------------------------------------------------------------------------------
@@ -643,6 +645,7 @@ def test_failed_labeling_runs_and_image_builds_reach_the_alarm_topic(template: d
     [
         ("max_concurrency", 0, "max_concurrency"),
         ("tolerated_failure_percentage", 101, "tolerated_failure_percentage"),
+        ("tolerated_failure_count", -1, "tolerated_failure_count"),
         ("stage", "a-very-long-stage-name-that-breaks-lambda", "stage"),
         ("ollama_base_url", "ollama.com", "ollama_base_url"),
         ("ollama_base_url", "http://ollama.internal:11434", "https"),
@@ -661,6 +664,7 @@ def test_settings_reject_values_that_cannot_deploy(field: str, value: Any, messa
         ({"max_concurrency": 0}, "max_concurrency"),
         ({"tolerated_failure_percentage": -1}, "tolerated_failure_percentage"),
         ({"tolerated_failure_percentage": 150}, "tolerated_failure_percentage"),
+        ({"tolerated_failure_count": -1}, "tolerated_failure_count"),
     ],
 )
 def test_construct_rejects_impossible_map_settings(props: dict[str, Any], message: str) -> None:

@@ -13,18 +13,28 @@ from typing import Any
 
 import pytest
 
-from receipt_dynamo import DynamoThrottledError, LabelWriteError, ReceiptNotFoundError
-from receipt_label import LLMOutputError, LLMRateLimitError, LLMTransientError
+from receipt_dynamo import AwsTransientError, DynamoThrottledError, LabelWriteError, ReceiptNotFoundError
+from receipt_label import (
+    LLMAuthError,
+    LLMModelNotFoundError,
+    LLMOutputError,
+    LLMRateLimitError,
+    LLMRequestError,
+    LLMTransientError,
+    TimeBudgetExceededError,
+)
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
 STATE_MACHINE_NAME = "receipt-labeling-dev-sf"
 LAMBDA_SERVICE_ERRORS = [
+    "Lambda.ClientExecutionTimeoutException",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ResourceNotReadyException",
 ]
 LAMBDA_SERVICE_RETRY = {
     "ErrorEquals": LAMBDA_SERVICE_ERRORS,
@@ -34,6 +44,43 @@ LAMBDA_SERVICE_RETRY = {
     "MaxDelaySeconds": 60,
     "JitterStrategy": "FULL",
 }
+RATE_LIMIT_RETRY = {
+    "ErrorEquals": ["LLMRateLimitError"],
+    "IntervalSeconds": 30,
+    "MaxAttempts": 6,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 300,
+    "JitterStrategy": "FULL",
+}
+# TimeBudgetExceededError: the handler stopped LLM work before Lambda's timeout; nothing was written.
+LLM_TRANSIENT_RETRY = {
+    "ErrorEquals": ["LLMTransientError", "TimeBudgetExceededError"],
+    "IntervalSeconds": 5,
+    "MaxAttempts": 4,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 60,
+    "JitterStrategy": "FULL",
+}
+AWS_TRANSIENT_RETRY = {
+    "ErrorEquals": ["DynamoThrottledError", "AwsTransientError"],
+    "IntervalSeconds": 10,
+    "MaxAttempts": 4,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 120,
+    "JitterStrategy": "FULL",
+}
+
+
+def test_lambda_service_retrier_covers_the_documented_transient_and_inactive_function_errors() -> None:
+    """AWS's "Handle Lambda service exceptions" list, plus ResourceNotReadyException (an Inactive image function)."""
+    assert set(LAMBDA_SERVICE_ERRORS) >= {
+        "Lambda.ClientExecutionTimeoutException",
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+        "Lambda.ResourceNotReadyException",
+    }
 
 
 def render_token(value: Any) -> str:
@@ -107,12 +154,14 @@ def test_shape_list_choice_map_summary(definition: dict[str, Any]) -> None:
         "ListReceipts",
         "HasReceipts",
         "NoReceipts",
+        "Preflight",
         "LabelReceipts",
         "CountResults",
         "Summarize",
     }
     states = definition["States"]
     assert states["ListReceipts"]["Next"] == "HasReceipts"
+    assert states["Preflight"]["Next"] == "LabelReceipts"
     assert states["LabelReceipts"]["Next"] == "CountResults"
     assert states["CountResults"]["Next"] == "Summarize"
     assert states["Summarize"]["End"] is True
@@ -135,6 +184,7 @@ def test_list_receipts_passes_the_execution_name_and_keeps_the_input(
     }
     assert state["ResultSelector"] == {
         "receipt_count.$": "$.Payload.receipt_count",
+        "receipts_to_label.$": "$.Payload.receipts_to_label",
         "manifest_bucket.$": "$.Payload.manifest_bucket",
         "manifest_key.$": "$.Payload.manifest_key",
     }
@@ -161,10 +211,13 @@ def test_list_payload_uses_the_handlers_field_and_result_names(definition: dict[
     constants = module_constants(handler)
     state = definition["States"]["ListReceipts"]
     assert f'"{constants["EXECUTION_NAME_FIELD"]}":"{{}}"' in state["Parameters"]["Payload.$"]
-    returned = 'return {"receipt_count": count, "manifest_bucket": bucket, "manifest_key": key}'
+    returned = (
+        'return {"receipt_count": count, "receipts_to_label": to_label, "manifest_bucket": bucket, "manifest_key": key}'
+    )
     assert returned in handler.read_text()
     assert {v.removeprefix("$.Payload.") for v in state["ResultSelector"].values()} == {
         "receipt_count",
+        "receipts_to_label",
         "manifest_bucket",
         "manifest_key",
     }
@@ -173,7 +226,12 @@ def test_list_payload_uses_the_handlers_field_and_result_names(definition: dict[
 def test_has_receipts_skips_the_map_for_an_empty_manifest(definition: dict[str, Any]) -> None:
     state = definition["States"]["HasReceipts"]
     assert state["Type"] == "Choice"
-    assert state["Choices"] == [{"Variable": "$.list.receipt_count", "NumericGreaterThan": 0, "Next": "LabelReceipts"}]
+    # The LLM preflight only when a receipt needs labeling; a labeled table still runs the map (each
+    # item skipped, no LLM call), an empty one ends at once.
+    assert state["Choices"] == [
+        {"Variable": "$.list.receipts_to_label", "NumericGreaterThan": 0, "Next": "Preflight"},
+        {"Variable": "$.list.receipt_count", "NumericGreaterThan": 0, "Next": "LabelReceipts"},
+    ]
     assert state["Default"] == "NoReceipts"
     assert definition["States"]["NoReceipts"] == {
         "Type": "Pass",
@@ -212,7 +270,7 @@ def test_label_receipts_is_a_distributed_map_over_the_s3_manifest(
     assert state["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert state["ItemReader"] == {
         "Resource": "arn:${AWS::Partition}:states:::s3:getObject",
-        "ReaderConfig": {"InputType": "JSON"},
+        "ReaderConfig": {"InputType": "JSONL"},  # one child execution per line
         "Parameters": {"Bucket": "${" + manifest_bucket + "}", "Key.$": "$.list.manifest_key"},
     }
     assert "ItemsPath" not in state  # the items never travel through the state's payload
@@ -222,6 +280,7 @@ def test_label_receipts_is_a_distributed_map_over_the_s3_manifest(
     }
     assert state["MaxConcurrency"] == 3
     assert state["ToleratedFailurePercentage"] == 10
+    assert state["ToleratedFailureCount"] == 100  # a large run stops after a bounded number of failures
     assert state["Label"] == "LabelReceipts"
     assert state["ResultWriter"] == {
         "Resource": "arn:${AWS::Partition}:states:::s3:putObject",
@@ -239,6 +298,26 @@ def test_label_receipts_is_a_distributed_map_over_the_s3_manifest(
     assert "Catch" not in state
 
 
+def test_preflight_runs_once_before_the_map_and_retries_only_transient_errors(
+    definition: dict[str, Any], process_function: str
+) -> None:
+    state = definition["States"]["Preflight"]
+    assert state["Type"] == "Task"
+    assert state["Resource"] == "arn:${AWS::Partition}:states:::lambda:invoke"
+    assert state["Parameters"] == {"FunctionName": "${" + process_function + ".Arn}", "Payload": {"preflight": True}}
+    assert state["ResultPath"] == "$.preflight"  # the execution's input and list result travel on
+    assert state["Retry"] == [LAMBDA_SERVICE_RETRY, RATE_LIMIT_RETRY, LLM_TRANSIENT_RETRY, AWS_TRANSIENT_RETRY]
+    retried = {name for retrier in state["Retry"] for name in retrier["ErrorEquals"]}
+    # A rejected key, an unknown model or a bad request fails the execution here, at once.
+    assert not retried & {"LLMAuthError", "LLMModelNotFoundError", "LLMRequestError", "States.ALL"}
+    assert "Catch" not in state
+
+
+def test_preflight_payload_is_the_handlers_preflight_field(definition: dict[str, Any]) -> None:
+    constants = module_constants(REPO_ROOT / "lambdas/process_receipt/handler.py")
+    assert definition["States"]["Preflight"]["Parameters"]["Payload"] == {constants["PREFLIGHT_FIELD"]: True}
+
+
 def test_process_receipt_retries_only_what_is_transient(definition: dict[str, Any], process_function: str) -> None:
     processor = definition["States"]["LabelReceipts"]["ItemProcessor"]
     assert processor["StartAt"] == "ProcessReceipt"
@@ -254,30 +333,9 @@ def test_process_receipt_retries_only_what_is_transient(definition: dict[str, An
     assert state["OutputPath"] == "$.Payload"
     assert state["Retry"] == [
         LAMBDA_SERVICE_RETRY,
-        {
-            "ErrorEquals": ["LLMRateLimitError"],
-            "IntervalSeconds": 30,
-            "MaxAttempts": 6,
-            "BackoffRate": 2,
-            "MaxDelaySeconds": 300,
-            "JitterStrategy": "FULL",
-        },
-        {
-            "ErrorEquals": ["LLMTransientError"],
-            "IntervalSeconds": 5,
-            "MaxAttempts": 4,
-            "BackoffRate": 2,
-            "MaxDelaySeconds": 60,
-            "JitterStrategy": "FULL",
-        },
-        {
-            "ErrorEquals": ["DynamoThrottledError"],
-            "IntervalSeconds": 10,
-            "MaxAttempts": 4,
-            "BackoffRate": 2,
-            "MaxDelaySeconds": 120,
-            "JitterStrategy": "FULL",
-        },
+        RATE_LIMIT_RETRY,
+        LLM_TRANSIENT_RETRY,
+        AWS_TRANSIENT_RETRY,
         {
             "ErrorEquals": ["LabelWriteError"],
             "IntervalSeconds": 15,
@@ -294,14 +352,22 @@ def test_retry_names_are_the_class_names_the_handler_raises(definition: dict[str
     """Step Functions matches on the exception class name: a rename in receipt_label must break this test."""
     state = definition["States"]["LabelReceipts"]["ItemProcessor"]["States"]["ProcessReceipt"]
     retried = {name for retrier in state["Retry"] for name in retrier["ErrorEquals"]}
-    transient = {LLMRateLimitError, LLMTransientError, DynamoThrottledError, LabelWriteError}
+    transient = {
+        LLMRateLimitError,
+        LLMTransientError,
+        TimeBudgetExceededError,
+        DynamoThrottledError,
+        AwsTransientError,
+        LabelWriteError,
+    }
     assert {error.__name__ for error in transient} <= retried
     # Rate limits wait longer than other transient errors.
     by_name = {name: retrier for retrier in state["Retry"] for name in retrier["ErrorEquals"]}
     assert by_name["LLMRateLimitError"]["IntervalSeconds"] > by_name["LLMTransientError"]["IntervalSeconds"]
     assert by_name["LLMRateLimitError"]["MaxDelaySeconds"] > by_name["LLMTransientError"]["MaxDelaySeconds"]
     # Permanent errors are never retried (another try would give the same answer), nor is any catch-all.
-    for permanent in ("InvalidEventError", ReceiptNotFoundError.__name__, LLMOutputError.__name__, "LLMRequestError"):
+    permanent_errors = (LLMOutputError, LLMRequestError, LLMAuthError, LLMModelNotFoundError, ReceiptNotFoundError)
+    for permanent in ("InvalidEventError", *(error.__name__ for error in permanent_errors)):
         assert permanent not in retried
     assert not retried & {"States.ALL", "States.TaskFailed"}
     for retrier in state["Retry"]:
@@ -370,8 +436,9 @@ def test_no_state_catches_errors(definition: dict[str, Any]) -> None:
 def test_definition_is_valid_asl_for_an_independent_parser(definition: dict[str, Any]) -> None:
     """moto's Amazon States Language parser (a port of LocalStack's) accepts the definition.
 
-    That parser does not know ``ToleratedFailurePercentage`` (valid ASL, checked above), so only that
-    field is removed here. References are replaced by plain ARNs first.
+    That parser knows neither ``ToleratedFailurePercentage`` nor the ``JSONL`` input type (both valid
+    ASL, checked above), so only those are removed or read as ``JSON`` here. References are replaced
+    by plain ARNs first.
     """
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
     from moto.stepfunctions.parser.asl.parse.intrinsic.intrinsic_parser import IntrinsicParser
@@ -387,6 +454,9 @@ def test_definition_is_valid_asl_for_an_independent_parser(definition: dict[str,
 
     parsable = plain(json.loads(json.dumps(definition)))
     assert 0 <= parsable["States"]["LabelReceipts"].pop("ToleratedFailurePercentage") <= 100
+    reader_config = parsable["States"]["LabelReceipts"]["ItemReader"]["ReaderConfig"]
+    assert reader_config["InputType"] == "JSONL"
+    reader_config["InputType"] = "JSON"
     program, _ = AmazonStateLanguageParser.parse(json.dumps(parsable))
     assert program is not None
 
