@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import mean
 from typing import Any
+from unittest import mock
 
 from bench import Row
 
@@ -741,18 +742,11 @@ OFFLINE_ENVIRONMENT = {
 
 @contextlib.contextmanager
 def offline_environment() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in (*OFFLINE_ENVIRONMENT, "AWS_PROFILE", "LANGSMITH_API_KEY_SECRET_ARN")}
-    os.environ.update(OFFLINE_ENVIRONMENT)
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.pop("LANGSMITH_API_KEY_SECRET_ARN", None)
-    try:
+    """AWS and Ollama pointed at a dead loopback port for the block; the environment is restored after."""
+    with mock.patch.dict(os.environ, OFFLINE_ENVIRONMENT):
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("LANGSMITH_API_KEY_SECRET_ARN", None)
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_process_handler(documents: Sequence[dict[str, Any]]) -> HandlerRun:

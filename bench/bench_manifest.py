@@ -25,10 +25,9 @@ import os
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from bench import Row
 from bench.bench_dynamo import item_size
@@ -72,7 +71,7 @@ LAMBDA_TMP_DEFAULT_BYTES = 512 * 10**6
 class PagedReceiptIndex:
     """Stands in for the DynamoDB client's ``query`` on GSITYPE: ``count`` receipts, ``page_size`` per page."""
 
-    def __init__(self, count: int, page_size: int) -> None:
+    def __init__(self, count: int, page_size: int = 15_000) -> None:
         self.count, self.page_size, self.queries = count, page_size, 0
 
     @staticmethod
@@ -140,18 +139,9 @@ def load_list_handler(name: str = "list_receipts_handler_bench") -> Any:
     return module
 
 
-@contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _environ(**values: str) -> Any:
+    """The Lambda environment for the block (restored afterwards)."""
+    return mock.patch.dict(os.environ, values)
 
 
 def run_list_handler(receipts: int, page_size: int, *, traced: bool) -> dict[str, Any]:

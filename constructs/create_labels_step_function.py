@@ -482,10 +482,7 @@ class CreateLabelsStepFunction(Construct):
         )
         # Transient failures retry as for a receipt; LLMAuthError, LLMModelNotFoundError and
         # LLMRequestError fail the execution here, before any receipt is tried.
-        _add_retry(preflight, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
-        _add_retry(preflight, LLM_RATE_LIMIT_ERRORS, interval=30, max_attempts=6, max_delay=300)
-        _add_retry(preflight, LLM_TRANSIENT_ERRORS, interval=5, max_attempts=4, max_delay=60)
-        _add_retry(preflight, AWS_TRANSIENT_ERRORS, interval=10, max_attempts=4, max_delay=120)
+        _add_process_function_retries(preflight)
 
         process_receipt = tasks.LambdaInvoke(
             self,
@@ -501,16 +498,9 @@ class CreateLabelsStepFunction(Construct):
             output_path="$.Payload",
             retry_on_service_exceptions=False,
         )
-        # Retriers are evaluated in order; their error names are disjoint. Not retried, on purpose:
-        # InvalidEventError, ReceiptNotFoundError, LLMOutputError, LLMRequestError, LLMAuthError,
-        # LLMModelNotFoundError (another try gives the same answer).
-        _add_retry(process_receipt, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
-        _add_retry(process_receipt, LLM_RATE_LIMIT_ERRORS, interval=30, max_attempts=6, max_delay=300)
-        # TimeBudgetExceededError: the handler stopped LLM work before the Lambda's timeout, nothing written.
-        _add_retry(process_receipt, LLM_TRANSIENT_ERRORS, interval=5, max_attempts=4, max_delay=60)
-        # receipt_dynamo raises DynamoThrottledError once its own retries against throttling are spent,
-        # AwsTransientError for 5xx and connection errors of DynamoDB or Secrets Manager.
-        _add_retry(process_receipt, AWS_TRANSIENT_ERRORS, interval=10, max_attempts=4, max_delay=120)
+        # Not retried, on purpose: InvalidEventError, ReceiptNotFoundError, LLMOutputError,
+        # LLMRequestError, LLMAuthError, LLMModelNotFoundError (another try gives the same answer).
+        _add_process_function_retries(process_receipt)
         # Labels partly written: safe to re-run (the completion marker is set last, existing labels are
         # skipped), but each try asks the LLM again for the words still unlabeled, hence few tries.
         _add_retry(process_receipt, ["LabelWriteError"], interval=15, max_attempts=2, max_delay=60)
@@ -729,6 +719,17 @@ def _add_retry(
         max_delay=Duration.seconds(max_delay),
         jitter_strategy=sfn.JitterType.FULL,
     )
+
+
+def _add_process_function_retries(state: sfn.TaskStateBase) -> None:
+    """The process function's retriers (Preflight and ProcessReceipt), in order; their error names are disjoint."""
+    _add_retry(state, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
+    _add_retry(state, LLM_RATE_LIMIT_ERRORS, interval=30, max_attempts=6, max_delay=300)
+    # TimeBudgetExceededError: the handler stopped LLM work before the Lambda's timeout, nothing written.
+    _add_retry(state, LLM_TRANSIENT_ERRORS, interval=5, max_attempts=4, max_delay=60)
+    # receipt_dynamo raises DynamoThrottledError once its own retries against throttling are spent,
+    # AwsTransientError for 5xx and connection errors of DynamoDB or Secrets Manager.
+    _add_retry(state, AWS_TRANSIENT_ERRORS, interval=10, max_attempts=4, max_delay=120)
 
 
 def _secret_policy_arn(secret: secretsmanager.ISecret) -> str:

@@ -348,6 +348,11 @@ def preflight(budget: TimeBudget | None) -> dict[str, Any]:
             "the next run reads it at once.",
             status_code=error.status_code,
         ) from error
+    except LLMTransientError as error:  # still the retried class: Step Functions tries again first
+        raise LLMTransientError(
+            f"{error} -- the endpoint {settings.base_url} did not answer. Fix: check that it is up and "
+            "reachable from the Lambda over the internet, or deploy with -c ollama_base_url=<its https URL>."
+        ) from error
     except LLMModelNotFoundError as error:
         raise LLMModelNotFoundError(
             f"{error} -- the endpoint {settings.base_url} does not serve model {settings.model!r}. Fix: pull it "

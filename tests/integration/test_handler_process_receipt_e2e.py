@@ -515,5 +515,28 @@ def test_preflight_against_an_unreachable_endpoint_raises_the_retryable_transien
     monkeypatch.setenv("OLLAMA_BASE_URL", "http://127.0.0.1:9")  # discard port: connection refused
     monkeypatch.setattr(handler, "_chat_model", None)
 
-    with pytest.raises(LLMTransientError):
+    with pytest.raises(LLMTransientError) as raised:
         world.invoke({"preflight": True})
+
+    assert "http://127.0.0.1:9 did not answer" in str(raised.value) and "ollama_base_url" in str(raised.value)
+
+
+def test_a_secrets_manager_service_error_reaches_step_functions_as_aws_transient_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documented: GetSecretValue answers InternalServiceError (HTTP 500) on a service-side failure. After
+    botocore's retries the handler raises the one retried name, before any LLM call or write."""
+    from botocore.stub import Stubber
+
+    from receipt_dynamo import AwsTransientError
+
+    event = world.load("receipt_grocery.json")
+    client = handler.secrets().client
+    with Stubber(client) as stubber:
+        for _ in range(10):  # more than botocore's attempts: whatever it retries is answered the same
+            stubber.add_client_error("get_secret_value", "InternalServiceError", "boom", http_status_code=500)
+        with pytest.raises(AwsTransientError) as raised:
+            world.invoke(event)
+
+    assert "InternalServiceError" in str(raised.value) and "GetSecretValue" in str(raised.value)
+    assert world.server.chat_requests == [] and world.calls.writes() == []

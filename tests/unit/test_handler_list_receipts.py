@@ -6,13 +6,13 @@ import json
 import re
 import sys
 import tracemalloc
-import uuid
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 
+from bench.bench_manifest import PagedReceiptIndex  # the same DynamoDB stand-in the bench lists from
 from receipt_dynamo import DynamoClient
 from tests.lambda_handlers import load_handler as load_handler_file
 
@@ -26,35 +26,6 @@ def load_handler() -> ModuleType:
 
 
 handler = load_handler()
-
-
-class PagedReceiptIndex:
-    """A stand-in for the DynamoDB low-level client: ``count`` receipts on the GSITYPE index, served in
-    pages of ``page_size`` items generated on demand (a 1 MB DynamoDB page of PK/SK pairs is about
-    15,000 items)."""
-
-    def __init__(self, count: int, page_size: int = 15_000) -> None:
-        self.count = count
-        self.page_size = page_size
-        self.queries = 0
-
-    @staticmethod
-    def image_id(n: int) -> str:
-        return str(uuid.UUID(int=n + 1))
-
-    def query(self, **request: Any) -> dict[str, Any]:
-        assert request["IndexName"] == "GSITYPE"
-        self.queries += 1
-        start = int(request.get("ExclusiveStartKey", {}).get("n", {}).get("N", "0"))
-        end = min(start + self.page_size, self.count)
-        items = [
-            {"PK": {"S": f"IMAGE#{self.image_id(n)}"}, "SK": {"S": f"RECEIPT#{n % 3 + 1:05d}"}}
-            for n in range(start, end)
-        ]
-        page: dict[str, Any] = {"Items": items}
-        if end < self.count:
-            page["LastEvaluatedKey"] = {"n": {"N": str(end)}}
-        return page
 
 
 class DiskS3:
