@@ -153,7 +153,7 @@ def receipt_doc(words: int) -> dict[str, Any]:
     lines = []
     for line_id in range(1, 31):
         texts = [f"ITEM{line_id:02d}{w:02d}" if w < per_line else f"{line_id}.{w:02d}" for w in range(1, per_line + 1)]
-        box = {"x": 0.05, "y": round(line_id / 32, 4), "width": 0.9, "height": 0.025}
+        box = {"x": 0.05, "y": round(1 - line_id / 32, 4), "width": 0.9, "height": 0.025}  # y grows upwards
         lines.append(
             {
                 "line_id": line_id,

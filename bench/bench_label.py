@@ -8,13 +8,16 @@ of the messages sent divided by 4 (no tokenizer offline).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import statistics
 from pathlib import Path
 
 from bench import Row
-from receipt_dynamo import parse_receipt_document
-from receipt_label import LabelingOptions, OllamaSettings, create_chat_model, label_receipt
+from receipt_dynamo import ReceiptDetails, parse_receipt_document
+from receipt_label import LabelingOptions, OllamaSettings, create_chat_model, label_receipt, prompts
+from receipt_label.layout import visual_rows
 from receipt_label.prompts import estimate_tokens
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
 
@@ -76,10 +79,12 @@ def rows() -> list[Row]:
         out.append(
             Row(
                 AREA,
-                "prompt tokens per receipt, estimate chars/4 (mean / max)",
-                f"{sum(tokens) / len(tokens):.0f} / {max(tokens)} ({words / len(receipts):.0f} words avg)",
+                f"prompt tokens per receipt, estimate chars/4, {len(receipts)} fixtures (min / median / max)",
+                f"{min(tokens)} / {statistics.median(tokens):.0f} / {max(tokens)} "
+                f"({words / len(receipts):.0f} words avg)",
             )
         )
+        out.extend(layout_rows(receipts))
 
         # one malformed answer per receipt: the repair costs exactly one more call
         server.clear()
@@ -113,3 +118,64 @@ def rows() -> list[Row]:
     worst = (1 + opts.max_repair_calls) * opts.transient_attempts
     out.append(Row(AREA, "worst-case LLM calls per Lambda invocation (repair x in-process retries)", str(worst)))
     return out
+
+
+def _without_geometry(details: ReceiptDetails) -> ReceiptDetails:
+    """The same receipt with no boxes: the prompt falls back to OCR line order (the listing before the layout)."""
+    return dataclasses.replace(
+        details,
+        lines=[dataclasses.replace(line, bounding_box=None) for line in details.lines],
+        words=[dataclasses.replace(word, bounding_box=None) for word in details.words],
+    )
+
+
+def _prompt_tokens(details: ReceiptDetails) -> int:
+    return estimate_tokens(prompts.prompt_chars(prompts.initial_messages(details, {})))
+
+
+def layout_rows(receipts: list[ReceiptDetails]) -> list[Row]:
+    """The printed layout: side-by-side OCR lines sharing a prompt row, and its cost in prompt tokens."""
+    from tests.receipt_layouts import FIXTURES as LAYOUTS
+    from tests.receipt_layouts import side_by_side_pairs
+
+    expected = kept = extra = 0
+    for build in LAYOUTS.values():
+        document, truth = build()
+        rows = visual_rows(parse_receipt_document(document)) or []
+        found: set[tuple[int, int]] = set()
+        for row in rows:
+            ids = sorted({w.line_id for w in row})
+            found |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]}
+        pairs = side_by_side_pairs(truth)
+        expected, kept, extra = expected + len(pairs), kept + len(pairs & found), extra + len(found - pairs)
+    share = kept / expected if expected else 0.0
+    with_layout = [_prompt_tokens(d) for d in receipts if visual_rows(d) is not None]
+    line_order = [_prompt_tokens(_without_geometry(d)) for d in receipts if visual_rows(d) is not None]
+    words = [len(d.words) for d in receipts if visual_rows(d) is not None]
+    fixed = _prompt_tokens(parse_receipt_document(_synthetic(1))) - 3
+    per_word = (sum(with_layout) - fixed * len(with_layout)) / sum(words)
+    growth = sum(with_layout) / sum(line_order) - 1
+    return [
+        Row(
+            AREA,
+            f"side-by-side OCR lines sharing one prompt row ({len(LAYOUTS)} real-world fixtures: split rows, "
+            f"2 degree skew, QTY/UNIT/AMOUNT block; {extra} pairs joined that are not printed side by side)",
+            f"{kept}/{expected} = {share:.0%}",
+            "all",
+            kept == expected and extra == 0,
+        ),
+        Row(
+            AREA,
+            f"prompt tokens with the printed layout vs OCR line order ({len(with_layout)} fixtures with geometry)",
+            f"{sum(with_layout)} vs {sum(line_order)} ({growth:+.1%})",
+            "<= +5%",
+            growth <= 0.05,
+        ),
+        Row(
+            AREA,
+            f"prompt tokens per word with the layout, beyond the fixed instructions (about {fixed} tokens)",
+            f"{per_word:.2f}",
+            "<= 4.0",
+            per_word <= 4.0,
+        ),
+    ]

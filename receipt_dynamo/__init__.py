@@ -3,6 +3,7 @@
 from receipt_dynamo.client import DynamoClient, LabelWriteResult
 from receipt_dynamo.document import parse_receipt_document, receipt_document
 from receipt_dynamo.entities import (
+    GEOMETRY_TOLERANCE,
     Receipt,
     ReceiptDetails,
     ReceiptLine,
@@ -26,6 +27,7 @@ from receipt_dynamo.errors import (
 )
 
 __all__ = [
+    "GEOMETRY_TOLERANCE",
     "THROTTLING_ERROR_CODES",
     "AwsTransientError",
     "DocumentValidationError",

@@ -5,8 +5,28 @@
  "lines": [{"line_id": 1, "text": "TRADER JOE'S",
             "words": [{"word_id": 1, "text": "TRADER"}, {"word_id": 2, "text": "JOE'S"}]}]}
 ```
-Optional per line and word: ``bounding_box`` {x, y, width, height} (0..1) and ``confidence`` (0..1).
+Optional per line and per word: ``bounding_box`` {x, y, width, height} and ``confidence`` (0..1).
+A word without a box lies within its line: its line's box stands for it.
 Unknown keys are rejected so that a typo (``"word_Id"``) is reported rather than silently dropped.
+
+Coordinates (Apple Vision's normalized, receipt-relative coordinates): normalized to the receipt,
+0..1 on each axis, origin at the receipt's **bottom-left**, **y grows upwards**. ``x`` is the left
+edge of the box and ``x + width`` its right edge; ``y`` is the **bottom** edge and ``y + height`` the
+top edge, so the first line of a receipt has the largest ``y``.
+
+Real OCR boxes come with float noise and small overshoots (``x = -7e-09``, ``x = -0.00037``, a right
+edge at ``1.0004``). When the document is parsed (so the values stored are the clamped ones):
+
+- each of x, y, width, height must be a finite number (not a bool, NaN or infinity), and width and
+  height must not be negative;
+- x and y may lie up to ``GEOMETRY_TOLERANCE`` (0.01, 1% of the receipt) outside 0..1, and the right
+  and top edges (``x + width``, ``y + height``) may reach up to 1.01; the box is then clamped into
+  the receipt: x and y into 0..1, the right and top edges into 0..1, width and height recomputed
+  from the clamped edges (a box that overshoots keeps its edge that lies inside the receipt);
+- anything further outside is rejected with the JSON path: ``x = -0.05`` at
+  ``lines[2].words[0].bounding_box.x``, ``x + width = 1.2`` at ``...bounding_box.width``;
+- ``confidence`` must lie within 0..1, no tolerance;
+- a value whose magnitude is below DynamoDB's smallest number (1e-130) is stored as 0.
 """
 
 from __future__ import annotations

@@ -77,33 +77,107 @@ def _check_optional_text(entity: str, name: str, value: object) -> None:
 #: The smallest positive magnitude a DynamoDB number can have.
 DYNAMODB_MIN_POSITIVE_NUMBER = 1e-130
 
+#: How far (as a fraction of the receipt's width or height: 0.01 = 1%) a bounding box may reach
+#: outside the receipt, 0..1, and still be accepted, then clamped into it. Real OCR output carries
+#: float noise from the perspective transform (``x = -7e-09``) and small overshoots (``x = -0.00037``,
+#: an edge at ``1.0004``); a box further outside than this is wrong and is rejected.
+GEOMETRY_TOLERANCE = 0.01
 
-def _check_unit_number(entity: str, name: str, value: object) -> None:
+
+def _finite_number(entity: str, name: str, value: object) -> float:
+    """``value`` as a float: a finite int or float (not a bool), else an error naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(entity, name, f"must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _fail(entity, name, "must be a finite number, got an integer beyond the float range") from None
+    if not math.isfinite(number):
+        raise _fail(entity, name, f"must be a finite number, got {value}")
+    return number
+
+
+def _without_underflow(value: float) -> float:
+    """0.0 for a value too small for DynamoDB (magnitude below 1e-130; it rejects the whole write), else the value."""
+    return 0.0 if abs(value) < DYNAMODB_MIN_POSITIVE_NUMBER else value
+
+
+def _unit_number(entity: str, name: str, value: object) -> float:
+    """A number within 0..1 (no tolerance), with a DynamoDB underflow (``1e-200``) returned as 0.0."""
+    number = _without_underflow(_finite_number(entity, name, value))
+    if not 0.0 <= number <= 1.0:
         raise _fail(entity, name, f"must be between 0 and 1, got {value}")
-    if 0.0 < value < DYNAMODB_MIN_POSITIVE_NUMBER:
-        # DynamoDB rejects the whole write ("Number underflow") for such a number.
-        raise _fail(entity, name, f"must be 0 or at least {DYNAMODB_MIN_POSITIVE_NUMBER:g}, got {value}")
+    return number
 
 
-def _check_bounding_box(entity: str, value: object) -> None:
+def _clamp_unit(value: float) -> float:
+    return min(max(value, 0.0), 1.0)
+
+
+def _normalize_span(
+    entity: str, start_name: str, size_name: str, edge: str, start: float, size: float
+) -> tuple[float, float]:
+    """Check one axis of a box (x/width or y/height) against the tolerance; return it clamped into 0..1.
+
+    The near edge (``start``) and the far edge (``start + size``) are each clamped into 0..1 and the
+    size is recomputed from them, so a box that overshoots keeps the edge that is inside the receipt.
+    A span already inside 0..1 is returned unchanged (no float noise from recomputing the size).
+    """
+    tol = GEOMETRY_TOLERANCE
+    if size < 0.0:
+        raise _fail(entity, size_name, f"must not be negative, got {size}")
+    if not -tol <= start <= 1.0 + tol:
+        raise _fail(
+            entity,
+            start_name,
+            f"is far outside the receipt: must be between 0 and 1 within the tolerance {tol:g}, got {start}",
+        )
+    far = start + size
+    if far > 1.0 + tol:
+        sum_text = f"{start_name.rsplit('.', 1)[-1]} + {size_name.rsplit('.', 1)[-1]}"
+        raise _fail(
+            entity,
+            size_name,
+            f"is far outside the receipt: the {edge} edge ({sum_text}) must be at most 1 "
+            f"within the tolerance {tol:g}, got {far}",
+        )
+    near, far_clamped = _clamp_unit(start), _clamp_unit(far)
+    if near != start or far_clamped != far:
+        size = max(far_clamped - near, 0.0)
+        while near + size > far_clamped:  # float rounding: keep the far edge inside 0..1
+            size = math.nextafter(size, 0.0)
+    return _without_underflow(near), _without_underflow(size)
+
+
+def _normalize_bounding_box(entity: str, value: object) -> dict[str, float] | None:
+    """Validate a bounding box and return a new dict clamped into the receipt (``None`` stays ``None``).
+
+    Coordinates are normalized to the receipt, origin at its bottom-left, y growing upwards: ``x`` is
+    the left edge, ``y`` the bottom edge, ``x + width`` the right edge and ``y + height`` the top edge.
+    Each value must be a finite number and ``width`` / ``height`` must not be negative. ``x`` and ``y``
+    may lie up to :data:`GEOMETRY_TOLERANCE` outside 0..1, and so may the right and top edges; the box
+    is then clamped into 0..1 (:func:`_normalize_span`). Anything further outside is rejected. A
+    value whose magnitude is below DynamoDB's smallest number (1e-130) is stored as 0.0.
+    """
     if value is None:
-        return
+        return None
     if not isinstance(value, dict):
         raise _fail(entity, "bounding_box", f"must be an object with {', '.join(BOUNDING_BOX_FIELDS)}")
     missing = [k for k in BOUNDING_BOX_FIELDS if k not in value]
-    extra = sorted(set(value) - set(BOUNDING_BOX_FIELDS))
+    extra = sorted(str(k) for k in set(value) - set(BOUNDING_BOX_FIELDS))
     if missing or extra:
         raise _fail(entity, "bounding_box", f"missing {missing} / unexpected {extra}")
-    for k in BOUNDING_BOX_FIELDS:
-        _check_unit_number(entity, f"bounding_box.{k}", value[k])
+    x, y, width, height = (
+        _without_underflow(_finite_number(entity, f"bounding_box.{k}", value[k])) for k in BOUNDING_BOX_FIELDS
+    )
+    x, width = _normalize_span(entity, "bounding_box.x", "bounding_box.width", "right", x, width)
+    y, height = _normalize_span(entity, "bounding_box.y", "bounding_box.height", "top", y, height)
+    return {"x": x, "y": y, "width": width, "height": height}
 
 
-def _check_confidence(entity: str, value: object) -> None:
-    if value is not None:
-        _check_unit_number(entity, "confidence", value)
+def _normalize_confidence(entity: str, value: object) -> float | None:
+    """``None``, or a confidence within 0..1 (no tolerance; a DynamoDB underflow becomes 0.0)."""
+    return None if value is None else _unit_number(entity, "confidence", value)
 
 
 def _check_label(entity: str, value: object) -> None:
@@ -232,6 +306,12 @@ class Receipt:
 
 @dataclass(frozen=True)
 class ReceiptLine:
+    """An OCR line. ``bounding_box`` (receipt-relative, y up) and ``confidence`` are optional.
+
+    The constructor stores the box normalized by :func:`_normalize_bounding_box`: a new dict, clamped
+    into 0..1 when it reaches at most :data:`GEOMETRY_TOLERANCE` outside the receipt.
+    """
+
     image_id: str
     receipt_id: int
     line_id: int
@@ -246,8 +326,9 @@ class ReceiptLine:
         _check_id("ReceiptLine", "receipt_id", self.receipt_id)
         _check_id("ReceiptLine", "line_id", self.line_id)
         _check_text("ReceiptLine", "text", self.text)
-        _check_bounding_box("ReceiptLine", self.bounding_box)
-        _check_confidence("ReceiptLine", self.confidence)
+        # frozen: store the normalized geometry (a new dict; the caller's dict is left as it was)
+        object.__setattr__(self, "bounding_box", _normalize_bounding_box("ReceiptLine", self.bounding_box))
+        object.__setattr__(self, "confidence", _normalize_confidence("ReceiptLine", self.confidence))
 
     @property
     def key(self) -> Item:
@@ -272,6 +353,8 @@ class ReceiptLine:
 
 @dataclass(frozen=True)
 class ReceiptWord:
+    """An OCR word of a line; geometry as in :class:`ReceiptLine` (a word without a box: its line's box)."""
+
     image_id: str
     receipt_id: int
     line_id: int
@@ -288,8 +371,9 @@ class ReceiptWord:
         _check_id("ReceiptWord", "line_id", self.line_id)
         _check_id("ReceiptWord", "word_id", self.word_id)
         _check_text("ReceiptWord", "text", self.text)
-        _check_bounding_box("ReceiptWord", self.bounding_box)
-        _check_confidence("ReceiptWord", self.confidence)
+        # frozen: store the normalized geometry (a new dict; the caller's dict is left as it was)
+        object.__setattr__(self, "bounding_box", _normalize_bounding_box("ReceiptWord", self.bounding_box))
+        object.__setattr__(self, "confidence", _normalize_confidence("ReceiptWord", self.confidence))
 
     @property
     def key(self) -> Item:

@@ -6,12 +6,14 @@
                   |                              '--fail----> fail (raises LLMOutputError)
                   '-- every word already labeled: no call ---------------------'
 
-- build_prompt: system instructions (taxonomy, rules, answer form) + the receipt's words by line.
+- build_prompt: system instructions (taxonomy, rules, answer form) + the receipt's words, row by row
+  as printed when they have geometry (`receipt_label.layout`), else by OCR line.
 - call_model: one chat call (`invoke_with_retries`: small in-process retries for transient errors).
 - validate: parse the JSON; check each proposal (word exists, label in the taxonomy, word not
-  already labeled, one label per word, no duplicates). Unusable answers (not JSON, wrong shape)
-  and answers with too many invalid items go to one repair call that shows the model its errors;
-  so does an empty first answer for a receipt with words to label (an empty second one is accepted).
+  already labeled, one label per word unless the taxonomy lets the labels share it, no duplicates).
+  Unusable answers (not JSON, wrong shape) and answers with too many invalid items go to one
+  repair call that shows the model its errors; so does an empty first answer for a receipt with
+  words to label (an empty second one is accepted).
 - build_labels: `ReceiptWordLabel` objects, PENDING, `label_proposed_by = "receipt_label:<model>"`.
 """
 
@@ -36,7 +38,7 @@ from receipt_label.answer import AnswerFormatError, LabelProposal, parse_answer
 from receipt_label.errors import LLMOutputError
 from receipt_label.llm import RATE_LIMIT_ATTEMPTS, RETRY_DELAY_SECONDS, TRANSIENT_ATTEMPTS, invoke_with_retries
 from receipt_label.state import LabelingState, RejectedProposal, Verdict
-from receipt_label.taxonomy import CORE_LABELS
+from receipt_label.taxonomy import CORE_LABELS, labels_may_share_a_word
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +112,22 @@ def review_answer(text: str, word_ids: set[tuple[int, int]], existing: Mapping[t
     accepted: list[LabelProposal] = []
     for key, group in candidates.items():
         labels = sorted({p.label for p in group})
-        if len(labels) > 1:
+        if not labels_may_share_a_word(labels):
             for p in group:
                 reason = f"conflicting labels for one word: {', '.join(labels)}"
                 rejected.append(RejectedProposal(key[0], key[1], p.label, p.reasoning, reason))
                 invalid += 1
             continue
-        accepted.append(group[0])
-        for p in group[1:]:
-            rejected.append(RejectedProposal(key[0], key[1], p.label, p.reasoning, "duplicate of an earlier proposal"))
-    accepted.sort(key=lambda p: (p.line_id, p.word_id))
+        kept: set[str] = set()
+        for p in group:  # one label item per permitted label; a repeated label is a duplicate
+            if p.label in kept:
+                rejected.append(
+                    RejectedProposal(key[0], key[1], p.label, p.reasoning, "duplicate of an earlier proposal")
+                )
+                continue
+            kept.add(p.label)
+            accepted.append(p)
+    accepted.sort(key=lambda p: (p.line_id, p.word_id, p.label))
     total = len(parsed.proposals) + len(parsed.malformed)
     return Review(accepted, rejected, invalid, total, None)
 

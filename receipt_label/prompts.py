@@ -1,8 +1,11 @@
 """Prompts: the system instructions (taxonomy and rules), the receipt listing and the repair message.
 
-Every word is shown with its ids as `[<line_id>:<word_id>] <text>`, one receipt line per prompt
-line, words separated by two spaces. A word that already carries labels is followed by
-`{LABEL, ...}`; it is context only. The prompt grows linearly with the number of words.
+Every word is shown with its ids as `[<line_id>:<word_id>] <text>`, words separated by two spaces.
+When the words have geometry, one prompt line is one printed row of the receipt (top to bottom,
+left to right; `receipt_label.layout`), so an item and its price, split by OCR into lines far
+apart, share a prompt line; without geometry, one OCR line per prompt line in line order. A word
+that already carries labels is followed by `{LABEL, ...}`; it is context only. The prompt grows
+linearly with the number of words; the layout adds no characters.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from receipt_dynamo import ReceiptDetails
-from receipt_label.taxonomy import CORE_LABELS
+from receipt_dynamo import ReceiptDetails, ReceiptWord
+from receipt_label.layout import visual_rows
+from receipt_label.taxonomy import COMPATIBLE_LABELS, CORE_LABELS
 
 MAX_ERRORS_SHOWN = 40
 """The repair message lists at most this many problems (and says how many more there were)."""
@@ -28,19 +32,29 @@ _EXAMPLE = json.dumps(
 )
 
 
+def _pairs_rule() -> str:
+    pairs = sorted(" and ".join(sorted(pair, reverse=True)) for pair in COMPATIBLE_LABELS)
+    return (
+        f"Only exception: a word may get both {'; '.join(pairs)} (one item each), when it is both, "
+        "like the single price of a one-item row."
+    )
+
+
 def system_prompt(labels: Mapping[str, str] = CORE_LABELS) -> str:
     taxonomy = "\n".join(f"- {name}: {definition}" for name, definition in labels.items())
+    pairs = _pairs_rule()
     return f"""You label the words of a shopping receipt read by OCR.
 
 Labels (use these names exactly):
 {taxonomy}
 
 Rules:
-- Each word is shown as [line_id:word_id] text, one receipt line per line. Name a word only by its two ids, \
-exactly as shown. The same text can appear more than once (two "$5.00" words are different words): \
-pick the ids of the word you mean.
-- Give a word at most one label. Leave out words that fit no label (greetings, separators, barcodes). \
-Never invent ids.
+- Each word is shown as [line_id:word_id] text. Each line below is one row of the receipt as printed, top to \
+bottom, words left to right; a row can hold words of several OCR lines (an item name and, further right, \
+its price). Name a word only by its two ids, exactly as shown. The same text can appear more than once \
+(two "$5.00" words are different words): pick the ids of the word you mean.
+- Give a word one label, or none: leave out words that fit no label (greetings, separators, barcodes). \
+Never invent ids. {pairs}
 - Label each word of a multi-word value (every word of the merchant name, an address, a product name).
 - A word followed by {{LABEL}} already has that label: use it as context, do not label it again.
 - reasoning: one short sentence (at most 12 words) saying why.
@@ -53,23 +67,38 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def receipt_listing(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
-    """The words grouped by line: `[1:1] TRADER  [1:2] JOE'S`; labeled words get ` {LABEL}`."""
-    by_line: dict[int, list[str]] = {}
+def prompt_rows(details: ReceiptDetails) -> list[list[ReceiptWord]]:
+    """The rows the prompt shows: printed rows when every word has geometry, else OCR lines in order."""
+    rows = visual_rows(details)
+    if rows is not None:
+        return rows
+    by_line: dict[int, list[ReceiptWord]] = {}
     for word in details.words:
-        rendered = f"[{word.line_id}:{word.word_id}] {_clean(word.text)}"
-        labels = existing.get((word.line_id, word.word_id))
-        if labels:
-            rendered += " {" + ", ".join(labels) + "}"
-        by_line.setdefault(word.line_id, []).append(rendered)
-    return "\n".join("  ".join(words) for _, words in sorted(by_line.items()))
+        by_line.setdefault(word.line_id, []).append(word)
+    return [words for _, words in sorted(by_line.items())]
+
+
+def _render(word: ReceiptWord, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
+    rendered = f"[{word.line_id}:{word.word_id}] {_clean(word.text)}"
+    labels = existing.get((word.line_id, word.word_id))
+    if labels:
+        rendered += " {" + ", ".join(labels) + "}"
+    return rendered
+
+
+def receipt_listing(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
+    """One prompt line per row: `[1:1] TRADER  [1:2] JOE'S`; labeled words get ` {LABEL}`."""
+    return "\n".join("  ".join(_render(word, existing) for word in row) for row in prompt_rows(details))
 
 
 def user_prompt(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
     lines = len({w.line_id for w in details.words})
+    rows = prompt_rows(details)
+    shown = "as printed, one row per line" if visual_rows(details) is not None else "one OCR line per line"
     return (
-        f"Receipt with {lines} lines and {len(details.words)} words "
-        f"({len(existing)} already labeled). Label the words:\n\n{receipt_listing(details, existing)}"
+        f"Receipt with {lines} OCR lines in {len(rows)} rows and {len(details.words)} words "
+        f"({len(existing)} already labeled), shown {shown}. Label the words:\n\n"
+        f"{receipt_listing(details, existing)}"
     )
 
 
@@ -88,7 +117,8 @@ def repair_prompt(errors: Iterable[str]) -> str:
         "Your previous answer could not be used:\n"
         f"{listing}\n\n"
         "Answer again with the complete JSON for the whole receipt (all labels, not only the corrections), "
-        "following the rules above: only ids and labels that exist, at most one label per word. JSON only."
+        "following the rules above: only ids and labels that exist, one label per word (except the permitted "
+        "pair). JSON only."
     )
 
 

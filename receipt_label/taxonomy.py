@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from itertools import combinations
 from types import MappingProxyType
 
 CORE_LABELS: Mapping[str, str] = MappingProxyType(
@@ -28,6 +29,21 @@ CORE_LABELS: Mapping[str, str] = MappingProxyType(
     }
 )
 """Label -> one-line definition. Iteration order is the order the prompt lists them in."""
+
+
+COMPATIBLE_LABELS: frozenset[frozenset[str]] = frozenset({frozenset({"UNIT_PRICE", "LINE_TOTAL"})})
+"""Pairs of labels one word may carry together; any other two labels on one word conflict.
+
+Only one pair qualifies: on a one-item row the single price is both the unit price and the line
+total. Every other pair names different things (a word is either the subtotal or the total, either
+a discount or a price), so proposing both is a mistake the model must not get away with.
+"""
+
+
+def labels_may_share_a_word(labels: Iterable[str]) -> bool:
+    """True when every two of ``labels`` (distinct names) are a compatible pair."""
+    distinct = sorted(set(labels))
+    return all(frozenset(pair) in COMPATIBLE_LABELS for pair in combinations(distinct, 2))
 
 
 def is_core_label(label: str) -> bool:

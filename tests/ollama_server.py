@@ -429,14 +429,15 @@ def words_in_prompt(request: RecordedRequest) -> list[PromptWord]:
     return []
 
 
-def label_words_responder(label_for: Callable[[str], str | None]) -> Responder:
-    """A responder answering well-formed labels: `label_for(text)` for each word of the prompt not yet labeled."""
+def label_words_responder(label_for: Callable[[str], str | tuple[str, ...] | None]) -> Responder:
+    """A responder answering well-formed labels: `label_for(text)` for each word of the prompt not yet labeled
+    (a tuple of labels gives the word one answer item per label)."""
 
     def respond(request: RecordedRequest) -> ScriptedResponse:
         labels = []
         for word in words_in_prompt(request):
-            label = None if word.labels else label_for(word.text)
-            if label is not None:
+            chosen = None if word.labels else label_for(word.text)
+            for label in (chosen,) if isinstance(chosen, str) else (chosen or ()):
                 reasoning = f"{word.text!r} looks like {label}"
                 labels.append(
                     {"line_id": word.line_id, "word_id": word.word_id, "label": label, "reasoning": reasoning}

@@ -19,7 +19,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from receipt_dynamo import DocumentValidationError, DynamoClient, ReceiptNotFoundError, parse_receipt_document
+from receipt_dynamo import (
+    GEOMETRY_TOLERANCE,
+    DocumentValidationError,
+    DynamoClient,
+    ReceiptNotFoundError,
+    parse_receipt_document,
+)
 from receipt_dynamo.schema import create_table_kwargs
 from tests.fault_injection import BUCKET, TABLE, ProcessWorld, process_world
 from tests.lambda_handlers import LIST_HANDLER, load_handler
@@ -45,14 +51,21 @@ def scan(client: Any) -> dict[tuple[str, str], dict[str, Any]]:
 
 # ---- receipt documents ------------------------------------------------------------------------------
 
-BOX = st.fixed_dictionaries(
-    {
-        "x": st.floats(0, 1),
-        "y": st.floats(0, 1),
-        "width": st.floats(0, 1),
-        "height": st.floats(0, 1),
+
+@st.composite
+def _box(draw: st.DrawFn) -> dict[str, float]:
+    """A box inside the receipt, or overshooting it by at most the documented tolerance (then clamped)."""
+    slack = draw(st.sampled_from([0.0, GEOMETRY_TOLERANCE]))
+    x, y = draw(st.floats(-slack, 1 + slack)), draw(st.floats(-slack, 1 + slack))
+    return {
+        "x": x,
+        "y": y,
+        "width": draw(st.floats(0, max(0.0, 1 + slack - x - 1e-9))),
+        "height": draw(st.floats(0, max(0.0, 1 + slack - y - 1e-9))),
     }
-)
+
+
+BOX = _box()
 
 
 @st.composite

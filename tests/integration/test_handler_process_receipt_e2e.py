@@ -540,3 +540,25 @@ def test_a_secrets_manager_service_error_reaches_step_functions_as_aws_transient
 
     assert "InternalServiceError" in str(raised.value) and "GetSecretValue" in str(raised.value)
     assert world.server.chat_requests == [] and world.calls.writes() == []
+
+
+def test_a_price_that_is_both_unit_price_and_line_total_is_written_as_two_pending_labels(world: World) -> None:
+    """The taxonomy's one compatible pair: each label is its own item (the label is part of the key)."""
+    event = world.load("receipt_grocery.json")
+
+    def price_or_word(text: str) -> str | tuple[str, ...] | None:
+        if text.replace(".", "").replace("$", "").isdigit() and "." in text:
+            return ("UNIT_PRICE", "LINE_TOTAL")
+        return "PRODUCT_NAME" if text.isalpha() else None
+
+    world.server.responder = label_words_responder(price_or_word)
+
+    result = world.invoke(event)
+
+    by_word: dict[tuple[int, int], set[str]] = {}
+    for label in world.labels(event):
+        by_word.setdefault((label.line_id, label.word_id), set()).add(label.label)
+    priced = [labels for labels in by_word.values() if "LINE_TOTAL" in labels]
+    assert priced and all(labels == {"UNIT_PRICE", "LINE_TOTAL"} for labels in priced)
+    assert result["labels_added"] == sum(len(labels) for labels in by_word.values())
+    assert result["labels_rejected"] == 0

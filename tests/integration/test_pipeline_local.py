@@ -93,7 +93,8 @@ def test_fixture_receipts_labeled_valid_untouched_garbage_fails_alone_rerun_free
 ) -> None:
     local, server = pipeline
     fixtures = fixture_documents()
-    extra_good = [copy_of(fixtures[i % len(fixtures)]) for i in range(4)]
+    assert len(fixtures) <= 9
+    extra_good = [copy_of(fixtures[i % len(fixtures)]) for i in range(9 - len(fixtures))]
     garbage = copy_of(fixtures[0], marker=GARBAGE_WORD)
     keys = local.load_receipts([*fixtures, *extra_good, garbage])  # 10 receipts: 1 failure = 10 %, tolerated
     store = local.dynamo()
@@ -192,7 +193,7 @@ def test_more_failures_than_tolerated_fail_the_execution(pipeline: tuple[LocalPi
     local, _ = pipeline
     assert local.tolerances["LabelReceipts"].percentage == 10
     fixtures = fixture_documents()
-    local.load_receipts([*fixtures, *(copy_of(fixtures[i]) for i in range(3))])
+    local.load_receipts([*fixtures, *(copy_of(fixtures[i]) for i in range(8 - len(fixtures)))])
     local.load_receipts([copy_of(fixtures[0], marker=GARBAGE_WORD), copy_of(fixtures[1], marker=GARBAGE_WORD)])
 
     run = local.run()

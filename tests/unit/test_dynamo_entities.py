@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
+import math
 import sys
 import uuid
 from pathlib import Path
@@ -14,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from receipt_dynamo import (
+    GEOMETRY_TOLERANCE,
     EntityValidationError,
     Receipt,
     ReceiptDetails,
@@ -55,7 +58,7 @@ ENTITIES = [
     ReceiptLine(IMAGE_ID, 1, 7, "TOTAL $ 21.80"),
     ReceiptLine(IMAGE_ID, 12, 99999, "TOTAL $ 21.80", bounding_box=BOX, confidence=0.973),
     ReceiptWord(IMAGE_ID, 1, 7, 3, "21.80"),
-    ReceiptWord(IMAGE_ID, 1, 7, 3, "$5.00", bounding_box={"x": 0, "y": 1, "width": 0.5, "height": 0.1}, confidence=1),
+    ReceiptWord(IMAGE_ID, 1, 7, 3, "$5.00", bounding_box={"x": 0, "y": 0, "width": 1, "height": 1}, confidence=1),
     make_label(),
     make_label(validation_status=ValidationStatus.VALID, label_proposed_by=None),
     make_label(label_consolidated_from="TOTAL", reasoning="", timestamp_added="2026-01-02T03:04:05Z"),
@@ -208,7 +211,22 @@ INVALID_FIELDS: list[tuple[str, Any, dict[str, Any], str]] = [
     ("ReceiptWord", ReceiptWord, {"line_id": 2.0}, "line_id"),
     ("ReceiptWord", ReceiptWord, {"text": ""}, "text"),
     ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "x": "0.1"}}, "bounding_box.x"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "x": True}}, "bounding_box.x"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "x": float("nan")}}, "bounding_box.x"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "y": float("inf")}}, "bounding_box.y"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "width": float("-inf")}}, "bounding_box.width"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "height": float("nan")}}, "bounding_box.height"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "x": 10**400}}, "bounding_box.x"),  # beyond float
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "width": -0.01}}, "bounding_box.width"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "height": -1e-9}}, "bounding_box.height"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "x": -0.05}}, "bounding_box.x"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "y": 1.02}}, "bounding_box.y"),
+    ("ReceiptWord", ReceiptWord, {"bounding_box": {**BOX, "width": 1.1}}, "bounding_box.width"),  # x + width 1.2
+    ("ReceiptLine", ReceiptLine, {"bounding_box": {**BOX, "y": 0.99, "height": 0.03}}, "bounding_box.height"),
     ("ReceiptWord", ReceiptWord, {"confidence": -0.1}, "confidence"),
+    ("ReceiptWord", ReceiptWord, {"confidence": -1e-9}, "confidence"),  # no tolerance on confidence
+    ("ReceiptWord", ReceiptWord, {"confidence": 1.0004}, "confidence"),
+    ("ReceiptWord", ReceiptWord, {"confidence": True}, "confidence"),
     ("ReceiptWordLabel", ReceiptWordLabel, {"image_id": ""}, "image_id"),
     ("ReceiptWordLabel", ReceiptWordLabel, {"receipt_id": -3}, "receipt_id"),
     ("ReceiptWordLabel", ReceiptWordLabel, {"line_id": None}, "line_id"),
@@ -279,9 +297,173 @@ def test_runtime_modules_import_only_stdlib_and_boto3() -> None:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name} at module level"
 
 
+# --- geometry: OCR noise and small overshoots are clamped, boxes far outside are rejected -----------
+
+GEOMETRY_ENTITIES = [
+    pytest.param(lambda box, conf=None: ReceiptLine(IMAGE_ID, 1, 1, "TOTAL 5.00", box, conf), id="ReceiptLine"),
+    pytest.param(lambda box, conf=None: ReceiptWord(IMAGE_ID, 1, 1, 1, "TOTAL", box, conf), id="ReceiptWord"),
+]
+
+
+def stored_box(entity: ReceiptLine | ReceiptWord) -> dict[str, float]:
+    """The bounding box as written to DynamoDB (the item's number strings, read as floats)."""
+    return {k: float(v["N"]) for k, v in entity.to_item()["bounding_box"]["M"].items()}
+
+
+def assert_inside_the_receipt(box: dict[str, float]) -> None:
+    assert all(0.0 <= box[k] <= 1.0 for k in ("x", "y", "width", "height")), box
+    assert box["x"] + box["width"] <= 1.0 and box["y"] + box["height"] <= 1.0, box
+
+
+def clamp(value: float) -> float:
+    return min(max(value, 0.0), 1.0)
+
+
+NEAR_EDGE = st.floats(min_value=-0.009, max_value=1.009)  # inside the tolerance, with a margin for rounding
+
+
+@st.composite
+def boxes_within_tolerance(draw: st.DrawFn) -> dict[str, float]:
+    """Boxes reaching at most 0.009 outside the receipt on any side: OCR noise and small overshoots."""
+    x, y = draw(NEAR_EDGE), draw(NEAR_EDGE)
+    width = draw(st.floats(min_value=0.0, max_value=max(1.009 - x, 0.0)))
+    height = draw(st.floats(min_value=0.0, max_value=max(1.009 - y, 0.0)))
+    return {"x": x, "y": y, "width": width, "height": height}
+
+
+def test_the_geometry_tolerance_is_one_percent_of_the_receipt() -> None:
+    assert GEOMETRY_TOLERANCE == 0.01
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+def test_float_noise_from_the_perspective_transform_is_clamped_not_rejected(make: Any) -> None:
+    entity = make({"x": -7e-09, "y": 0.5, "width": 0.2, "height": 0.01})
+    box = stored_box(entity)
+    assert box["x"] == 0.0
+    assert box["x"] + box["width"] == pytest.approx(-7e-09 + 0.2, abs=1e-15)  # the right edge stays put
+    assert (box["y"], box["height"]) == (0.5, 0.01)  # the other axis is untouched
+    assert entity.bounding_box == box
+    assert_inside_the_receipt(box)
+
+
+SLIGHTLY_OUTSIDE = [
+    pytest.param({"x": -0.00037, "y": 0.4, "width": 0.3, "height": 0.02}, id="left edge at -0.00037"),
+    pytest.param({"x": 0.1, "y": -0.002, "width": 0.3, "height": 0.02}, id="bottom edge at -0.002"),
+    pytest.param({"x": 0.1, "y": 0.98, "width": 0.3, "height": 0.0204}, id="top edge at 1.0004"),
+    pytest.param({"x": 0.9, "y": 0.1, "width": 0.105, "height": 0.02}, id="right edge at 1.005"),
+    pytest.param({"x": 1.0004, "y": 0.5, "width": 0.0, "height": 0.01}, id="x at 1.0004"),
+    pytest.param({"x": -0.01, "y": -0.01, "width": 1.02, "height": 1.02}, id="every edge at the tolerance"),
+    pytest.param({"x": -0.004, "y": 0.2, "width": 0.003, "height": 0.01}, id="a box entirely left of 0"),
+]
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+@pytest.mark.parametrize("given_box", SLIGHTLY_OUTSIDE)
+def test_a_box_slightly_outside_the_receipt_is_clamped_and_keeps_its_edges_inside(
+    make: Any, given_box: dict[str, float]
+) -> None:
+    box = stored_box(make(given_box))
+    assert_inside_the_receipt(box)
+    for start, size in (("x", "width"), ("y", "height")):
+        assert box[start] == clamp(given_box[start])
+        far = given_box[start] + given_box[size]
+        assert box[start] + box[size] == pytest.approx(clamp(far), abs=1e-15)
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+def test_a_box_inside_the_receipt_is_stored_exactly_as_given(make: Any) -> None:
+    given_box = {"x": 0.1, "y": 0.3, "width": 0.3, "height": 0.7}  # edges at 0.4 and 1.0: no clamping
+    entity = make(given_box)
+    assert entity.bounding_box == given_box
+    assert stored_box(entity) == given_box  # no float noise from recomputing a size
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+@pytest.mark.parametrize(
+    ("given_box", "field", "value"),
+    [
+        ({"x": -0.05, "y": 0.1, "width": 0.2, "height": 0.02}, "bounding_box.x", "-0.05"),
+        ({"x": 0.1, "y": 1.02, "width": 0.2, "height": 0.0}, "bounding_box.y", "1.02"),
+        ({"x": 0.5, "y": 0.1, "width": 0.7, "height": 0.02}, "bounding_box.width", "1.2"),  # x + width
+        ({"x": 0.1, "y": 0.9, "width": 0.2, "height": 0.15}, "bounding_box.height", "1.05"),  # y + height
+        ({"x": -0.0101, "y": 0.1, "width": 0.2, "height": 0.02}, "bounding_box.x", "-0.0101"),  # just beyond
+    ],
+)
+def test_a_box_far_outside_the_receipt_is_rejected_naming_the_field_the_value_and_the_tolerance(
+    make: Any, given_box: dict[str, float], field: str, value: str
+) -> None:
+    with pytest.raises(EntityValidationError) as info:
+        make(given_box)
+    assert info.value.field == field
+    assert value in info.value.problem and "tolerance 0.01" in info.value.problem
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+@pytest.mark.parametrize("size", ["width", "height"])
+@pytest.mark.parametrize("negative", [-1e-9, -0.004, -1.0])
+def test_a_negative_size_is_rejected_however_small(make: Any, size: str, negative: float) -> None:
+    with pytest.raises(EntityValidationError) as info:
+        make({**BOX, size: negative})
+    assert info.value.field == f"bounding_box.{size}"
+    assert "negative" in info.value.problem
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+def test_a_value_too_small_for_dynamodb_is_stored_as_zero(make: Any) -> None:
+    # DynamoDB rejects the whole write ("Number underflow") for a magnitude below 1e-130
+    entity = make({"x": 1e-140, "y": 0.5, "width": 5e-131, "height": -1e-200}, 1e-200)
+    assert entity.bounding_box == {"x": 0.0, "y": 0.5, "width": 0.0, "height": 0.0}
+    assert entity.confidence == 0.0
+    item = entity.to_item()
+    assert item["bounding_box"]["M"]["x"] == {"N": "0.0"} and item["confidence"] == {"N": "0.0"}
+    # clamping never leaves an underflow behind: an edge 1e-140 past the receipt clamps to a zero width
+    assert make({"x": 1.0, "y": 0.5, "width": 1e-140, "height": 0.01}).bounding_box["width"] == 0.0
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+def test_the_callers_bounding_box_dict_is_left_untouched(make: Any) -> None:
+    given_box = {"x": -0.00037, "y": 0.98, "width": 0.3, "height": 0.0204}
+    before = copy.deepcopy(given_box)
+    entity = make(given_box)
+    assert given_box == before
+    assert entity.bounding_box is not given_box and entity.bounding_box != given_box
+    clean = dict(BOX)
+    assert make(clean).bounding_box is not clean  # a new dict even when nothing is clamped
+
+
+@pytest.mark.parametrize("make", GEOMETRY_ENTITIES)
+def test_an_item_read_back_from_dynamodb_goes_through_the_same_normalization(make: Any) -> None:
+    entity = make(dict(BOX), 0.9)
+    item = entity.to_item()
+    item["bounding_box"]["M"]["x"] = {"N": "-7e-09"}  # an item written by hand or by another tool
+    read = type(entity).from_item(item)
+    assert read.bounding_box["x"] == 0.0
+    assert read.bounding_box["width"] == pytest.approx(BOX["width"] - 7e-09, abs=1e-15)  # right edge kept
+    assert type(entity).from_item(read.to_item()) == read  # clamping is idempotent
+    item["bounding_box"]["M"]["x"] = {"N": "-0.05"}
+    with pytest.raises(EntityValidationError) as info:
+        type(entity).from_item(item)
+    assert info.value.field == "bounding_box.x"
+
+
+@settings(max_examples=200, deadline=None)
+@given(box=boxes_within_tolerance())
+def test_any_box_within_the_tolerance_is_clamped_into_the_receipt_keeping_its_far_edges(
+    box: dict[str, float],
+) -> None:
+    word = ReceiptWord(IMAGE_ID, 1, 1, 1, "X", box)
+    stored = stored_box(word)
+    assert_inside_the_receipt(stored)
+    for start, size in (("x", "width"), ("y", "height")):
+        assert stored[start] == (0.0 if clamp(box[start]) < 1e-130 else clamp(box[start]))
+        assert stored[start] + stored[size] == pytest.approx(clamp(box[start] + box[size]), abs=1e-12)
+    assert ReceiptWord.from_item(word.to_item()) == word
+    assert not any(math.isnan(v) for v in stored.values())
+
+
 ids = st.integers(min_value=1, max_value=99999)
-unit = st.floats(min_value=0.0, max_value=1.0).filter(lambda v: v == 0 or v > 1e-100)  # DynamoDB N range
-boxes = st.none() | st.fixed_dictionaries({"x": unit, "y": unit, "width": unit, "height": unit})
+unit = st.floats(min_value=0.0, max_value=1.0)  # a DynamoDB underflow (below 1e-130) is stored as 0
+boxes = st.none() | boxes_within_tolerance()
 texts = st.text(min_size=1, max_size=40).filter(str.strip)
 
 
@@ -315,5 +497,7 @@ def test_any_valid_entity_round_trips(
     lbl = ReceiptWordLabel(image, receipt_id, line_id, word_id, label, text, TS, status, proposed)
     for entity in (line, word, lbl):
         assert type(entity).from_item(entity.to_item()) == entity
+    if box is not None:  # the stored box is inside the receipt, whatever noise it came with
+        assert_inside_the_receipt(stored_box(word))
     assert lbl.key["SK"]["S"].startswith(word.key["SK"]["S"] + "#LABEL#")
     assert word.key["SK"]["S"].startswith(line.key["SK"]["S"] + "#WORD#")

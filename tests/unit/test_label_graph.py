@@ -21,6 +21,7 @@ from receipt_label import (
     LLMTransientError,
     label_receipt,
 )
+from receipt_label.graph import review_answer
 from receipt_label.testing import ScriptedChatModel, well_formed_answer
 
 pytestmark = pytest.mark.unit
@@ -213,7 +214,7 @@ def test_one_proposal_per_word_duplicates_dropped_conflicts_rejected() -> None:
             item(1, 1, "MERCHANT_NAME"),
             item(1, 1, "MERCHANT_NAME"),  # duplicate: one label kept
             item(2, 2, "LINE_TOTAL"),
-            item(2, 2, "UNIT_PRICE"),  # conflict: neither kept
+            item(2, 2, "DISCOUNT"),  # a forbidden pair: neither kept
             item(4, 2, "GRAND_TOTAL"),
         ]
     }
@@ -226,9 +227,40 @@ def test_one_proposal_per_word_duplicates_dropped_conflicts_rejected() -> None:
     reasons = sorted((r.line_id, r.word_id, r.label, r.reason) for r in result.rejected)
     assert reasons == [
         (1, 1, "MERCHANT_NAME", "duplicate of an earlier proposal"),
-        (2, 2, "LINE_TOTAL", "conflicting labels for one word: LINE_TOTAL, UNIT_PRICE"),
-        (2, 2, "UNIT_PRICE", "conflicting labels for one word: LINE_TOTAL, UNIT_PRICE"),
+        (2, 2, "DISCOUNT", "conflicting labels for one word: DISCOUNT, LINE_TOTAL"),
+        (2, 2, "LINE_TOTAL", "conflicting labels for one word: DISCOUNT, LINE_TOTAL"),
     ]
+
+
+def test_the_single_price_of_a_one_item_row_gets_both_unit_price_and_line_total() -> None:
+    """The taxonomy's one compatible pair: both labels are kept, each its own PENDING label."""
+    answer = {
+        "labels": [
+            item(2, 2, "UNIT_PRICE"),
+            item(2, 2, "LINE_TOTAL"),
+            item(2, 2, "LINE_TOTAL"),  # a repeat of a kept label is still a duplicate
+            item(4, 2, "GRAND_TOTAL"),
+        ]
+    }
+    result = label_receipt(receipt(SHOP), llm=ScriptedChatModel(answers=[answer]))
+
+    assert [(lab.line_id, lab.word_id, lab.label) for lab in result.labels] == [
+        (2, 2, "LINE_TOTAL"),
+        (2, 2, "UNIT_PRICE"),
+        (4, 2, "GRAND_TOTAL"),
+    ]
+    assert len({lab.key["SK"]["S"] for lab in result.labels}) == 3  # one item per label: the key holds it
+    assert [(r.line_id, r.word_id, r.label, r.reason) for r in result.rejected] == [
+        (2, 2, "LINE_TOTAL", "duplicate of an earlier proposal")
+    ]
+
+
+def test_three_labels_on_one_word_conflict_even_when_two_of_them_are_a_permitted_pair() -> None:
+    answer = {"labels": [item(2, 2, "UNIT_PRICE"), item(2, 2, "LINE_TOTAL"), item(2, 2, "SUBTOTAL")]}
+    review = review_answer(json.dumps(answer), {(2, 2)}, {})
+
+    assert review.accepted == [] and review.invalid == 3
+    assert {r.reason for r in review.rejected} == {"conflicting labels for one word: LINE_TOTAL, SUBTOTAL, UNIT_PRICE"}
 
 
 def test_too_many_invalid_items_trigger_one_repair_and_the_repaired_answer_is_used() -> None:
