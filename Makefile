@@ -25,7 +25,7 @@ CDK_OUT := cdk.out
 CONTEXT ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local image-lock clean
+.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local image-lock clean integ integ-update integ-snapshots
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -88,6 +88,15 @@ diff: cdk-tools ## cdk diff against the deployed stack (needs credentials); CONT
 deploy: cdk-tools ## cdk deploy (needs credentials and a bootstrapped account); CONTEXT="-c key=value ..."
 	@echo ">> cdk deploy $(CONTEXT)"
 	@$(CDK) deploy --require-approval broadening $(CONTEXT)
+
+integ: cdk-tools ## Deploy each integ test app to your AWS account, run its assertions, destroy it (needs credentials)
+	@tests/integ/run.sh $(INTEG_APPS)
+
+integ-update: integ ## After a successful make integ: refresh the integ snapshots from the apps as they are
+	@$(BIN)/python -m tests.integ.snapshots --update
+
+integ-snapshots: cdk-tools ## Check the integ apps against their committed snapshots, offline (part of make test)
+	@$(BIN)/python -m tests.integ.snapshots
 
 bench: cdk-tools ## Print the benchmark table (ratios and counts)
 	@echo ">> benchmarks"

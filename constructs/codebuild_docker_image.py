@@ -618,6 +618,7 @@ class CodeBuildDockerImage(Construct):
         self._condition_lambda_pull(function_arn)
         self.failure_rules = self._alarm_on_failures(alarm_topic, name, project_name)
         self._acknowledge_nag_findings()
+        self._acknowledge_serverless_findings()
 
     def _condition_lambda_pull(self, function_arn: str) -> None:
         """Limit the repository policy statement CDK adds for ``lambda.amazonaws.com`` (BatchGetImage,
@@ -675,6 +676,44 @@ class CodeBuildDockerImage(Construct):
         Validations.of(scope).acknowledge(
             *[Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=why) for rule, why in findings.items()]
         )
+
+    def _acknowledge_serverless_findings(self) -> None:
+        """cdk-nag Serverless pack: the deploy-time trigger's functions and the provider framework.
+
+        The construct's own parts, acknowledged here so that the construct used alone is clean; the
+        image function is the caller's, whose invocation pattern decides DLQ and tracing.
+        """
+        deploy_dlq = (
+            "Custom resource handler of the image build trigger: a failure is reported to CloudFormation, which "
+            "fails the deployment with the error in the stack events; the request carries a presigned response "
+            "URL that expires, so a DLQ copy could not be replayed."
+        )
+        deploy_tracing = (
+            "Custom resource handler that runs a few times per deployment and logs to its own log group with "
+            "retention; X-Ray would add wildcard xray permissions to its role for no insight."
+        )
+        findings: list[tuple[IConstruct, dict[str, str]]] = [
+            (self.on_event_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
+            (self.is_complete_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
+            (
+                self.provider,  # framework-onEvent/isComplete/onTimeout and the waiter state machine
+                {
+                    "LambdaDLQ": deploy_dlq,
+                    "LambdaTracing": deploy_tracing,
+                    "LambdaDefaultMemorySize": "Framework functions created by aws_cdk.custom_resources.Provider, "
+                    "whose API has no memory setting; they only relay one CloudFormation event per deployment to "
+                    "the trigger handlers, for which the default 128 MB is enough.",
+                    "StepFunctionStateMachineXray": "The provider framework's waiter state machine only polls the "
+                    "is-complete handler during deployments and logs ALL events (without execution data, which "
+                    "would hold the presigned CloudFormation response URL); X-Ray adds cost and no insight here "
+                    "(the same reason as its AwsSolutions-SF2 acknowledgement).",
+                },
+            ),
+        ]
+        for scope, rules in findings:
+            Validations.of(scope).acknowledge(
+                *[Acknowledgment(id=f"Serverless::Serverless-{rule}", reason=why) for rule, why in rules.items()]
+            )
 
     def _acknowledge_nag_findings(self) -> None:
         stack = Stack.of(self)

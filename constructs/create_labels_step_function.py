@@ -646,7 +646,10 @@ class CreateLabelsStepFunction(Construct):
             _acknowledge(sm, rule, reason)
 
     def _acknowledge_serverless_findings(self) -> None:
-        """cdk-nag Serverless pack: the findings that do not apply to how these functions are invoked."""
+        """cdk-nag Serverless pack: the findings that do not apply to how these functions are invoked.
+
+        The image build's trigger and provider functions are acknowledged by CodeBuildDockerImage itself.
+        """
         sync_dlq = (
             "Invoked synchronously by the state machine (LambdaInvoke, RequestResponse): a failure goes back to "
             "Step Functions, which retries it by error name and records it in the map run's FAILED results; a "
@@ -656,15 +659,6 @@ class CreateLabelsStepFunction(Construct):
             "The state machine traces with X-Ray and logs ALL events with execution data (each invocation's "
             "duration, error and cause); Lambda active tracing would add xray:PutTraceSegments on Resource '*' "
             "to the function role for no further insight. LLM calls are traced in LangSmith when configured."
-        )
-        deploy_dlq = (
-            "Custom resource handler of the image build trigger: a failure is reported to CloudFormation, which "
-            "fails the deployment with the error in the stack events; the request carries a presigned response "
-            "URL that expires, so a DLQ copy could not be replayed."
-        )
-        deploy_tracing = (
-            "Custom resource handler that runs a few times per deployment and logs to its own log group with "
-            "retention; X-Ray would add wildcard xray permissions to its role for no insight."
         )
         findings: list[tuple[Construct, dict[str, str]]] = [
             (
@@ -678,22 +672,6 @@ class CreateLabelsStepFunction(Construct):
                 },
             ),
             (self.process_function, {"LambdaDLQ": sync_dlq, "LambdaTracing": tracing}),
-            (self.process_image.on_event_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
-            (self.process_image.is_complete_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
-            (
-                self.process_image.provider,  # framework-onEvent/isComplete/onTimeout and the waiter state machine
-                {
-                    "LambdaDLQ": deploy_dlq,
-                    "LambdaTracing": deploy_tracing,
-                    "LambdaDefaultMemorySize": "Framework functions created by aws_cdk.custom_resources.Provider, "
-                    "whose API has no memory setting; they only relay one CloudFormation event per deployment to "
-                    "the trigger handlers, for which the default 128 MB is enough.",
-                    "StepFunctionStateMachineXray": "The provider framework's waiter state machine only polls the "
-                    "is-complete handler during deployments and logs ALL events (without execution data, which "
-                    "would hold the presigned CloudFormation response URL); X-Ray adds cost and no insight here "
-                    "(the same reason as its AwsSolutions-SF2 acknowledgement).",
-                },
-            ),
         ]
         for scope, rules in findings:
             Validations.of(scope).acknowledge(
