@@ -25,13 +25,13 @@ CDK_OUT := cdk.out
 CONTEXT ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local image-lock clean integ integ-update integ-snapshots
+.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local demo local-table image-lock clean integ integ-update integ-snapshots
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP_PY): $(PY_REQS)
-	@echo ">> creating/refreshing $(VENV) from $(PY_REQS)"
+	@echo ">> creating/refreshing $(VENV) from $(PY_REQS) (first time: about 2 minutes, later only what changed)"
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { echo "error: Python 3.11+ is required"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,14 +40,14 @@ $(STAMP_PY): $(PY_REQS)
 	@touch $@
 
 $(STAMP_CHECKOV): requirements-checkov.txt
-	@echo ">> creating/refreshing $(CHECKOV_VENV) from requirements-checkov.txt"
+	@echo ">> creating/refreshing $(CHECKOV_VENV) from requirements-checkov.txt (first time: about 1 minute)"
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	@$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt \
 	  || { echo "error: pip install of checkov failed (see above)"; exit 1; }
 	@touch $@
 
 $(STAMP_NODE): package.json package-lock.json
-	@echo ">> installing the pinned CDK CLI into node_modules (npm ci)"
+	@echo ">> installing the pinned CDK CLI into node_modules (npm ci, about 20 seconds)"
 	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20+"; exit 1; }
 	@npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed (see above)"; exit 1; }
 	@touch $@
@@ -75,17 +75,21 @@ lint: $(STAMP_PY) ## ruff, mypy and hadolint
 	@$(BIN)/ruff check .
 	@echo ">> ruff format --check"
 	@$(BIN)/ruff format --check .
-	@echo ">> mypy"
+	@echo ">> mypy (the first run builds .mypy_cache: about a minute; later runs a few seconds)"
 	@$(BIN)/mypy
 	@echo ">> hadolint"
 	@for f in $$(git ls-files '*Dockerfile*' 2>/dev/null || find lambdas -name Dockerfile); do \
 	  echo "   $$f"; $(BIN)/hadolint "$$f"; done
 
-diff: cdk-tools ## cdk diff against the deployed stack (needs credentials); CONTEXT="-c key=value ..."
-	@echo ">> cdk diff $(CONTEXT)"
-	@$(CDK) diff $(CONTEXT)
+# Without credentials (or with BASE=<git ref> / TEMPLATE=<file>) the working tree is compared with main,
+# synthesized locally from a temporary git worktree; the state machines' definitions as a readable diff.
+BASE ?=
+TEMPLATE ?=
+diff: cdk-tools ## cdk diff against the deployed stack; without AWS against main (BASE=ref, TEMPLATE=file)
+	@$(BIN)/python -m local_pipeline.review_diff $(if $(BASE),--base $(BASE),) $(if $(TEMPLATE),--template $(TEMPLATE),) $(CONTEXT)
 
 deploy: cdk-tools ## cdk deploy (needs credentials and a bootstrapped account); CONTEXT="-c key=value ..."
+	@$(BIN)/python -m local_pipeline.review_diff --require-credentials || exit 2
 	@echo ">> cdk deploy $(CONTEXT)"
 	@$(CDK) deploy --require-approval broadening $(CONTEXT)
 
@@ -104,6 +108,12 @@ bench: cdk-tools ## Print the benchmark table (ratios and counts)
 
 run-local: cdk-tools ## Run the pipeline locally (moto server + a real Ollama endpoint)
 	@$(BIN)/python -m local_pipeline $(if $(RECEIPTS),--receipts $(RECEIPTS),)
+
+demo: cdk-tools ## The whole pipeline over the fixtures with a scripted stand-in model (no LLM, no AWS)
+	@$(BIN)/python -m local_pipeline.demo
+
+local-table: $(STAMP_PY) ## A local DynamoDB-compatible endpoint with the receipt table, for receipt_dynamo load
+	@$(BIN)/python -m local_pipeline.local_table $(if $(TABLE),--table $(TABLE),)
 
 # The image's fully pinned lock: linux/arm64 CPython 3.12, binary wheels only, sha256 of every wheel of
 # each release. Existing pins are kept unless requirements.txt needs others; IMAGE_LOCK_ARGS=--upgrade

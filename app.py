@@ -3,12 +3,41 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import re
+
+# jsii checks the Node.js major version when the first ``aws_cdk`` import starts its Node runtime; the
+# value lists the majors to stay quiet about. Set here so a raw ``npx cdk ...`` is as quiet as ``make``.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
 
 from constructs.receipt_labeling_stack import PipelineSettings, ReceiptLabelingStack
+
+# Every context key this app reads (cdk.json's "//" comment lists the same; README 'Configuration').
+KNOWN_CONTEXT_KEYS = frozenset(
+    {
+        "stage",
+        "account",
+        "region",
+        "table_name",
+        "ollama_api_key_secret_name",
+        "langsmith_api_key_secret_name",
+        "langsmith_tracing",
+        "ollama_model",
+        "ollama_base_url",
+        "max_concurrency",
+        "tolerated_failure_percentage",
+        "tolerated_failure_count",
+        "wait_for_build",
+        "alarm_email",
+    }
+)
+# Only plain snake_case keys are ours: CDK's own (feature flags "@aws-cdk/...", "aws:cdk:...", "cdk-...",
+# lookups "availability-zones:...") all hold '@', ':', '/' or '-'.
+_APP_KEY = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def _context(app: cdk.App, key: str) -> object | None:
@@ -34,6 +63,35 @@ def _bool_context(app: cdk.App, key: str) -> bool:
     if text not in {"true", "false"}:
         raise SystemExit(f"context '{key}' must be true or false, got {value!r}")
     return text == "true"
+
+
+def check_context_keys(app: cdk.App) -> None:
+    """Stop on a snake_case context key the app does not read, e.g. a mistyped ``-c max_concurency=5``.
+
+    The CLI hands cdk.json's context and every ``-c`` value to the app through ``CDK_CONTEXT_JSON``,
+    which ``cdk.App`` loads into the root node's context; tests pass the same keys to ``cdk.App(context=...)``.
+    """
+    context = app.node.get_all_context() or {}
+    unknown = sorted(k for k in context if _APP_KEY.fullmatch(str(k)) and k not in KNOWN_CONTEXT_KEYS)
+    if not unknown:
+        return
+    problems = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(KNOWN_CONTEXT_KEYS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(KNOWN_CONTEXT_KEYS))}"
+        problems.append(f"unknown key {key!r} ({hint})")
+    raise SystemExit(f"invalid context: {'; '.join(problems)}")
+
+
+def environment_from_context(app: cdk.App) -> cdk.Environment | None:
+    """``account`` and ``region`` together pin the stack; neither leaves it environment-agnostic."""
+    account, region = _context(app, "account"), _context(app, "region")
+    if account is None and region is None:
+        return None
+    if account is None or region is None:
+        given, missing = ("account", "region") if region is None else ("region", "account")
+        raise SystemExit(f"invalid context: '{given}' is set without '{missing}' (set both or neither)")
+    return cdk.Environment(account=str(account), region=str(region))
 
 
 def settings_from_context(app: cdk.App) -> PipelineSettings:
@@ -82,9 +140,9 @@ def register_template_validator(app: cdk.App) -> None:
 def build_app(app: cdk.App | None = None) -> cdk.App:
     app = app or cdk.App()
     register_template_validator(app)
+    check_context_keys(app)
     settings = settings_from_context(app)
-    account, region = _context(app, "account"), _context(app, "region")
-    env = cdk.Environment(account=str(account), region=str(region)) if account and region else None
+    env = environment_from_context(app)
     ReceiptLabelingStack(
         app,
         f"ReceiptLabeling-{settings.stage}",

@@ -1,9 +1,12 @@
 """``make run-local`` / ``python -m local_pipeline``: the pipeline on this machine against a real Ollama endpoint.
 
 A moto server on loopback is the DynamoDB-, S3-, Secrets Manager- and Step Functions-compatible
-endpoint; the synthesized state machine runs there with the real handlers in this process.
+endpoint; the synthesized state machine runs there with the real handlers in this process. The
+handlers' and libraries' log lines go to ``<results dir>/run.log``, never between the progress
+lines; the execution's output, manifest and per-receipt results are copied to the results
+directory (default ``local-run/<execution name>/``), which stays after the moto server is gone.
 Exit status: 0 every receipt labeled; 1 the run finished with failed receipts (or failed);
-2 bad arguments or receipt files, or no Ollama endpoint answers.
+2 bad arguments or receipt files, no Ollama endpoint answers, or it does not serve the model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,7 +45,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default=os.environ.get("OLLAMA_MODEL") or None, help="default: the stack's model")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per LLM read (OLLAMA_TIMEOUT_SECONDS)")
     parser.add_argument("--template", type=Path, help="a synthesized template to run instead of synthesizing now")
-    parser.add_argument("--verbose", action="store_true", help="show the handlers' log lines")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the handlers' own log lines too (between the progress lines)"
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path("local-run"),
+        help="where the run's results are copied, one folder per execution (default: local-run/)",
+    )
     return parser.parse_args(argv)
 
 
@@ -71,6 +84,46 @@ def load_documents(files: list[Path]) -> list[dict[str, Any]]:
     return documents
 
 
+def default_model() -> str:
+    """The model the stack asks for when --model is not given: cdk.json's ``ollama_model``."""
+    context = json.loads((REPO_ROOT / "cdk.json").read_text()).get("context", {})
+    return str(context.get("ollama_model") or "gpt-oss:120b")
+
+
+def serves(models: list[str], model: str) -> bool:
+    """Ollama lists ``name:tag``; a model asked for without a tag means ``:latest``."""
+    return model in models or (":" not in model and f"{model}:latest" in models)
+
+
+@contextmanager
+def logs_to_file(path: Path) -> Iterator[None]:
+    """Every log record of the run (handlers, receipt_label, botocore, moto) goes to ``path``, not the terminal."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()
+
+
+def save_results(directory: Path, run: Any) -> Path:
+    """Copy the execution's output and its per-receipt results out of the moto server, which stops at the end."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "output.json").write_text(
+        json.dumps({"status": run.status, "error": run.error, "cause": run.cause, "output": run.output}, indent=1)
+        + "\n"
+    )
+    (directory / "results.json").write_text(json.dumps(run.results, indent=1, default=str) + "\n")
+    return directory
+
+
 def probe_ollama(base_url: str, api_key: str | None) -> list[str]:
     """The models the endpoint lists (GET /api/tags); raises OSError when nothing answers."""
     if not base_url.startswith(("http://", "https://")):
@@ -99,11 +152,16 @@ def retried_errors(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
 
 
 class Progress:
-    """One line per receipt as its Lambda invocation ends (retries show as separate lines)."""
+    """One line per attempt as its Lambda invocation ends; the counter counts receipts, not attempts.
+
+    A receipt keeps the number it got on its first attempt, so a retried attempt shows the same
+    ``[n/total]`` and says that it will be retried.
+    """
 
     def __init__(self, total: int, out: TextIO, retried: dict[str, frozenset[str]] | None = None) -> None:
         self.total, self.out, self.done = total, out, 0
         self.retried = retried or {}
+        self.numbers: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def _failed(self, invocation: Any) -> str:
@@ -142,10 +200,12 @@ class Progress:
                 else:
                     print(f"ListReceipts FAILED: {invocation.error_type}: {invocation.error_message}", file=self.out)
                 return
-            self.done += 1
             event = invocation.event
             key = f"{event.get('image_id')}#{event.get('receipt_id')}"
-            prefix = f"[{self.done:>{len(str(self.total))}}/{self.total}] {key}"
+            if key not in self.numbers:
+                self.done += 1
+                self.numbers[key] = self.done
+            prefix = f"[{self.numbers[key]:>{len(str(self.total))}}/{self.total}] {key}"
             if invocation.ok:
                 r = invocation.result
                 if r.get("already_labeled"):
@@ -210,8 +270,14 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.model and models and args.model not in models:
-        print(f"warning: {args.base_url} does not list model {args.model!r} (it lists {', '.join(models)})", file=out)
+    wanted = args.model or default_model()
+    if models and not serves(models, wanted):
+        print(
+            f"error: {args.base_url} does not serve model {wanted!r}; it serves: {', '.join(sorted(models))}.\n"
+            f"Pull it there (`ollama pull {wanted}`) or pick a served one with --model (or OLLAMA_MODEL).",
+            file=sys.stderr,
+        )
+        return 2
 
     # Everything AWS goes to the local moto server: fake credentials, a fixed region.
     os.environ.update(
@@ -234,8 +300,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         template = load_template(args.template)
         print(f"Template: {args.template}", file=out, flush=True)
     else:
-        print("Synthesizing the CDK app ...", file=out, flush=True)
+        print("Synthesizing the CDK app (about 15 s) ...", file=out, end="", flush=True)
+        synth_started = time.perf_counter()
         template = synthesize_template()
+        print(f" done in {time.perf_counter() - synth_started:.0f} s", file=out, flush=True)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -260,7 +328,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 flush=True,
             )
             pipeline.router.listeners.append(Progress(len(keys), out, retried_errors(pipeline.definition)))
-            run = pipeline.run()
+            execution_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+            results_dir = args.results_dir / execution_name
+            with logs_to_file(results_dir / "run.log"):
+                run = pipeline.run(name=execution_name)
             print("", file=out)
             print(summary_table(pipeline, keys, run), file=out)
             print("", file=out)
@@ -268,12 +339,13 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             print(f"Execution {run.status}", file=out, end="")
             if run.output:
                 print(
-                    f": {counts['succeeded']} succeeded, {counts['failed']} failed of {counts['receipt_count']}; "
-                    f"results s3://{counts['results']['bucket']}/{counts['results']['manifest_key']}",
+                    f": {counts['succeeded']} succeeded, {counts['failed']} failed of {counts['receipt_count']}",
                     file=out,
                 )
             else:
                 print(f": {run.error}: {(run.cause or '')[:300]}", file=out)
+            copied = save_results(results_dir, run)
+            print(f"Results: {copied} (output.json, results.json, run.log)", file=out)
             if run.status in ALARM_STATUSES:
                 print(
                     f"Deployed, this run would raise the stack's alarm: execution {run.status} is sent to the "

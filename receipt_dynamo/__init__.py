@@ -1,7 +1,12 @@
 """DynamoDB single-table data layer for receipts and their word labels (runtime deps: boto3 + stdlib)."""
 
 from receipt_dynamo.client import DynamoClient, LabelWriteResult
-from receipt_dynamo.document import parse_receipt_document, receipt_document
+from receipt_dynamo.document import (
+    RECEIPT_DOCUMENT_SCHEMA,
+    parse_receipt_document,
+    receipt_document,
+    receipt_document_schema,
+)
 from receipt_dynamo.entities import (
     GEOMETRY_TOLERANCE,
     Receipt,
@@ -28,6 +33,7 @@ from receipt_dynamo.errors import (
 
 __all__ = [
     "GEOMETRY_TOLERANCE",
+    "RECEIPT_DOCUMENT_SCHEMA",
     "THROTTLING_ERROR_CODES",
     "AwsTransientError",
     "DocumentValidationError",
@@ -48,6 +54,7 @@ __all__ = [
     "ValidationStatus",
     "parse_receipt_document",
     "receipt_document",
+    "receipt_document_schema",
     "retryable_aws_error",
     "utc_now_iso",
 ]

@@ -3,6 +3,10 @@
 Every file is read and validated before anything is written; errors name the file and the JSON
 path of the bad field. tqdm draws the progress bar when installed (it is a dev dependency only:
 the Lambda never imports this module), otherwise a plain ``loaded i/n`` counter is printed.
+
+Exit status: 0 loaded; 1 DynamoDB refused a write; 2 invalid files, or no AWS region or credentials
+(one line says what to set: ``AWS_DEFAULT_REGION`` or ``--region``, ``AWS_PROFILE`` or the access key
+variables; for a local table, ``make local-table`` prints the variables to export).
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from receipt_dynamo import schema
 from receipt_dynamo.client import DynamoClient
 from receipt_dynamo.document import parse_receipt_document
 from receipt_dynamo.errors import DocumentValidationError, ReceiptDynamoError
+
+NO_REGION = (
+    "error: no AWS region: set AWS_DEFAULT_REGION (e.g. us-east-1) or pass --region; "
+    "for a local table run `make local-table` and export the variables it prints"
+)
+NO_CREDENTIALS = (
+    "error: no AWS credentials: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); "
+    "for a local table run `make local-table` and export the variables it prints"
+)
 
 
 def _progress(items: Sequence[Any], *, stream: TextIO, desc: str) -> Iterable[Any]:
@@ -115,7 +128,13 @@ def main(
         kwargs["endpoint_url"] = args.endpoint_url
     if args.region:
         kwargs["region_name"] = args.region
-    client = client_factory("dynamodb", **kwargs)
+    try:
+        client = client_factory("dynamodb", **kwargs)
+    except Exception as exc:
+        if type(exc).__name__ != "NoRegionError":
+            raise
+        print(NO_REGION, file=err)
+        return 2
     try:
         if args.create_table:
             create_table(client, args.table, out=out)
@@ -128,6 +147,9 @@ def main(
                 print(f"error: {path}: {exc}", file=err)
                 return 1
     except Exception as exc:
+        if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            print(NO_CREDENTIALS, file=err)
+            return 2
         code = getattr(exc, "response", {}).get("Error", {}).get("Code")
         if code is None:
             raise

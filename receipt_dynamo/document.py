@@ -31,7 +31,9 @@ edge at ``1.0004``). When the document is parsed (so the values stored are the c
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from importlib import resources
+from typing import Any, Final
 
 from receipt_dynamo.entities import Receipt, ReceiptDetails, ReceiptLine, ReceiptWord
 from receipt_dynamo.errors import DocumentValidationError, EntityValidationError
@@ -42,6 +44,9 @@ _WORD_KEYS = {"word_id", "text", "bounding_box", "confidence"}
 _REQUIRED_TOP = ("image_id", "receipt_id", "lines")
 _REQUIRED_LINE = ("line_id", "text", "words")
 _REQUIRED_WORD = ("word_id", "text")
+
+#: The JSON Schema (draft 2020-12) of the receipt document: a resource of this package.
+RECEIPT_DOCUMENT_SCHEMA: Final = "receipt_document.schema.json"
 
 
 def _join(prefix: str, name: str) -> str:
@@ -65,6 +70,18 @@ def _build(path: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
         return factory(*args, **kwargs)
     except EntityValidationError as exc:
         raise DocumentValidationError(_join(path, exc.field), exc.problem) from None
+
+
+def receipt_document_schema() -> dict[str, Any]:
+    """The receipt document's JSON Schema (:data:`RECEIPT_DOCUMENT_SCHEMA`), a new dict on every call.
+
+    It states what a schema can express of :func:`parse_receipt_document`'s rules (types, ranges,
+    required and unknown keys); its ``$comment`` lists the checks only the loader makes (duplicate
+    ids, right and top edges at most 1.01, ...).
+    """
+    text = resources.files("receipt_dynamo").joinpath(RECEIPT_DOCUMENT_SCHEMA).read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def parse_receipt_document(doc: dict[str, Any]) -> ReceiptDetails:

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("*.json"))
 
 
-def run_cli(*args: str, base_url: str, api_key: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, base_url: str, api_key: str | None = None, results_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OLLAMA_"))}
     env["OLLAMA_BASE_URL"] = base_url
     if api_key is not None:
         env["OLLAMA_API_KEY"] = api_key
+    results = ["--results-dir", str(results_dir or Path(tempfile.mkdtemp(prefix="local-run-")))]
+    if "--model" not in args:  # the loopback server serves only this one; the stack's default is not served
+        results += ["--model", "loopback-model"]
     return subprocess.run(
-        [sys.executable, "-m", "local_pipeline", *args],
+        [sys.executable, "-m", "local_pipeline", *args, *results],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -160,3 +166,44 @@ def test_run_local_rejects_a_bad_receipt_file(tmp_path: Path) -> None:
 
     assert result.returncode != 0
     assert str(bad) in result.stderr and "image_id" in result.stderr
+
+
+def test_run_local_stops_before_the_run_when_the_endpoint_does_not_serve_the_model(
+    ollama_server: OllamaServer, template_file: Path
+) -> None:
+    result = run_cli("--template", str(template_file), "--model", "llama3.1:8b", base_url=ollama_server.url)
+
+    assert result.returncode == 2
+    assert "does not serve model 'llama3.1:8b'; it serves: loopback-model" in result.stderr
+    assert ollama_server.chat_requests == []  # nothing was tried
+
+
+def test_run_local_counts_receipts_not_attempts_keeps_logs_apart_and_saves_the_results(
+    ollama_server: OllamaServer, template_file: Path, tmp_path: Path
+) -> None:
+    """A 500 on the first call: the receipt is retried (same number, 'failed (retried)'), never [2/1]."""
+    good = label_words_responder(lambda text: "PRODUCT_NAME" if text.isalpha() else None)
+    ollama_server.responder = good
+    ollama_server.script(ScriptedResponse.answer({"labels": []}))  # the preflight's call
+    for _ in range(2):  # both in-process attempts of the first receipt's call fail: the Lambda raises, SFN retries
+        ollama_server.script(ScriptedResponse.http_error(500, "model runner crashed"))
+
+    result = run_cli(
+        "--template",
+        str(template_file),
+        "--receipts",
+        str(FIXTURES[0]),
+        base_url=ollama_server.url,
+        results_dir=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line.split()[0] for line in progress] == ["[1/1]", "[1/1]"]
+    assert "failed (retried)  LLMTransientError" in progress[0] and " ok " in progress[1]
+    assert "chat call" not in result.stdout + result.stderr  # library log lines went to run.log
+    (folder,) = list(tmp_path.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["output.json", "results.json", "run.log"]
+    assert "chat call failed after 2 attempt(s)" in (folder / "run.log").read_text()
+    assert json.loads((folder / "output.json").read_text())["output"]["succeeded"] == 1
+    assert f"Results: {folder}" in result.stdout

@@ -151,13 +151,11 @@ def test_stack_named_from_stage_and_env_agnostic_by_default(synthesized: Any, va
     assert (variant.environment.account, variant.environment.region) == ("123456789012", "eu-west-1")
 
 
-def test_account_without_region_stays_env_agnostic() -> None:
+def test_account_without_region_stops_the_synth_naming_both_keys() -> None:
     context = cdk_json_context()
     context["account"] = "123456789012"
-    app = build_app(cdk.App(context=context))
-    (stack,) = [c for c in app.node.children if isinstance(c, cdk.Stack)]
-    assert cdk.Token.is_unresolved(stack.account)
-    assert cdk.Token.is_unresolved(stack.region)
+    with pytest.raises(SystemExit, match="'account' is set without 'region'"):
+        build_app(cdk.App(context=context))
 
 
 def test_every_taggable_resource_is_tagged(template: dict[str, Any]) -> None:
