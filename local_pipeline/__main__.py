@@ -33,6 +33,10 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 PROBE_TIMEOUT_SECONDS = 3.0
 
 
+class UsageError(Exception):
+    """Bad arguments or receipt files: one line on stderr, exit status 2 (before anything slow starts)."""
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m local_pipeline", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -64,7 +68,7 @@ def receipt_files(patterns: list[str] | None) -> list[Path]:
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
         if not matches:
-            raise SystemExit(f"error: no file matches {pattern}")
+            raise UsageError(f"no file matches {pattern}")
         files.extend(Path(m) for m in matches)
     return files
 
@@ -79,7 +83,7 @@ def load_documents(files: list[Path]) -> list[dict[str, Any]]:
             document = json.loads(path.read_text())
             parse_receipt_document(document)
         except (OSError, json.JSONDecodeError, DocumentValidationError) as error:
-            raise SystemExit(f"error: {path}: {error}") from None
+            raise UsageError(f"{path}: {error}") from None
         documents.append(document)
     return documents
 
@@ -256,7 +260,13 @@ def summary_table(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> str:
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     api_key = os.environ.get("OLLAMA_API_KEY") or None
-    documents = load_documents(receipt_files(args.receipts))
+    try:
+        documents = load_documents(receipt_files(args.receipts))
+        if args.template is not None and not args.template.is_file():
+            raise UsageError(f"--template {args.template}: no such file (write one with make synth: cdk.out/)")
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     print(f"Ollama endpoint: {args.base_url}", file=out, flush=True)
     try:

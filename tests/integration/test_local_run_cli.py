@@ -164,8 +164,16 @@ def test_run_local_rejects_a_bad_receipt_file(tmp_path: Path) -> None:
 
     result = run_cli("--receipts", str(bad), base_url="http://127.0.0.1:9")
 
-    assert result.returncode != 0
-    assert str(bad) in result.stderr and "image_id" in result.stderr
+    assert result.returncode == 2  # the documented status for bad arguments or receipt files
+    (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"error: {bad}: ") and "image_id" in line
+
+
+def test_run_local_with_a_glob_that_matches_nothing_says_so_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("--receipts", str(tmp_path / "*.json"), base_url="http://127.0.0.1:9")
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: no file matches {tmp_path / '*.json'}"
 
 
 def test_run_local_stops_before_the_run_when_the_endpoint_does_not_serve_the_model(
@@ -207,3 +215,12 @@ def test_run_local_counts_receipts_not_attempts_keeps_logs_apart_and_saves_the_r
     assert "chat call failed after 2 attempt(s)" in (folder / "run.log").read_text()
     assert json.loads((folder / "output.json").read_text())["output"]["succeeded"] == 1
     assert f"Results: {folder}" in result.stdout
+
+
+def test_run_local_with_a_missing_template_file_says_so_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.template.json"
+
+    result = run_cli("--template", str(missing), base_url="http://127.0.0.1:9")
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --template {missing}: no such file (write one with make synth: cdk.out/)"
