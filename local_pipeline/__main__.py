@@ -1,10 +1,11 @@
 """``make run-local`` / ``python -m local_pipeline``: the pipeline on this machine against a real Ollama endpoint.
 
 A moto server on loopback is the DynamoDB-, S3-, Secrets Manager- and Step Functions-compatible
-endpoint; the synthesized state machine runs there with the real handlers in this process. The
-handlers' and libraries' log lines go to ``<results dir>/run.log``, never between the progress
-lines; the execution's output, manifest and per-receipt results are copied to the results
-directory (default ``local-run/<execution name>/``), which stays after the moto server is gone.
+endpoint; the synthesized state machine runs there with the real handlers in this process. Library
+log lines (receipt_label, botocore, moto; INFO and up) go to ``<results dir>/run.log``, never between
+the progress lines; the handlers' own Powertools lines are off unless ``--verbose`` shows them.
+The execution's output and per-receipt results are copied to the results directory (default
+``local-run/<execution name>/``), which stays after the moto server is gone.
 Exit status: 0 every receipt labeled; 1 the run finished with failed receipts (or failed);
 2 bad arguments or receipt files, no Ollama endpoint answers, or it does not serve the model.
 """
@@ -108,12 +109,14 @@ def logs_to_file(path: Path) -> Iterator[None]:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    saved = list(root.handlers)
+    saved, saved_level = list(root.handlers), root.level
     root.handlers = [handler]
+    root.setLevel(logging.INFO)
     try:
         yield
     finally:
         root.handlers = saved
+        root.setLevel(saved_level)
         handler.close()
 
 
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 flush=True,
             )
             pipeline.router.listeners.append(Progress(len(keys), out, retried_errors(pipeline.definition)))
-            execution_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+            execution_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
             results_dir = args.results_dir / execution_name
             with logs_to_file(results_dir / "run.log"):
                 run = pipeline.run(name=execution_name)

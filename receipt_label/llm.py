@@ -115,10 +115,9 @@ def create_chat_model(settings: OllamaSettings, *, api_key: str | SecretStr | No
     from langchain_ollama import ChatOllama
 
     key = api_key if api_key is not None else settings.api_key
-    client_kwargs: dict[str, Any] = {
-        "timeout": httpx.Timeout(settings.timeout_seconds),
-        "event_hooks": {"request": [_budget_request_hook], "response": [_budget_response_hook]},
-    }
+    client_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(settings.timeout_seconds)}
+    # Sync hooks for the sync client only: httpx.AsyncClient awaits its hooks.
+    sync_client_kwargs = {"event_hooks": {"request": [_budget_request_hook], "response": [_budget_response_hook]}}
     if key is not None and (key.get_secret_value() if isinstance(key, SecretStr) else key).strip():
         client_kwargs["auth"] = BearerAuth(key)
     return ChatOllama(
@@ -129,6 +128,7 @@ def create_chat_model(settings: OllamaSettings, *, api_key: str | SecretStr | No
         num_ctx=settings.num_ctx,
         num_predict=settings.num_predict,
         client_kwargs=client_kwargs,
+        sync_client_kwargs=sync_client_kwargs,
     )
 
 

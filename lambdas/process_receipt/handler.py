@@ -322,6 +322,15 @@ def budget_for(context: Any) -> TimeBudget | None:
     return TimeBudget.from_seconds(remaining() / 1000.0 - time_margin_seconds())
 
 
+E = TypeVar("E", bound=Exception)
+
+
+def _with_attempts(error: E, original: Exception) -> E:
+    """``error`` carrying the HTTP attempts of the error it explains."""
+    error.attempts = getattr(original, "attempts", 0)  # type: ignore[attr-defined]
+    return error
+
+
 def preflight(budget: TimeBudget | None) -> dict[str, Any]:
     """One capped chat call: the endpoint answers, takes the key, serves the model; typed errors name the fix."""
     settings = OllamaSettings.from_env()
@@ -342,22 +351,31 @@ def preflight(budget: TimeBudget | None) -> dict[str, Any]:
             with_fresh_key_on_auth_error(check)
     except LLMAuthError as error:
         secret = os.environ.get("OLLAMA_API_KEY_SECRET_ARN") or "(no secret configured)"
-        raise LLMAuthError(
-            f"{error} -- the endpoint {settings.base_url} rejected the API key. Fix: store the key in secret "
-            f"{secret} (aws secretsmanager put-secret-value --secret-id <that ARN> --secret-string <key>); "
-            "the next run reads it at once.",
-            status_code=error.status_code,
+        raise _with_attempts(
+            LLMAuthError(
+                f"{error} -- the endpoint {settings.base_url} rejected the API key. Fix: store the key in secret "
+                f"{secret} (aws secretsmanager put-secret-value --secret-id <that ARN> --secret-string <key>); "
+                "the next run reads it at once.",
+                status_code=error.status_code,
+            ),
+            error,
         ) from error
     except LLMTransientError as error:  # still the retried class: Step Functions tries again first
-        raise LLMTransientError(
-            f"{error} -- the endpoint {settings.base_url} did not answer. Fix: check that it is up and "
-            "reachable from the Lambda over the internet, or deploy with -c ollama_base_url=<its https URL>."
+        raise _with_attempts(
+            LLMTransientError(
+                f"{error} -- the endpoint {settings.base_url} did not answer. Fix: check that it is up and "
+                "reachable from the Lambda over the internet, or deploy with -c ollama_base_url=<its https URL>."
+            ),
+            error,
         ) from error
     except LLMModelNotFoundError as error:
-        raise LLMModelNotFoundError(
-            f"{error} -- the endpoint {settings.base_url} does not serve model {settings.model!r}. Fix: pull it "
-            "there (ollama pull <model>) or deploy with -c ollama_model=<a model the endpoint serves>.",
-            status_code=error.status_code,
+        raise _with_attempts(
+            LLMModelNotFoundError(
+                f"{error} -- the endpoint {settings.base_url} does not serve model {settings.model!r}. Fix: pull "
+                "it there (ollama pull <model>) or deploy with -c ollama_model=<a model the endpoint serves>.",
+                status_code=error.status_code,
+            ),
+            error,
         ) from error
     logger.info("preflight passed", model=settings.model, base_url=settings.base_url, llm_calls=calls)
     return {"preflight": "ok", "model": settings.model, "base_url": settings.base_url, "llm_calls": calls}
