@@ -77,6 +77,8 @@ UNCHANGED: dict[str, Callable[[Path], None]] = {
     "tool caches": write("receipt_label/.mypy_cache/x.json", "{}\n"),
     "another Lambda's folder": write("lambdas/list_receipts/handler.py", "# changed\n"),
     "pyproject outside the context": write("pyproject.toml", "[project]\nname = 'y'\n"),
+    "macOS Finder metadata": write("receipt_label/.DS_Store", "\0\0\0\1Bud1"),
+    "coverage data": write("receipt_dynamo/.coverage", "SQLite format 3"),
     "mtime only": touch("receipt_label/graph.py"),
     "group/other read bits only": chmod("receipt_label/graph.py", 0o600),
 }

@@ -683,6 +683,58 @@ def test_construct_rejects_impossible_map_settings(props: dict[str, Any], messag
         )
 
 
+def test_the_construct_used_directly_has_the_documented_map_defaults() -> None:
+    """Someone reusing the construct without cdk.json gets the defaults docs/state-machine.md states."""
+    from aws_cdk import aws_dynamodb as dynamodb
+    from aws_cdk import aws_secretsmanager as secretsmanager
+    from aws_cdk.assertions import Match, Template
+
+    stack = cdk.Stack(cdk.App(), "Direct")
+    CreateLabelsStepFunction(
+        stack,
+        "CreateLabels",
+        name="receipt-labeling-direct",
+        table=dynamodb.TableV2.from_table_name(stack, "Table", "receipts"),
+        ollama_api_key_secret=secretsmanager.Secret.from_secret_name_v2(stack, "Key", "ollama/api-key"),
+        ollama_model="gpt-oss:120b",
+        ollama_base_url="https://ollama.com",
+    )
+    (machine,) = (
+        Template.from_stack(stack)
+        .find_resources(
+            "AWS::StepFunctions::StateMachine", {"Properties": {"StateMachineName": "receipt-labeling-direct-sf"}}
+        )
+        .values()
+    )
+    definition = json.loads(
+        "".join(p if isinstance(p, str) else "0" for p in machine["Properties"]["DefinitionString"]["Fn::Join"][1])
+    )
+    label = definition["States"]["LabelReceipts"]
+    assert (label["MaxConcurrency"], label["ToleratedFailurePercentage"], label["ToleratedFailureCount"]) == (
+        3,
+        10,
+        100,
+    )
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::Lambda::Function", Match.object_like({"Timeout": 600, "MemorySize": 1536})
+    )
+
+
+def test_the_settings_defaults_are_the_committed_cdk_json_context() -> None:
+    """PipelineSettings() and cdk.json agree, so a default changed in one place only fails here."""
+    defaults = PipelineSettings()
+    context = cdk_json_context()
+    for key in (
+        "ollama_model",
+        "ollama_base_url",
+        "max_concurrency",
+        "tolerated_failure_percentage",
+        "tolerated_failure_count",
+    ):
+        assert getattr(defaults, key) == context[key], key
+    assert defaults.stage == context.get("stage", "dev")
+
+
 # ---- snapshot ---------------------------------------------------------------------------------------
 def test_template_snapshot(template: dict[str, Any], snapshot: Any) -> None:
     """The whole template. Only volatile values are masked: asset hashes (the S3 keys of the Lambda
