@@ -562,3 +562,47 @@ def test_a_price_that_is_both_unit_price_and_line_total_is_written_as_two_pendin
     assert priced and all(labels == {"UNIT_PRICE", "LINE_TOTAL"} for labels in priced)
     assert result["labels_added"] == sum(len(labels) for labels in by_word.values())
     assert result["labels_rejected"] == 0
+
+
+def test_with_tracing_on_and_every_logger_at_debug_no_key_of_either_kind_is_logged(
+    world: World, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The LangSmith key as well as the Ollama key: DEBUG everywhere (Powertools, root, botocore, httpx, langsmith)."""
+    import logging
+
+    httpserver.expect_request("/info").respond_with_json({})
+    httpserver.expect_request(re.compile("^/runs.*")).respond_with_json({})
+    arn = boto3.client("secretsmanager").create_secret(Name="langsmith-debug", SecretString=LANGSMITH_KEY)["ARN"]
+    monkeypatch.setenv("LANGSMITH_API_KEY_SECRET_ARN", arn)
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", httpserver.url_for("/").rstrip("/"))
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    log_to_captured_stdout(monkeypatch)
+    handler.logger.setLevel("DEBUG")
+    lines: list[str] = []
+
+    class Everything(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(f"{record.name} {record.getMessage()} {record.args!r} {record.__dict__!r}")
+
+    capture, root = Everything(level=logging.DEBUG), logging.getLogger()
+    names = ("botocore", "urllib3", "httpx", "httpcore", "langsmith", "langchain", "receipt_label")
+    saved = root.level, {name: logging.getLogger(name).level for name in names}
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        result = world.invoke(world.load("receipt_grocery.json"))
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(saved[0])
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)
+        handler.logger.setLevel("INFO")
+
+    assert result["labels_added"] > 0 and handler.langsmith_tracer() is not None
+    assert any(line.startswith("botocore") for line in lines)  # library debug logging was on
+    out, err = capfd.readouterr()
+    for key in (LANGSMITH_KEY, API_KEY):
+        assert [line[:160] for line in lines if key in line] == []
+        assert key not in out + err
