@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import os
@@ -16,25 +17,9 @@ import aws_cdk as cdk
 
 from constructs.receipt_labeling_stack import PipelineSettings, ReceiptLabelingStack
 
-# Every context key this app reads (cdk.json's "//" comment lists the same; README 'Configuration').
-KNOWN_CONTEXT_KEYS = frozenset(
-    {
-        "stage",
-        "account",
-        "region",
-        "table_name",
-        "ollama_api_key_secret_name",
-        "langsmith_api_key_secret_name",
-        "langsmith_tracing",
-        "ollama_model",
-        "ollama_base_url",
-        "max_concurrency",
-        "tolerated_failure_percentage",
-        "tolerated_failure_count",
-        "wait_for_build",
-        "alarm_email",
-    }
-)
+# Every context key this app reads: the settings' fields plus the environment (cdk.json's "//" comment
+# lists the same; README 'Configuration').
+KNOWN_CONTEXT_KEYS = frozenset({field.name for field in dataclasses.fields(PipelineSettings)} | {"account", "region"})
 # Only plain snake_case keys are ours: CDK's own (feature flags "@aws-cdk/...", "aws:cdk:...", "cdk-...",
 # lookups "availability-zones:...") all hold '@', ':', '/' or '-'.
 _APP_KEY = re.compile(r"[a-z][a-z0-9_]*")

@@ -136,22 +136,19 @@ def _prompt_tokens(details: ReceiptDetails) -> int:
 def layout_rows(receipts: list[ReceiptDetails]) -> list[Row]:
     """The printed layout: side-by-side OCR lines sharing a prompt row, and its cost in prompt tokens."""
     from tests.receipt_layouts import FIXTURES as LAYOUTS
-    from tests.receipt_layouts import side_by_side_pairs
+    from tests.receipt_layouts import layout_score
 
     expected = kept = extra = 0
     for build in LAYOUTS.values():
         document, truth = build()
         rows = visual_rows(parse_receipt_document(document)) or []
-        found: set[tuple[int, int]] = set()
-        for row in rows:
-            ids = sorted({w.line_id for w in row})
-            found |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]}
-        pairs = side_by_side_pairs(truth)
-        expected, kept, extra = expected + len(pairs), kept + len(pairs & found), extra + len(found - pairs)
+        scored = layout_score(([w.line_id for w in row] for row in rows), truth)
+        expected, kept, extra = expected + scored[0], kept + scored[1], extra + scored[2]
     share = kept / expected if expected else 0.0
-    with_layout = [_prompt_tokens(d) for d in receipts if visual_rows(d) is not None]
-    line_order = [_prompt_tokens(_without_geometry(d)) for d in receipts if visual_rows(d) is not None]
-    words = [len(d.words) for d in receipts if visual_rows(d) is not None]
+    laid_out = [d for d in receipts if visual_rows(d) is not None]
+    with_layout = [_prompt_tokens(d) for d in laid_out]
+    line_order = [_prompt_tokens(_without_geometry(d)) for d in laid_out]
+    words = [len(d.words) for d in laid_out]
     fixed = _prompt_tokens(parse_receipt_document(_synthetic(1))) - 3
     per_word = (sum(with_layout) - fixed * len(with_layout)) / sum(words)
     growth = sum(with_layout) / sum(line_order) - 1

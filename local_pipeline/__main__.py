@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -260,7 +260,11 @@ def summary_table(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+#: Called with (pipeline, receipt keys, run) once the run ended, while the local table still exists.
+AfterRun = Callable[[Any, list[tuple[str, int]], Any], None]
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout, *, after_run: AfterRun | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     api_key = os.environ.get("OLLAMA_API_KEY") or None
     try:
@@ -347,6 +351,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 run = pipeline.run(name=execution_name)
             print("", file=out)
             print(summary_table(pipeline, keys, run), file=out)
+            if after_run is not None:
+                after_run(pipeline, keys, run)
             print("", file=out)
             counts = run.output or {}
             print(f"Execution {run.status}", file=out, end="")

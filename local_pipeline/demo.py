@@ -49,12 +49,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
     extra = list(sys.argv[1:] if argv is None else argv)
     print(BANNER, file=out, flush=True)
-    # The table is gone once the run returns: read one receipt back while the summary is printed.
+    # The table is gone once the run returns: read one receipt back while it is there.
     shown: dict[str, Any] = {}
-    original_summary = run_local.summary_table
 
-    def summary_and_capture(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> str:
-        table = original_summary(pipeline, keys, run)
+    def capture(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> None:
         try:
             store = pipeline.dynamo()
             receipts = [store.get_receipt_details(image_id, receipt_id) for image_id, receipt_id in keys]
@@ -62,14 +60,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             shown["details"] = min(labeled, key=lambda d: len(d.words)) if labeled else None
         except Exception as error:  # the demo's epilogue must not hide the run's own result
             shown["error"] = error
-        return table
 
-    run_local.summary_table = summary_and_capture
-    try:
-        with OllamaServer(responder=label_words_responder(stand_in_label), model="demo-stand-in") as server:
-            code = run_local.main([*extra, "--base-url", server.url, "--model", server.model], out=out)
-    finally:
-        run_local.summary_table = original_summary
+    with OllamaServer(responder=label_words_responder(stand_in_label), model="demo-stand-in") as server:
+        code = run_local.main([*extra, "--base-url", server.url, "--model", server.model], out=out, after_run=capture)
 
     print("", file=out)
     print(BANNER, file=out)

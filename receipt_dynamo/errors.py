@@ -110,15 +110,6 @@ class DynamoThrottledError(ReceiptDynamoError):
         self.code = code
         super().__init__(f"DynamoDB {operation} throttled ({code}) after retries: {detail}")
 
-    @classmethod
-    def from_client_error(cls, exc: BaseException) -> DynamoThrottledError | None:
-        """The typed error for a throttling ``ClientError``; None for any other error."""
-        code = error_code(exc)
-        if code not in THROTTLING_ERROR_CODES:
-            return None
-        operation = str(getattr(exc, "operation_name", None) or "request")
-        return cls(operation, code, str(exc))
-
 
 # --- transient AWS failures: one typed, retryable error ---------------------------------------------
 

@@ -90,10 +90,10 @@ def _budget_request_hook(request: httpx.Request) -> None:
     left = budget.remaining()
     if left <= 0:
         raise TimeBudgetExceededError("time budget ran out before the request was sent")
-    timeouts = dict(request.extensions.get("timeout") or {})
+    timeouts = request.extensions.get("timeout") or {}
     request.extensions["timeout"] = {
-        name: left if value is None else min(float(value), left)
-        for name, value in {k: timeouts.get(k) for k in ("connect", "read", "write", "pool")}.items()
+        name: left if timeouts.get(name) is None else min(float(timeouts[name]), left)
+        for name in ("connect", "read", "write", "pool")
     }
 
 

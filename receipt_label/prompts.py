@@ -67,15 +67,20 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def prompt_rows(details: ReceiptDetails) -> list[list[ReceiptWord]]:
-    """The rows the prompt shows: printed rows when every word has geometry, else OCR lines in order."""
+def _rows(details: ReceiptDetails) -> tuple[list[list[ReceiptWord]], bool]:
+    """The rows the prompt shows, and whether they are printed rows (every word has geometry) or OCR lines."""
     rows = visual_rows(details)
     if rows is not None:
-        return rows
+        return rows, True
     by_line: dict[int, list[ReceiptWord]] = {}
     for word in details.words:
         by_line.setdefault(word.line_id, []).append(word)
-    return [words for _, words in sorted(by_line.items())]
+    return [words for _, words in sorted(by_line.items())], False
+
+
+def prompt_rows(details: ReceiptDetails) -> list[list[ReceiptWord]]:
+    """The rows the prompt shows: printed rows when every word has geometry, else OCR lines in order."""
+    return _rows(details)[0]
 
 
 def _render(word: ReceiptWord, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
@@ -86,19 +91,22 @@ def _render(word: ReceiptWord, existing: Mapping[tuple[int, int], Sequence[str]]
     return rendered
 
 
+def _listing(rows: list[list[ReceiptWord]], existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
+    return "\n".join("  ".join(_render(word, existing) for word in row) for row in rows)
+
+
 def receipt_listing(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
     """One prompt line per row: `[1:1] TRADER  [1:2] JOE'S`; labeled words get ` {LABEL}`."""
-    return "\n".join("  ".join(_render(word, existing) for word in row) for row in prompt_rows(details))
+    return _listing(prompt_rows(details), existing)
 
 
 def user_prompt(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
     lines = len({w.line_id for w in details.words})
-    rows = prompt_rows(details)
-    shown = "as printed, one row per line" if visual_rows(details) is not None else "one OCR line per line"
+    rows, printed = _rows(details)  # the layout is worked out once per prompt
+    shown = "as printed, one row per line" if printed else "one OCR line per line"
     return (
         f"Receipt with {lines} OCR lines in {len(rows)} rows and {len(details.words)} words "
-        f"({len(existing)} already labeled), shown {shown}. Label the words:\n\n"
-        f"{receipt_listing(details, existing)}"
+        f"({len(existing)} already labeled), shown {shown}. Label the words:\n\n{_listing(rows, existing)}"
     )
 
 

@@ -177,9 +177,21 @@ def printed_rows(truth: Truth) -> list[frozenset[int]]:
     return [frozenset(r.line_ids) for r in truth.rows]
 
 
+def row_pairs(rows: Iterable[Iterable[int]]) -> set[tuple[int, int]]:
+    """Every pair ``(a, b)``, ``a < b``, of line ids that share a row (3 lines on a row: 3 pairs)."""
+    return {pair for row in rows for pair in combinations(sorted(set(row)), 2)}
+
+
 def side_by_side_pairs(truth: Truth) -> set[tuple[int, int]]:
-    """Every pair ``(a, b)``, ``a < b``, of OCR lines printed on the same row (3 lines on a row: 3 pairs)."""
-    return {pair for r in truth.rows for pair in combinations(sorted(r.line_ids), 2)}
+    """Every pair ``(a, b)``, ``a < b``, of OCR lines printed on the same row."""
+    return row_pairs(r.line_ids for r in truth.rows)
+
+
+def layout_score(rows: Iterable[Iterable[int]], truth: Truth) -> tuple[int, int, int]:
+    """For rows of line ids (e.g. the prompt's): the side-by-side pairs printed, how many of them share
+    a row, and how many pairs share a row that are not printed side by side."""
+    expected, found = side_by_side_pairs(truth), row_pairs(rows)
+    return len(expected), len(expected & found), len(found - expected)
 
 
 # --- the generator --------------------------------------------------------------------------------

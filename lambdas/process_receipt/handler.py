@@ -67,11 +67,13 @@ from receipt_dynamo import (
     DynamoThrottledError,
     LabelWriteError,
     ReceiptDetails,
+    ReceiptDynamoError,
     ReceiptNotFoundError,
     retryable_aws_error,
 )
 from receipt_label import (
     LLMAuthError,
+    LLMError,
     LLMModelNotFoundError,
     LLMOutputError,
     LLMRateLimitError,
@@ -198,7 +200,7 @@ def aws_errors() -> Iterator[None]:
     """Throttling and transient AWS failures that outlasted botocore's retries -> the contract's typed errors."""
     try:
         yield
-    except (DynamoThrottledError, AwsTransientError, LabelWriteError, ReceiptNotFoundError):
+    except ReceiptDynamoError:  # already the contract's answer (LabelWriteError, DynamoThrottledError, ...)
         raise
     except Exception as error:
         typed = retryable_aws_error(error)
@@ -226,27 +228,27 @@ def _fingerprint(key: str | None) -> str | None:
 _chat_model_key: str | None = None  # sha256 of the key the current model sends, never the key
 
 
+def _use_key(key: str | None) -> Any:
+    """Build the container's ChatOllama with ``key`` and remember which key it sends (by hash)."""
+    global _chat_model, _chat_model_key
+    _chat_model = create_chat_model(OllamaSettings.from_env(), api_key=key)
+    _chat_model_key = _fingerprint(key)
+    return _chat_model
+
+
 def chat_model() -> Any:
     """The ChatOllama model, built once per container with the key from Secrets Manager."""
-    global _chat_model, _chat_model_key
-    if _chat_model is None:
-        key = read_secret("OLLAMA_API_KEY_SECRET_ARN")
-        _chat_model = create_chat_model(OllamaSettings.from_env(), api_key=key)
-        _chat_model_key = _fingerprint(key)
-    return _chat_model
+    return _chat_model if _chat_model is not None else _use_key(read_secret("OLLAMA_API_KEY_SECRET_ARN"))
 
 
 def chat_model_with_fresh_key() -> Any | None:
     """After a 401/403: re-read the key bypassing the cache; a new model if it changed, else None."""
-    global _chat_model, _chat_model_key
     key = read_secret("OLLAMA_API_KEY_SECRET_ARN", force_fetch=True)
     if _chat_model is not None and _fingerprint(key) == _chat_model_key:
         logger.warning("the endpoint rejected the key and the secret still holds the same key")
         return None
     logger.info("the endpoint rejected the key; the secret holds a new key, retrying with it")
-    _chat_model = create_chat_model(OllamaSettings.from_env(), api_key=key)
-    _chat_model_key = _fingerprint(key)
-    return _chat_model
+    return _use_key(key)
 
 
 def with_fresh_key_on_auth_error(call: Callable[[Any], T]) -> T:
@@ -322,25 +324,36 @@ def budget_for(context: Any) -> TimeBudget | None:
     return TimeBudget.from_seconds(remaining() / 1000.0 - time_margin_seconds())
 
 
-E = TypeVar("E", bound=Exception)
-
-
-def _with_attempts(error: E, original: Exception) -> E:
-    """``error`` carrying the HTTP attempts of the error it explains."""
-    error.attempts = getattr(original, "attempts", 0)  # type: ignore[attr-defined]
-    return error
+def _explained(error: LLMError, hint: str) -> LLMError:
+    """The same error class (so the same retrier matches), its message followed by the fix."""
+    explained = type(error)(f"{error} -- {hint}")
+    explained.attempts = error.attempts
+    if isinstance(error, LLMRequestError) and isinstance(explained, LLMRequestError):
+        explained.status_code = error.status_code
+    return explained
 
 
 def preflight(budget: TimeBudget | None) -> dict[str, Any]:
     """One capped chat call: the endpoint answers, takes the key, serves the model; typed errors name the fix."""
     settings = OllamaSettings.from_env()
+    secret = os.environ.get("OLLAMA_API_KEY_SECRET_ARN") or "(no secret configured)"
+    hints: dict[type[LLMError], str] = {
+        LLMAuthError: f"the endpoint {settings.base_url} rejected the API key. Fix: store the key in secret "
+        f"{secret} (aws secretsmanager put-secret-value --secret-id <that ARN> --secret-string <key>); "
+        "the next run reads it at once.",
+        # still the retried class: Step Functions tries again first
+        LLMTransientError: f"the endpoint {settings.base_url} did not answer. Fix: check that it is up and "
+        "reachable from the Lambda over the internet, or deploy with -c ollama_base_url=<its https URL>.",
+        LLMModelNotFoundError: f"the endpoint {settings.base_url} does not serve model {settings.model!r}. Fix: "
+        "pull it there (ollama pull <model>) or deploy with -c ollama_model=<a model the endpoint serves>.",
+    }
     calls = 0
 
     def check(model: Any) -> int:
         nonlocal calls
         try:
             made = check_endpoint(model)
-        except LLMRequestError as error:
+        except LLMAuthError as error:  # the one failure tried again (with a re-read key)
             calls += error.attempts
             raise
         calls += made
@@ -349,34 +362,8 @@ def preflight(budget: TimeBudget | None) -> dict[str, Any]:
     try:
         with time_budget(budget):
             with_fresh_key_on_auth_error(check)
-    except LLMAuthError as error:
-        secret = os.environ.get("OLLAMA_API_KEY_SECRET_ARN") or "(no secret configured)"
-        raise _with_attempts(
-            LLMAuthError(
-                f"{error} -- the endpoint {settings.base_url} rejected the API key. Fix: store the key in secret "
-                f"{secret} (aws secretsmanager put-secret-value --secret-id <that ARN> --secret-string <key>); "
-                "the next run reads it at once.",
-                status_code=error.status_code,
-            ),
-            error,
-        ) from error
-    except LLMTransientError as error:  # still the retried class: Step Functions tries again first
-        raise _with_attempts(
-            LLMTransientError(
-                f"{error} -- the endpoint {settings.base_url} did not answer. Fix: check that it is up and "
-                "reachable from the Lambda over the internet, or deploy with -c ollama_base_url=<its https URL>."
-            ),
-            error,
-        ) from error
-    except LLMModelNotFoundError as error:
-        raise _with_attempts(
-            LLMModelNotFoundError(
-                f"{error} -- the endpoint {settings.base_url} does not serve model {settings.model!r}. Fix: pull "
-                "it there (ollama pull <model>) or deploy with -c ollama_model=<a model the endpoint serves>.",
-                status_code=error.status_code,
-            ),
-            error,
-        ) from error
+    except (LLMAuthError, LLMTransientError, LLMModelNotFoundError) as error:
+        raise _explained(error, hints[type(error)]) from error
     logger.info("preflight passed", model=settings.model, base_url=settings.base_url, llm_calls=calls)
     return {"preflight": "ok", "model": settings.model, "base_url": settings.base_url, "llm_calls": calls}
 

@@ -131,16 +131,11 @@ def test_the_prompt_shows_printed_rows_with_every_tag_at_one_character_per_merge
 # ---- the fixtures modelled on real receipts (tests/receipt_layouts.py holds their printed rows) ----------
 def side_by_side_share(details: ReceiptDetails, truth: Any) -> tuple[int, int, int]:
     """(pairs of OCR lines printed side by side, of them sharing one prompt row, prompt pairs not printed so)."""
-    from tests.receipt_layouts import side_by_side_pairs
+    from tests.receipt_layouts import layout_score
 
     rows = visual_rows(details)
     assert rows is not None
-    found: set[tuple[int, int]] = set()
-    for row in rows:
-        ids = sorted({w.line_id for w in row})
-        found |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]}
-    expected = side_by_side_pairs(truth)
-    return len(expected), len(expected & found), len(found - expected)
+    return layout_score(([w.line_id for w in row] for row in rows), truth)
 
 
 @pytest.mark.parametrize("name", ["receipt_split_rows.json", "receipt_skewed_scan.json", "receipt_long_300.json"])
