@@ -25,7 +25,7 @@ CDK_OUT := cdk.out
 CONTEXT ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local demo local-table image-lock clean integ integ-update integ-snapshots
+.PHONY: help install cdk-tools synth test test-unit test-integration lint diff deploy bench run-local demo local-table image-lock clean integ integ-update integ-snapshots mutation
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -102,6 +102,10 @@ integ-update: integ ## After a successful make integ: refresh the integ snapshot
 integ-snapshots: cdk-tools ## Check the integ apps against their committed snapshots, offline (part of make test)
 	@$(BIN)/python -m tests.integ.snapshots
 
+mutation: $(STAMP_PY) ## Mutation testing of the core modules (about 30 min; report in mutation-report/report.md)
+	@echo ">> mutmut over the core modules, each with the tests that cover it (not part of make test)"
+	@$(BIN)/python -m tests.mutation $(if $(GROUP),--group $(GROUP),)
+
 bench: cdk-tools ## Print the benchmark table (ratios and counts)
 	@echo ">> benchmarks"
 	@$(BIN)/python -m bench
@@ -129,5 +133,5 @@ image-lock: $(STAMP_PY) ## Refresh the image's requirements.lock from its requir
 
 clean: ## Remove build outputs and caches (keeps .venv and node_modules)
 	@echo ">> removing cdk.out and caches"
-	@rm -rf $(CDK_OUT) .pytest_cache .mypy_cache .ruff_cache
+	@rm -rf $(CDK_OUT) .pytest_cache .mypy_cache .ruff_cache mutation-report
 	@find . -name __pycache__ -type d -not -path './.venv/*' -not -path './node_modules/*' -prune -exec rm -rf {} +

@@ -51,11 +51,7 @@ def _bool_context(app: cdk.App, key: str) -> bool:
 
 
 def check_context_keys(app: cdk.App) -> None:
-    """Stop on a snake_case context key the app does not read, e.g. a mistyped ``-c max_concurency=5``.
-
-    The CLI hands cdk.json's context and every ``-c`` value to the app through ``CDK_CONTEXT_JSON``,
-    which ``cdk.App`` loads into the root node's context; tests pass the same keys to ``cdk.App(context=...)``.
-    """
+    """Stop on a snake_case context key the app does not read, e.g. a mistyped ``-c max_concurency=5``."""
     context = app.node.get_all_context() or {}
     unknown = sorted(k for k in context if _APP_KEY.fullmatch(str(k)) and k not in KNOWN_CONTEXT_KEYS)
     if not unknown:
@@ -80,6 +76,8 @@ def environment_from_context(app: cdk.App) -> cdk.Environment | None:
 
 
 def settings_from_context(app: cdk.App) -> PipelineSettings:
+    """The stack's settings from ``app``'s context; an invalid value stops with one line naming it."""
+
     def opt(key: str) -> str | None:
         value = _context(app, key)
         return None if value is None else str(value)
@@ -110,19 +108,13 @@ def template_validator() -> cdk.CloudFormationValidatePlugin:
 
 
 def register_template_validator(app: cdk.App) -> None:
-    """Register CDK's built-in template validator on ``app`` before any construct exists.
-
-    CDK creates the same plugin lazily inside ``app.synth()``, when Node already holds the whole
-    construct tree; its WebAssembly engine then starts measurably slower (Node CPU profile: 1.8 s
-    instead of 1.3 s; about 0.4 s of a ``cdk synth``, see README local-run). An explicitly
-    registered instance replaces the lazy default (CDK runs one or the other), with the same rules
-    and report. ``CDK_VALIDATION=false`` still turns the validation off.
-    """
+    """Register the template validator before any construct exists: a faster synth (docs/benchmarks.md)."""
     if os.environ.get("CDK_VALIDATION") != "false":
         cdk.Validations.of(app).add_plugins(template_validator())
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
+    """Add the receipt-labeling stack, configured from context, to ``app`` (a new ``cdk.App`` by default)."""
     app = app or cdk.App()
     register_template_validator(app)
     check_context_keys(app)

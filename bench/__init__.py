@@ -7,7 +7,11 @@ a test: rows report ratios or counts so they read the same on a slow machine.
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -17,3 +21,16 @@ class Row:
     value: str
     target: str = ""
     ok: bool | None = None  # None: informational, no pass/fail target
+
+
+Timed = tuple[subprocess.CompletedProcess[str], float, float]
+
+
+def run_timed(command: list[str], *, cwd: Path, env: dict[str, str]) -> Timed:
+    """Run ``command`` (captured, text, 10 min at most); its result, wall seconds and its CPU seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return done, seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime

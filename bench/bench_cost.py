@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -33,15 +34,16 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from statistics import mean
 from typing import Any
 from unittest import mock
 
+from awslambdaric.lambda_runtime_log_utils import JsonFormatter
+
 from bench import Row
+from local_pipeline.template import REPO_ROOT, synthesize_template
 
 AREA = "cost"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 STATE_MACHINE_SUFFIX = "-sf"
 RECEIPTS = 1_000
@@ -583,12 +585,6 @@ def batch_failure_fraction(receipt_failure_rate: float, batch: int) -> float:
 
 
 # ---- measurements from the template, the fixtures and the handlers -----------------------------------
-def _template() -> dict[str, Any]:
-    from local_pipeline.template import synthesize_template
-
-    return synthesize_template()
-
-
 @dataclass
 class Deployed:
     """What the model reads from the synthesized template."""
@@ -752,16 +748,20 @@ def offline_environment() -> Iterator[None]:
 def run_process_handler(documents: Sequence[dict[str, Any]]) -> HandlerRun:
     """Each fixture through the real ``lambda_handler`` (no AWS: the DynamoDB client records, the LLM is scripted)."""
     from receipt_dynamo import DynamoClient, parse_receipt_document
-    from receipt_label.testing import ScriptedChatModel
-    from tests.lambda_handlers import PROCESS_HANDLER, LambdaContext, load_handler
+    from tests.helpers import PROCESS_HANDLER, LambdaContext, load_handler
+    from tests.scripted_chat import ScriptedChatModel
 
     out = HandlerRun()
     stdout = io.StringIO()
+    # The handler's records as Lambda writes them with the JSON log format: the runtime's own formatter.
+    lines = logging.StreamHandler(stdout)
+    lines.setFormatter(JsonFormatter())
+    handler_logger = logging.getLogger("process_receipt")
+    handler_logger.addHandler(lines)
+    level = handler_logger.level
+    handler_logger.setLevel(logging.INFO)  # the functions' application log level
     try:
-        with (
-            offline_environment(),
-            contextlib.redirect_stdout(stdout),
-        ):  # Powertools binds its stream at import: the captured one
+        with offline_environment(), contextlib.redirect_stdout(stdout):
             handler: Any = load_handler(PROCESS_HANDLER, "bench_cost_process_handler")
             fake = RecordingDynamoClient()
             handler._dynamo = DynamoClient("bench-cost", client=fake, concurrency=1)
@@ -788,6 +788,9 @@ def run_process_handler(documents: Sequence[dict[str, Any]]) -> HandlerRun:
                         out.marker_updates.append(kwargs)
     except Exception as error:  # the handler is only a cross-check: the model falls back to the fixtures
         out.error = f"{type(error).__name__}: {error}"[:200]
+    finally:
+        handler_logger.removeHandler(lines)
+        handler_logger.setLevel(level)
     return out
 
 
@@ -798,7 +801,7 @@ def receipt_item_list(details: Any) -> list[dict[str, Any]]:
 
 def manifest_bytes_per_receipt(documents: Sequence[dict[str, Any]]) -> float:
     """Bytes per receipt of the list handler's JSON Lines manifest (its own ``write_manifest``)."""
-    from tests.lambda_handlers import LIST_HANDLER, load_handler
+    from tests.helpers import LIST_HANDLER, load_handler
 
     with contextlib.redirect_stdout(io.StringIO()):
         handler = load_handler(LIST_HANDLER, "bench_cost_list_handler")
@@ -1099,7 +1102,7 @@ def breakdown_rows(label: str, b: Breakdown) -> Iterator[Row]:
 
 
 def rows() -> list[Row]:
-    dep = deployed(_template())
+    dep = deployed(synthesize_template())
     measured = measure(dep, fixture_documents())
     rio, notes = measured.rio, measured.notes
     wf = dep.workflow

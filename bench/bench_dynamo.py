@@ -28,15 +28,15 @@ import os
 import statistics
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from bench import Row
+from local_pipeline.template import REPO_ROOT
 
 AREA = "dynamo"
 TABLE = "bench-receipts"
 TS = "2026-11-29T00:00:00+00:00"
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 #: DynamoDB's documented per-partition write throughput (docs/data-layer.md cites the pages).
 PARTITION_WCU_PER_SECOND = 1_000
 #: Seconds one receipt's LLM call takes (stated, not measured: a hosted 120B model on a ~100-word receipt).

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import Row
+from local_pipeline.template import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESS_DIR = REPO_ROOT / "lambdas" / "process_receipt"
 IMAGE_REQUIREMENTS = PROCESS_DIR / "requirements.txt"
 DOCKERFILE = PROCESS_DIR / "Dockerfile"

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from bench import Row
+from local_pipeline.template import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "lambdas/process_receipt/Dockerfile"
 
 

@@ -12,16 +12,16 @@ import dataclasses
 import json
 import re
 import statistics
-from pathlib import Path
 
 from bench import Row
+from local_pipeline.template import REPO_ROOT
 from receipt_dynamo import ReceiptDetails, parse_receipt_document
 from receipt_label import LabelingOptions, OllamaSettings, create_chat_model, label_receipt, prompts
 from receipt_label.layout import visual_rows
 from receipt_label.prompts import estimate_tokens
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 AREA = "label"
 
 

@@ -20,20 +20,17 @@ handler's own work; on AWS the Query round trips (one per page) come on top.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
 from bench import Row
 from bench.bench_dynamo import item_size
+from local_pipeline.template import LIST_HANDLER, load_handler
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LIST_HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
 AREA = "manifest"
 
 RECEIPTS = 1_000_000
@@ -131,10 +128,7 @@ def receipt_item_bytes() -> int:
 
 
 def load_list_handler(name: str = "list_receipts_handler_bench") -> Any:
-    spec = importlib.util.spec_from_file_location(name, LIST_HANDLER)
-    assert spec is not None and spec.loader is not None
-    module: Any = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module: Any = load_handler(LIST_HANDLER, name)
     module.logger.disabled = True
     return module
 

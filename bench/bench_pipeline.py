@@ -38,9 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import Row
+from bench import Row, run_timed
+from local_pipeline.template import REPO_ROOT, cdk_json_context, synthesize_template
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 AREA = "pipeline"
 SYNTH_RATIO_TARGET = 1.5
@@ -130,25 +130,8 @@ def _cli_synth_once(app_command: str, cwd: Path) -> float:
     }
     outdir = tempfile.mkdtemp(prefix="bench-cli-synth-")
     try:
-        started = time.perf_counter()
-        done = subprocess.run(
-            [
-                str(REPO_ROOT / "node_modules" / ".bin" / "cdk"),
-                "synth",
-                "--quiet",
-                "--output",
-                outdir,
-                "--app",
-                app_command,
-            ],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        seconds = time.perf_counter() - started
+        command = [str(REPO_ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--quiet", "--output", outdir]
+        done, seconds, _ = run_timed([*command, "--app", app_command], cwd=cwd, env=env)
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
     if done.returncode != 0:
@@ -170,7 +153,7 @@ def cli_synth_row() -> Row:
     empty_dir = Path(tempfile.mkdtemp(prefix="bench-empty-app-"))
     try:
         (empty_dir / "app.py").write_text(_EMPTY_CLI_APP)
-        context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+        context = cdk_json_context()
         (empty_dir / "cdk.json").write_text(json.dumps({"context": context}))
         empty: list[float] = []
         this: list[float] = []
@@ -240,12 +223,6 @@ def synth_rows() -> list[Row]:
 
 
 # ---- the pipeline on moto --------------------------------------------------------------------------
-def _template() -> dict[str, Any]:
-    from local_pipeline.template import synthesize_template
-
-    return synthesize_template()
-
-
 def _label_for(text: str) -> str | None:
     if re.fullmatch(r"-?\$?\d+\.\d\d", text):
         return "LINE_TOTAL"
@@ -348,7 +325,7 @@ def _instant_answer(messages: list[Any]) -> dict[str, Any]:
 
 def handler_time_rows(template: dict[str, Any]) -> list[Row]:
     from local_pipeline.harness import LocalPipeline
-    from receipt_label.testing import ScriptedChatModel
+    from tests.scripted_chat import ScriptedChatModel
 
     documents = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
     copies = []
@@ -381,7 +358,7 @@ def handler_time_rows(template: dict[str, Any]) -> list[Row]:
 def _label_only_ms(documents: list[dict[str, Any]]) -> str:
     from receipt_dynamo import parse_receipt_document
     from receipt_label import label_receipt
-    from receipt_label.testing import ScriptedChatModel
+    from tests.scripted_chat import ScriptedChatModel
 
     times = []
     for _ in range(3):
@@ -536,7 +513,7 @@ def rows() -> list[Row]:
     _with_fake_aws()
     sys.path.insert(0, str(REPO_ROOT))
     out = synth_rows()
-    template = _template()
+    template = synthesize_template()
     steps: list[Callable[[dict[str, Any]], list[Row]]] = [fixture_rows, handler_time_rows, history_rows]
     for step in steps:
         out.extend(step(template))

@@ -1,16 +1,7 @@
-"""CodeBuildDockerImage: a container-image Lambda whose image is built in CodeBuild at deploy time.
+"""CodeBuildDockerImage: a container-image Lambda whose image CodeBuild builds at deploy time.
 
-No local Docker: the minimal build context is a content-hashed S3 asset; a custom resource copies
-it to ``<name>/context.zip`` in a versioned artifact bucket and starts a CodePipeline V2 pinned to
-that object version; CodeBuild (ARM, privileged) runs ``docker buildx build`` and pushes the image
-to ECR under a content tag. When the tag already exists in ECR nothing is built.
-
-Modes:
-- ``wait_for_build=True``: every deploy that changes the context waits for the build and the
-  function is pinned to ``<repository>@sha256:<digest>`` by CloudFormation.
-- ``wait_for_build=False`` (default): the first deploy waits (the function cannot be created from
-  an empty repository); later deploys start the build and return at once, the function keeps its
-  current digest in the template and CodeBuild updates it when the image is pushed.
+No local Docker. See docs/image-build.md for how a deploy proceeds, the two modes
+(``wait_for_build``), IAM, and what each deployed resource is for.
 """
 
 from __future__ import annotations
@@ -54,10 +45,11 @@ from constructs.docker_build_context import BuildContext, resolve_context, stage
 from constructs.docker_image_buildspec import CACHE_TAG, build_spec_object
 
 SOURCE_RESOURCE_TYPE = "Custom::CodeBuildDockerImageSource"
+TRIGGER_RESOURCE_TYPE = "Custom::CodeBuildDockerImage"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_DIR = Path(__file__).resolve().parent.parent  # relative build context paths start here
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-TRIGGER_CODE_DIR = REPO_ROOT / "lambdas" / "image_build_trigger"
+TRIGGER_CODE_DIR = _PROJECT_DIR / "lambdas" / "image_build_trigger"
 
 PLATFORMS: dict[str, lambda_.Architecture] = {
     "linux/arm64": lambda_.Architecture.ARM_64,
@@ -66,6 +58,7 @@ PLATFORMS: dict[str, lambda_.Architecture] = {
 # The whole custom resource (copy, start, queue, build, push) must end before CloudFormation's
 # one-hour custom-resource limit: the provider gives up after TOTAL_TIMEOUT and reports FAILED.
 TOTAL_TIMEOUT = Duration.minutes(50)
+SERVICE_TIMEOUT = Duration.minutes(55)
 #: BuildKit's own image, the one ``docker buildx create --driver docker-container`` pulls by default.
 DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:buildx-stable-1"
 QUERY_INTERVAL = Duration.seconds(20)
@@ -74,6 +67,101 @@ DEFAULT_BUILD_TIMEOUT = Duration.minutes(30)
 MAX_BUILD_TIMEOUT_MINUTES = 35  # + QUEUED_TIMEOUT + source stage and polling slack < TOTAL_TIMEOUT
 #: Days after which a pipeline run's artifacts (under ``artifacts_prefix``) expire.
 ARTIFACT_EXPIRATION_DAYS = 30
+#: Lambda's JSON log format for every function the construct runs our code in.
+JSON_LOGGING: Mapping[str, Any] = {
+    "logging_format": lambda_.LoggingFormat.JSON,
+    "application_log_level_v2": lambda_.ApplicationLogLevel.INFO,
+    "system_log_level_v2": lambda_.SystemLogLevel.WARN,
+}
+
+ALARM_RULE_DLQ_REASON = (
+    "The rule's only target is the stack's SNS alarm topic: EventBridge retries a failed delivery with "
+    "backoff for 24 hours (185 attempts, its default retry policy), and a dead-letter queue for alarms would "
+    "itself need an alarm nobody receives when the topic is the one that fails."
+)
+_DEPLOY_DLQ = (
+    "Custom resource handler of the image build trigger: a failure is reported to CloudFormation, which "
+    "fails the deployment with the error in the stack events; the request carries a presigned response "
+    "URL that expires, so a DLQ copy could not be replayed."
+)
+_DEPLOY_TRACING = (
+    "Custom resource handler that runs a few times per deployment and logs to its own log group with "
+    "retention; X-Ray would add wildcard xray permissions to its role for no insight."
+)
+_VERSION_WILDCARD = (
+    "custom_resources.Provider grant: the framework may invoke any version of the handler function "
+    "(<function arn>:*); scoped to this construct's handler"
+)
+_AWS = "AwsSolutions::AwsSolutions-"
+_SLS = "Serverless::Serverless-"
+_ARTIFACTS_IAM5 = _AWS + "IAM5[Resource::<{bucket}.Arn>/{artifacts_prefix}*]"
+
+#: Every cdk-nag acknowledgement of this module: part -> {rule id -> reason}. ``{placeholders}`` in a
+#: rule id name the part's resources; ``CodeBuildDockerImage._acknowledge_findings`` resolves them.
+NAG_ACKNOWLEDGEMENTS: Mapping[str, Mapping[str, str]] = {
+    "alarm_rule": {_SLS + "EventBusDLQ": ALARM_RULE_DLQ_REASON},
+    "artifact_bucket": {
+        _AWS + "S1": "Private, versioned build-artifact bucket written only by this pipeline and the trigger "
+        "(IAM-scoped); a server access log bucket would cost more than the artifacts; CloudTrail data "
+        "events cover audits when needed",
+    },
+    "project": {
+        _AWS + "CB4": "Build artifacts are build contexts and logs without secrets; they are encrypted with the "
+        "AWS managed S3 key (alias/aws/s3); a customer managed KMS key would add cost and key policy "
+        "management for no confidentiality gain",
+    },
+    "pipeline_role": {
+        _ARTIFACTS_IAM5: "CodePipeline writes the source stage's output artifact under a key it generates per "
+        "execution (<pipeline name, first 20 characters>/<artifact>/<id>): explicit object actions on "
+        "that prefix of the construct's private artifact bucket only",
+    },
+    "build_role": {
+        _ARTIFACTS_IAM5: "CodeBuild reads its input artifact at a key CodePipeline generates per execution "
+        "(<pipeline name, first 20 characters>/<artifact>/<id>): s3:GetObject and s3:GetObjectVersion "
+        "on that prefix of the construct's private artifact bucket only",
+        _AWS + "IAM5[Resource::*]": "ecr:GetAuthorizationToken does not support resource-level permissions "
+        "(AWS requires Resource '*'); push/pull actions are scoped to this repository",
+    },
+    "trigger_role": {
+        _AWS + "IAM5[Resource::{logs_arn}<{build_logs}>:log-stream:*]": "The trigger reads the tail of a "
+        "failed build's log: stream names are CodeBuild build ids, known only at run time; limited to the "
+        "streams of the build log group",
+    },
+    "on_event_function": {_SLS + "LambdaDLQ": _DEPLOY_DLQ, _SLS + "LambdaTracing": _DEPLOY_TRACING},
+    "is_complete_function": {_SLS + "LambdaDLQ": _DEPLOY_DLQ, _SLS + "LambdaTracing": _DEPLOY_TRACING},
+    "framework_roles": {
+        _AWS + "IAM5[Resource::<{on_event}.Arn>:*]": _VERSION_WILDCARD,
+        _AWS + "IAM5[Resource::<{is_complete}.Arn>:*]": _VERSION_WILDCARD,
+    },
+    # framework-onEvent/isComplete/onTimeout and the waiter state machine
+    "provider": {
+        _SLS + "LambdaDLQ": _DEPLOY_DLQ,
+        _SLS + "LambdaTracing": _DEPLOY_TRACING,
+        _SLS + "LambdaDefaultMemorySize": "Framework functions created by aws_cdk.custom_resources.Provider, "
+        "whose API has no memory setting; they only relay one CloudFormation event per deployment to "
+        "the trigger handlers, for which the default 128 MB is enough.",
+        _SLS + "StepFunctionStateMachineXray": "The provider framework's waiter state machine only polls the "
+        "is-complete handler during deployments and logs ALL events (without execution data, which "
+        "would hold the presigned CloudFormation response URL); X-Ray adds cost and no insight here "
+        "(the same reason as its AwsSolutions-SF2 acknowledgement).",
+    },
+    "waiter": {
+        _AWS + "SF2": "The provider framework's waiter state machine only loops over the is-complete handler; "
+        "it logs ALL events (without execution data: its input holds the presigned CloudFormation "
+        "response URL); X-Ray adds cost and no insight here",
+        _AWS + "IAM5[Resource::*]": "CloudWatch Logs vended-log delivery actions (logs:CreateLogDelivery and "
+        "related) do not support resource-level permissions; required for the waiter's logging",
+        _AWS + "IAM5[Resource::<{framework_is_complete}.Arn>:*]": _VERSION_WILDCARD,
+        _AWS + "IAM5[Resource::<{framework_on_timeout}.Arn>:*]": _VERSION_WILDCARD,
+    },
+}
+
+
+def _acknowledge(scope: IConstruct, findings: Mapping[str, str], **names: str) -> None:
+    """Acknowledge ``findings`` (rule id -> reason) on ``scope`` and its children; ``names`` fill rule ids."""
+    Validations.of(scope).acknowledge(
+        *[Acknowledgment(id=rule.format(**names), reason=reason) for rule, reason in findings.items()]
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,19 +183,14 @@ class LambdaConfig:
     log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS
 
     def timeout_duration(self) -> Duration:
+        """``timeout`` as a Duration."""
         return self.timeout if isinstance(self.timeout, Duration) else Duration.seconds(self.timeout)
 
     def ephemeral_storage_size(self) -> Size | None:
+        """``ephemeral_storage`` as a Size (None: Lambda's default)."""
         if self.ephemeral_storage is None or isinstance(self.ephemeral_storage, Size):
             return self.ephemeral_storage
         return Size.mebibytes(self.ephemeral_storage)
-
-
-ALARM_RULE_DLQ_REASON = (
-    "The rule's only target is the stack's SNS alarm topic: EventBridge retries a failed delivery with "
-    "backoff for 24 hours (185 attempts, its default retry policy), and a dead-letter queue for alarms would "
-    "itself need an alarm nobody receives when the topic is the one that fails."
-)
 
 
 def alarm_rule(
@@ -130,26 +213,40 @@ def alarm_rule(
         event_pattern=events.EventPattern(source=[source], detail_type=[detail_type], detail=dict(detail)),
     )
     rule.add_target(targets.SnsTopic(topic, message=events.RuleTargetInput.from_text(message)))
-    # cdk-nag Serverless-EventBusDLQ: the only target is the alarm topic (reason above).
-    Validations.of(rule).acknowledge(
-        Acknowledgment(id="Serverless::Serverless-EventBusDLQ", reason=ALARM_RULE_DLQ_REASON)
-    )
+    _acknowledge(rule, NAG_ACKNOWLEDGEMENTS["alarm_rule"])
     return rule
+
+
+def _validate(*, platform: str, keep_images: int, build_timeout: Duration, function_name: str) -> None:
+    """Raise ValueError for a prop the construct cannot honour."""
+    if platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {sorted(PLATFORMS)}, got {platform!r}")
+    if keep_images < 2:
+        # The newest image (it carries the cache tag) and the one before it (rollback target).
+        raise ValueError(f"keep_images must be >= 2, got {keep_images}")
+    if build_timeout.to_minutes() > MAX_BUILD_TIMEOUT_MINUTES:
+        raise ValueError(
+            f"build_timeout must be at most {MAX_BUILD_TIMEOUT_MINUTES} minutes so that a waiting deploy "
+            f"fails before CloudFormation's one-hour custom resource limit"
+        )
+    if Token.is_unresolved(function_name) or not FUNCTION_NAME.fullmatch(function_name):
+        # A literal: it also names the pipeline, the project and the source key at synth time.
+        raise ValueError(f"lambda_function_name must be 1..64 letters, digits, '-' or '_', got {function_name!r}")
 
 
 class CodeBuildDockerImage(Construct):
     """Builds ``dockerfile_path`` in CodeBuild and runs it as the Lambda ``lambda_function_name``.
 
-    Attributes: ``repository``, ``artifact_bucket``, ``project``, ``pipeline``, ``lambda_function``,
-    ``image_tag`` (the content tag), ``build_context`` (selected files), ``trigger`` (the custom
-    resource), ``provider``, ``source_key``, ``build_role`` and ``pipeline_role`` (the project's and the
-    pipeline's roles, with explicit actions only), ``artifacts_prefix``, ``source_object`` (the custom
-    resource that puts the build context at ``source_key`` before the pipeline exists),
-    ``failure_rules`` (EventBridge rules to ``alarm_topic``, empty without one).
+    Attributes: ``repository``, ``artifact_bucket``, ``context_asset``, ``project``, ``build_role``,
+    ``build_log_group``, ``pipeline``, ``pipeline_role``, ``trigger`` (the custom resource),
+    ``source_object`` (the custom resource that puts the build context at ``source_key``),
+    ``provider``, ``trigger_role``, ``lambda_function``, ``image_tag`` (the content tag),
+    ``build_context`` (the selected files), ``artifacts_prefix``, ``failure_rules`` (EventBridge rules
+    to ``alarm_topic``, empty without one).
 
-    ``buildkit_image`` is the BuildKit image of the build's ``docker-container`` builder (the one that
-    can export a registry cache of every stage); point it at a mirror in your own registry to avoid
-    Docker Hub's anonymous pull limits. ``alarm_topic`` receives failed pipeline executions and builds.
+    ``buildkit_image``: the BuildKit image of the build's ``docker-container`` builder (a mirror in
+    your own registry avoids Docker Hub's anonymous pull limits). ``alarm_topic`` receives failed
+    pipeline executions and builds. Props are documented in docs/image-build.md.
     """
 
     def __init__(
@@ -175,51 +272,61 @@ class CodeBuildDockerImage(Construct):
     ) -> None:
         super().__init__(scope, id_)
         build_timeout = build_timeout or DEFAULT_BUILD_TIMEOUT
-        if platform not in PLATFORMS:
-            raise ValueError(f"platform must be one of {sorted(PLATFORMS)}, got {platform!r}")
-        if keep_images < 2:
-            # The newest image (it carries the cache tag) and the one before it (rollback target).
-            raise ValueError(f"keep_images must be >= 2, got {keep_images}")
-        if build_timeout.to_minutes() > MAX_BUILD_TIMEOUT_MINUTES:
-            raise ValueError(
-                f"build_timeout must be at most {MAX_BUILD_TIMEOUT_MINUTES} minutes so that a waiting deploy "
-                f"fails before CloudFormation's one-hour custom resource limit"
-            )
-        if Token.is_unresolved(lambda_function_name) or not FUNCTION_NAME.fullmatch(lambda_function_name):
-            # A literal: it also names the pipeline, the project and the source key at synth time.
-            raise ValueError(
-                f"lambda_function_name must be 1..64 letters, digits, '-' or '_', got {lambda_function_name!r}"
-            )
-        config = lambda_config if isinstance(lambda_config, LambdaConfig) else LambdaConfig(**lambda_config)
-        build_args = dict(build_args or {})
-        stack = Stack.of(self)
-        name = lambda_function_name
+        _validate(
+            platform=platform, keep_images=keep_images, build_timeout=build_timeout, function_name=lambda_function_name
+        )
+        self.function_name = name = lambda_function_name
         self.wait_for_build = wait_for_build
         self.platform = platform
-
-        # ---- build context: minimal, content-hashed, staged, uploaded as an asset -----------------
+        self.pipeline_name = f"{name}-image"
+        self.project_name = f"{name}-image-build"
+        self.source_key = f"{name}/context.zip"
+        # CodePipeline stores each artifact under "<first 20 characters of the pipeline name>/<artifact
+        # name, shortened>/<random id>": the source key is not under it unless the name has 20 characters.
+        self.artifacts_prefix = f"{self.pipeline_name[:20]}/"
+        self.function_arn = Stack.of(self).format_arn(
+            service="lambda", resource="function", resource_name=name, arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        build_args = dict(build_args or {})
         root = Path(build_context_path)
-        if not root.is_absolute():
-            root = REPO_ROOT / root
         self.build_context: BuildContext = resolve_context(
-            root=root,
+            root=root if root.is_absolute() else _PROJECT_DIR / root,
             dockerfile_path=dockerfile_path,
             source_paths=source_paths,
             build_args=build_args,
             platform=platform,
         )
         self.image_tag: str = self.build_context.image_tag
-        self.context_asset = s3_assets.Asset(
-            self,
-            "ContextAsset",
-            path=str(stage_context(self.build_context)),
-            asset_hash=self.image_tag,
-            display_name=f"{name} build context",
-        )
-        self.source_key = f"{name}/context.zip"
 
-        # ---- ECR repository -------------------------------------------------------------------------
-        self.repository = ecr.Repository(
+        self.repository = self._repository(keep_images=keep_images, removal_policy=removal_policy)
+        self.artifact_bucket = self._artifact_bucket(removal_policy=removal_policy)
+        self.project = self._build_project(
+            compute_type=compute_type,
+            build_timeout=build_timeout,
+            build_args=build_args,
+            buildkit_image=buildkit_image,
+            log_retention=log_retention,
+        )
+        self.pipeline = self._pipeline()
+        self.on_event_function, self.is_complete_function = self._trigger_handlers(log_retention=log_retention)
+        self.provider = self._provider(log_retention=log_retention)
+        self.trigger = self._trigger()
+        self.lambda_function = self._function(
+            lambda_config if isinstance(lambda_config, LambdaConfig) else LambdaConfig(**lambda_config)
+        )
+        self.failure_rules = self._alarm_on_failures(alarm_topic)
+        self._acknowledge_findings()
+
+    @property
+    def image_uri(self) -> str:
+        """``<repository uri>@sha256:<digest>`` the function is pinned to (a deploy-time token)."""
+        return f"{self.repository.repository_uri}@sha256:{self.trigger.get_att_string('DigestHex')}"
+
+    # ---- repository -------------------------------------------------------------------------------
+
+    def _repository(self, *, keep_images: int, removal_policy: RemovalPolicy) -> ecr.Repository:
+        """The ECR repository: immutable content tags, scan on push, old images expired."""
+        return ecr.Repository(
             self,
             "Repository",
             image_scan_on_push=True,
@@ -255,8 +362,18 @@ class CodeBuildDockerImage(Construct):
             ],
         )
 
-        # ---- artifact bucket (pipeline source + artifacts) ----------------------------------------
-        self.artifact_bucket = s3.Bucket(
+    # ---- artifact bucket and the build context asset -----------------------------------------------
+
+    def _artifact_bucket(self, *, removal_policy: RemovalPolicy) -> s3.Bucket:
+        """The versioned bucket of the pipeline's source and artifacts; stages the context asset."""
+        self.context_asset = s3_assets.Asset(
+            self,
+            "ContextAsset",
+            path=str(stage_context(self.build_context)),
+            asset_hash=self.image_tag,
+            display_name=f"{self.function_name} build context",
+        )
+        bucket = s3.Bucket(
             self,
             "ArtifactBucket",
             versioned=True,  # the pipeline's S3 source is pinned to an object version
@@ -276,57 +393,41 @@ class CodeBuildDockerImage(Construct):
                 )
             ],
         )
-
-        # ---- CodeBuild project ---------------------------------------------------------------------
-        self.build_log_group = logs.LogGroup(
-            self, "BuildLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
-        function_arn = stack.format_arn(
-            service="lambda", resource="function", resource_name=name, arn_format=ArnFormat.COLON_RESOURCE_NAME
-        )
-        self.function_arn = function_arn
-        pipeline_name = f"{name}-image"
-        self.pipeline_name = pipeline_name
-        # CodePipeline stores each artifact under "<first 20 characters of the pipeline name>/<artifact
-        # name, shortened>/<random id>" in its artifact store: the source key (<name>/context.zip) is not
-        # under this prefix unless the name is exactly 20 characters long.
-        self.artifacts_prefix = f"{pipeline_name[:20]}/"
-        # Each pipeline run's artifacts are read only during that run: they expire after 30 days (the
-        # version rule above then removes them). Never the source key, which every run reads: when it is
-        # under the prefix (a 20-character name) there is no such rule.
+        # A run's artifacts are read only during that run. Never the source key, which every run reads.
         if not self.source_key.startswith(self.artifacts_prefix):
-            self.artifact_bucket.add_lifecycle_rule(
+            bucket.add_lifecycle_rule(
                 id="expire-pipeline-artifacts",
                 prefix=self.artifacts_prefix,
                 expiration=Duration.days(ARTIFACT_EXPIRATION_DAYS),
             )
-        artifact_objects = self.artifact_bucket.arn_for_objects(f"{self.artifacts_prefix}*")
-        # The build's and the pipeline's roles are handed to the L2 constructs without policy updates:
-        # their automatic grants (Bucket.grant_read / grant_read_write: s3:GetObject*, s3:GetBucket*,
-        # s3:List*, s3:DeleteObject*, s3:Abort*, and the default /aws/codebuild/<project> log group) are
-        # replaced by the explicit actions each service uses, granted below and listed in the README.
-        project_name = f"{name}-image-build"
-        project_arn = stack.format_arn(service="codebuild", resource="project", resource_name=project_name)
-        self.build_role = iam.Role(
-            self,
-            "BuildRole",
-            # Confused-deputy guard: CodeBuild may assume the role only for this project of this account.
-            assumed_by=iam.ServicePrincipal(
-                "codebuild.amazonaws.com",
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": stack.account},
-                    "ArnLike": {"aws:SourceArn": project_arn},
-                },
-            ),
-            description=f"CodeBuild: builds and pushes the image of {name}",
-        )
-        arm = platform == "linux/arm64"
-        self.project = codebuild.PipelineProject(
+        return bucket
+
+    # ---- build project ------------------------------------------------------------------------------
+
+    def _build_project(
+        self,
+        *,
+        compute_type: codebuild.ComputeType,
+        build_timeout: Duration,
+        build_args: Mapping[str, str],
+        buildkit_image: str,
+        log_retention: logs.RetentionDays,
+    ) -> codebuild.PipelineProject:
+        """The privileged CodeBuild project that builds and pushes the image, with its log group and role."""
+        self.build_log_group = self._log_group("BuildLogs", log_retention)
+        self.build_role = self._build_role()
+        arm = self.platform == "linux/arm64"
+
+        def variable(value: str) -> codebuild.BuildEnvironmentVariable:
+            return codebuild.BuildEnvironmentVariable(value=value)
+
+        project = codebuild.PipelineProject(
             self,
             "Project",
-            project_name=project_name,
+            project_name=self.project_name,
+            # Without policy updates: the role's explicit grants replace CDK's automatic ones.
             role=self.build_role.without_policy_updates(),
-            description=f"Builds the {platform} container image of the Lambda function {name}",
+            description=f"Builds the {self.platform} container image of the Lambda function {self.function_name}",
             environment=codebuild.BuildEnvironment(
                 build_image=(
                     codebuild.LinuxArmBuildImage.AMAZON_LINUX_2023_STANDARD_3_0
@@ -337,13 +438,13 @@ class CodeBuildDockerImage(Construct):
                 privileged=True,  # the Docker daemon needs it
             ),
             environment_variables={
-                "REPOSITORY_URI": codebuild.BuildEnvironmentVariable(value=self.repository.repository_uri),
-                "REPOSITORY_NAME": codebuild.BuildEnvironmentVariable(value=self.repository.repository_name),
-                "PLATFORM": codebuild.BuildEnvironmentVariable(value=platform),
-                "DOCKERFILE": codebuild.BuildEnvironmentVariable(value=self.build_context.dockerfile),
-                "CACHE_TAG": codebuild.BuildEnvironmentVariable(value=CACHE_TAG),
-                "FUNCTION_NAME": codebuild.BuildEnvironmentVariable(value=name),
-                "BUILDKIT_IMAGE": codebuild.BuildEnvironmentVariable(value=buildkit_image),
+                "REPOSITORY_URI": variable(self.repository.repository_uri),
+                "REPOSITORY_NAME": variable(self.repository.repository_name),
+                "PLATFORM": variable(self.platform),
+                "DOCKERFILE": variable(self.build_context.dockerfile),
+                "CACHE_TAG": variable(CACHE_TAG),
+                "FUNCTION_NAME": variable(self.function_name),
+                "BUILDKIT_IMAGE": variable(buildkit_image),
             },
             build_spec=codebuild.BuildSpec.from_object(build_spec_object(build_args)),
             timeout=build_timeout,
@@ -353,63 +454,85 @@ class CodeBuildDockerImage(Construct):
                 cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=self.build_log_group)
             ),
         )
-        self.build_log_group.grant_write(self.build_role)  # logs:CreateLogStream, logs:PutLogEvents
-        self.repository.grant_pull_push(self.build_role)  # includes ecr:GetAuthorizationToken on "*"
-        self.repository.grant(self.build_role, "ecr:DescribeImages")
-        # Authenticated pulls of the ECR Public base images (the account's pull quota instead of the
-        # anonymous per-address one). Neither action supports resource-level permissions.
-        self.build_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="PullPublicBaseImages",
-                actions=["ecr-public:GetAuthorizationToken", "sts:GetServiceBearerToken"],
-                resources=["*"],
-            )
+        return project
+
+    def _build_role(self) -> iam.Role:
+        """CodeBuild's role: only this project may assume it; explicit actions only (docs/image-build.md)."""
+        stack = Stack.of(self)
+        project_arn = stack.format_arn(service="codebuild", resource="project", resource_name=self.project_name)
+        role = iam.Role(
+            self,
+            "BuildRole",
+            # Confused-deputy guard: CodeBuild may assume the role only for this project of this account.
+            assumed_by=iam.ServicePrincipal(
+                "codebuild.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": project_arn},
+                },
+            ),
+            description=f"CodeBuild: builds and pushes the image of {self.function_name}",
         )
-        # CodeBuild reads its input artifact (the source zip the pipeline copied) with this role.
-        self.build_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadInputArtifact",
-                actions=["s3:GetObject", "s3:GetObjectVersion"],
-                resources=[artifact_objects],
-            )
-        )
-        self.build_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ArtifactBucketIdentity",
-                actions=["s3:GetBucketAcl", "s3:GetBucketLocation"],
-                resources=[self.artifact_bucket.bucket_arn],
-            )
-        )
-        if not wait_for_build:
+        self.build_log_group.grant_write(role)  # logs:CreateLogStream, logs:PutLogEvents
+        self.repository.grant_pull_push(role)  # includes ecr:GetAuthorizationToken on "*"
+        self.repository.grant(role, "ecr:DescribeImages")
+        statements = [
+            # Authenticated pulls of the ECR Public base images; no resource-level permissions.
+            ("PullPublicBaseImages", ["ecr-public:GetAuthorizationToken", "sts:GetServiceBearerToken"], "*"),
+            ("ReadInputArtifact", ["s3:GetObject", "s3:GetObjectVersion"], self._artifact_objects),
+            ("ArtifactBucketIdentity", ["s3:GetBucketAcl", "s3:GetBucketLocation"], self.artifact_bucket.bucket_arn),
+        ]
+        for sid, actions_, resource in statements:
+            role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions_, resources=[resource]))
+        if not self.wait_for_build:
             # Async mode: the build points the function at the new digest and waits for the update.
-            self.build_role.add_to_policy(
+            role.add_to_policy(
                 iam.PolicyStatement(
                     actions=["lambda:UpdateFunctionCode", "lambda:GetFunction", "lambda:GetFunctionConfiguration"],
-                    resources=[function_arn],
+                    resources=[self.function_arn],
                 )
             )
+        return role
 
-        # ---- CodePipeline V2: S3 object version -> CodeBuild --------------------------------------
+    @property
+    def _artifact_objects(self) -> str:
+        """ARN of the objects CodePipeline writes for each run (under ``artifacts_prefix``)."""
+        return self.artifact_bucket.arn_for_objects(f"{self.artifacts_prefix}*")
+
+    # ---- pipeline -----------------------------------------------------------------------------------
+
+    def _pipeline(self) -> codepipeline.Pipeline:
+        """CodePipeline V2: the S3 object version of the source key -> the CodeBuild project."""
         tag_variable = codepipeline.Variable(
             variable_name="IMAGE_TAG", default_value=self.image_tag, description="Content tag to build and push"
         )
         update_variable = codepipeline.Variable(
             variable_name="UPDATE_FUNCTION",
-            default_value="false" if wait_for_build else "true",
+            default_value="false" if self.wait_for_build else "true",
             description="true: the build points the Lambda function at the pushed digest",
         )
         source_output = codepipeline.Artifact("Context")
-        self.pipeline_role = iam.Role(
-            self,
-            "PipelineRole",
-            assumed_by=iam.ServicePrincipal("codepipeline.amazonaws.com"),
-            description=f"CodePipeline: the image build of {name}",
+        self.pipeline_role = self._pipeline_role()
+        source = actions.S3SourceAction(
+            action_name="Source",
+            bucket=self.artifact_bucket,
+            bucket_key=self.source_key,
+            trigger=actions.S3Trigger.NONE,  # started only by the trigger custom resource
+            output=source_output,
         )
-        self._grant_pipeline(artifact_objects)
-        self.pipeline = codepipeline.Pipeline(
+        build = actions.CodeBuildAction(
+            action_name="Build",
+            project=self.project,
+            input=source_output,
+            environment_variables={
+                "IMAGE_TAG": codebuild.BuildEnvironmentVariable(value=tag_variable.reference()),
+                "UPDATE_FUNCTION": codebuild.BuildEnvironmentVariable(value=update_variable.reference()),
+            },
+        )
+        return codepipeline.Pipeline(
             self,
             "Pipeline",
-            pipeline_name=pipeline_name,
+            pipeline_name=self.pipeline_name,
             role=self.pipeline_role.without_policy_updates(),
             pipeline_type=codepipeline.PipelineType.V2,
             execution_mode=codepipeline.ExecutionMode.SUPERSEDED,
@@ -419,98 +542,70 @@ class CodeBuildDockerImage(Construct):
             use_pipeline_role_for_actions=True,
             variables=[tag_variable, update_variable],
             stages=[
-                codepipeline.StageProps(
-                    stage_name="Source",
-                    actions=[
-                        actions.S3SourceAction(
-                            action_name="Source",
-                            bucket=self.artifact_bucket,
-                            bucket_key=self.source_key,
-                            trigger=actions.S3Trigger.NONE,  # started only by the trigger custom resource
-                            output=source_output,
-                        )
-                    ],
-                ),
-                codepipeline.StageProps(
-                    stage_name="Build",
-                    actions=[
-                        actions.CodeBuildAction(
-                            action_name="Build",
-                            project=self.project,
-                            input=source_output,
-                            environment_variables={
-                                "IMAGE_TAG": codebuild.BuildEnvironmentVariable(value=tag_variable.reference()),
-                                "UPDATE_FUNCTION": codebuild.BuildEnvironmentVariable(
-                                    value=update_variable.reference()
-                                ),
-                            },
-                        )
-                    ],
-                ),
+                codepipeline.StageProps(stage_name="Source", actions=[source]),
+                codepipeline.StageProps(stage_name="Build", actions=[build]),
             ],
         )
 
-        # ---- trigger custom resource -----------------------------------------------------------------
-        self.trigger_role = iam.Role(
+    def _pipeline_role(self) -> iam.Role:
+        """CodePipeline's role, with the actions AWS documents for an S3 source, the artifact store and a
+        CodeBuild action, each scoped to its object, prefix, bucket or project."""
+        role = iam.Role(
             self,
-            "TriggerRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Starts and watches the image build of {name}",
+            "PipelineRole",
+            assumed_by=iam.ServicePrincipal("codepipeline.amazonaws.com"),
+            description=f"CodePipeline: the image build of {self.function_name}",
         )
-        trigger_code = lambda_.Code.from_asset(str(TRIGGER_CODE_DIR), exclude=["__pycache__", "*.pyc", "tests"])
-        handler_props: dict[str, Any] = {
-            "runtime": lambda_.Runtime.PYTHON_3_14,
-            "architecture": lambda_.Architecture.ARM_64,
-            "code": trigger_code,
-            "role": self.trigger_role,
-            "memory_size": 256,
-        }
-        on_event_logs = logs.LogGroup(
-            self, "TriggerOnEventLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
-        is_complete_logs = logs.LogGroup(
-            self, "TriggerIsCompleteLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
-        self.on_event_function = lambda_.Function(
-            self,
-            "TriggerOnEvent",
-            handler="handler.on_event",
-            timeout=Duration.minutes(5),
-            description=f"Starts the image build of {name} when its content tag is not in ECR",
-            log_group=on_event_logs,
-            **handler_props,
-        )
-        self.is_complete_function = lambda_.Function(
-            self,
-            "TriggerIsComplete",
-            handler="handler.is_complete",
-            timeout=Duration.minutes(1),
-            description=f"Polls the image build of {name}",
-            log_group=is_complete_logs,
-            **handler_props,
-        )
-        self._grant_trigger(function_arn)
+        source_object = self.artifact_bucket.arn_for_objects(self.source_key)
+        statements = [
+            (
+                "ReadSourceObject",
+                ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
+                source_object,
+            ),
+            (
+                "SourceAndArtifactBucket",
+                ["s3:GetBucketVersioning", "s3:GetBucketAcl", "s3:GetBucketLocation"],
+                self.artifact_bucket.bucket_arn,
+            ),
+            # The source stage writes its output artifact; tags read from the source object may come along.
+            (
+                "WriteArtifacts",
+                ["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectVersion"],
+                self._artifact_objects,
+            ),
+            (
+                "RunBuild",
+                ["codebuild:BatchGetBuilds", "codebuild:StartBuild", "codebuild:StopBuild"],
+                self.project.project_arn,
+            ),
+        ]
+        for sid, actions_, resource in statements:
+            role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions_, resources=[resource]))
+        return role
+
+    # ---- trigger: custom resources and their provider ----------------------------------------------
+
+    def _provider(self, *, log_retention: logs.RetentionDays) -> cr.Provider:
+        """The custom resource provider of both custom resources: the trigger handlers and CDK's framework."""
         # Own roles for the provider framework's functions: inline log permissions instead of the
         # AWSLambdaBasicExecutionRole managed policy; the framework adds its invoke permissions.
-        provider_logs = logs.LogGroup(
-            self, "TriggerProviderLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
-        framework_roles = [
+        provider_logs = self._log_group("TriggerProviderLogs", log_retention)
+        self._framework_roles = [
             iam.Role(
                 self,
                 role_id,
                 assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                description=f"Custom resource provider framework ({what}) of the {name} image build",
+                description=f"Custom resource provider framework ({what}) of the {self.function_name} image build",
             )
             for role_id, what in (
                 ("TriggerFrameworkOnEventRole", "onEvent"),
                 ("TriggerFrameworkIsCompleteRole", "isComplete/onTimeout"),
             )
         ]
-        self._framework_roles = framework_roles
-        for framework_role in framework_roles:
+        for framework_role in self._framework_roles:
             provider_logs.grant_write(framework_role)
-        self.provider = cr.Provider(
+        return cr.Provider(
             self,
             "TriggerProvider",
             on_event_handler=self.on_event_function,
@@ -518,32 +613,105 @@ class CodeBuildDockerImage(Construct):
             query_interval=QUERY_INTERVAL,
             total_timeout=TOTAL_TIMEOUT,
             log_group=provider_logs,
-            framework_on_event_role=framework_roles[0],
-            framework_complete_and_timeout_role=framework_roles[1],
+            framework_on_event_role=self._framework_roles[0],
+            framework_complete_and_timeout_role=self._framework_roles[1],
             disable_waiter_state_machine_logging=False,
             waiter_state_machine_log_options=cr.LogOptions(
                 # Under /aws/vendedlogs/: Step Functions adds any other log group to the account's CloudWatch
-                # Logs resource policy, limited to 5,120 characters; deploys then fail in accounts with
-                # many logged state machines.
+                # Logs resource policy (5,120 characters at most).
                 destination=logs.LogGroup(
                     self,
                     "TriggerWaiterLogs",
-                    log_group_name=f"/aws/vendedlogs/states/{name}-image-build-waiter",
+                    log_group_name=f"/aws/vendedlogs/states/{self.function_name}-image-build-waiter",
                     retention=log_retention,
                     removal_policy=RemovalPolicy.DESTROY,
                 ),
                 level=sfn.LogLevel.ALL,
-                # Never the execution data: the waiter is started with the whole CloudFormation request,
-                # whose presigned ResponseURL would let any reader of the logs forge the resource's reply.
+                # Never the execution data: the waiter's input holds the presigned ResponseURL.
                 include_execution_data=False,
             ),
         )
-        # The handler fails with a precise message this long after the start, before the provider's
-        # own (message-less) timeout.
-        deadline_seconds = TOTAL_TIMEOUT.to_seconds() - 3 * QUERY_INTERVAL.to_seconds()
+
+    def _trigger_handlers(self, *, log_retention: logs.RetentionDays) -> tuple[lambda_.Function, lambda_.Function]:
+        """The on-event and is-complete functions (lambdas/image_build_trigger) and ``trigger_role``."""
+        self.trigger_role = iam.Role(
+            self,
+            "TriggerRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Starts and watches the image build of {self.function_name}",
+        )
+        common: dict[str, Any] = {
+            "runtime": lambda_.Runtime.PYTHON_3_14,
+            "architecture": lambda_.Architecture.ARM_64,
+            "code": lambda_.Code.from_asset(str(TRIGGER_CODE_DIR), exclude=["__pycache__", "*.pyc", "tests"]),
+            "role": self.trigger_role,
+            "memory_size": 256,
+            **JSON_LOGGING,
+        }
+        on_event, is_complete = (
+            lambda_.Function(
+                self,
+                f"Trigger{part}",
+                handler=f"handler.{entry}",
+                timeout=timeout,
+                description=f"{does} the image build of {self.function_name}{when}",
+                log_group=self._log_group(f"Trigger{part}Logs", log_retention),
+                **common,
+            )
+            for part, entry, timeout, does, when in (
+                ("OnEvent", "on_event", Duration.minutes(5), "Starts", " when its content tag is not in ECR"),
+                ("IsComplete", "is_complete", Duration.minutes(1), "Polls", ""),
+            )
+        )
+        self._grant_trigger(on_event, is_complete)
+        return on_event, is_complete
+
+    def _grant_trigger(self, *handlers: lambda_.Function) -> None:
+        """The trigger role's permissions: its logs, the asset, the source key, pipeline, project and repository."""
+        role, stack = self.trigger_role, Stack.of(self)
+        for handler in handlers:
+            handler.log_group.grant_write(role)
+        asset_object = self.context_asset.bucket.arn_for_objects(self.context_asset.s3_object_key)
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[asset_object]))
+        # HeadObject (s3:GetObject) tells whether the source key already holds this tag (a repeated request).
+        source_object = self.artifact_bucket.arn_for_objects(self.source_key)
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:PutObject"], resources=[source_object]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "codepipeline:StartPipelineExecution",
+                    "codepipeline:GetPipelineExecution",
+                    "codepipeline:ListActionExecutions",
+                    "codepipeline:ListPipelineExecutions",
+                    "codepipeline:StopPipelineExecution",
+                ],
+                # From the literal name, not a reference: the pipeline depends on the source resource,
+                # which runs with this role.
+                resources=[stack.format_arn(service="codepipeline", resource=self.pipeline_name)],
+            )
+        )
+        self.repository.grant(role, "ecr:DescribeImages")
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["codebuild:BatchGetBuilds", "codebuild:ListBuildsForProject", "codebuild:StopBuild"],
+                resources=[self.project.project_arn],
+            )
+        )
+        # Build log stream names are build ids, known only at run time: the streams of this one group.
+        build_log_streams = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"{self.build_log_group.log_group_name}:log-stream:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_policy(iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[build_log_streams]))
+        if not self.wait_for_build:
+            role.add_to_policy(iam.PolicyStatement(actions=["lambda:GetFunction"], resources=[self.function_arn]))
+
+    def _trigger(self) -> CustomResource:
+        """The trigger custom resource (starts or adopts the build, returns the digest), after ``source_object``."""
         # The build context at the source key before the pipeline exists: the execution CodePipeline starts
-        # by itself when it creates the pipeline then builds this tag (the trigger waits for that run)
-        # instead of failing on a missing source object.
+        # by itself when it creates the pipeline then builds this tag instead of failing.
         self.source_object = CustomResource(
             self,
             "Source",
@@ -559,12 +727,15 @@ class CodeBuildDockerImage(Construct):
         )
         self.source_object.node.add_dependency(self.trigger_role)
         self.pipeline.node.add_dependency(self.source_object)
-        self.trigger = CustomResource(
+        # The handler fails with a precise message this long after the start, before the provider's
+        # own (message-less) timeout.
+        deadline_seconds = TOTAL_TIMEOUT.to_seconds() - 3 * QUERY_INTERVAL.to_seconds()
+        trigger = CustomResource(
             self,
             "Trigger",
             service_token=self.provider.service_token,
-            resource_type="Custom::CodeBuildDockerImage",
-            service_timeout=Duration.minutes(55),
+            resource_type=TRIGGER_RESOURCE_TYPE,
+            service_timeout=SERVICE_TIMEOUT,
             properties={
                 "ImageTag": self.image_tag,
                 "SourceVersion": self.source_object.get_att_string("VersionId"),
@@ -572,38 +743,40 @@ class CodeBuildDockerImage(Construct):
                 "SourceActionName": "Source",
                 "ProjectName": self.project.project_name,
                 "RepositoryName": self.repository.repository_name,
-                "FunctionName": name,
-                "WaitForBuild": "true" if wait_for_build else "false",
+                "FunctionName": self.function_name,
+                "WaitForBuild": "true" if self.wait_for_build else "false",
                 "DeadlineSeconds": str(int(deadline_seconds)),
             },
         )
         # The trigger must not run before its permissions, and those of the build it starts, exist.
-        self.trigger.node.add_dependency(self.trigger_role, self.build_role)
+        trigger.node.add_dependency(self.trigger_role, self.build_role)
+        return trigger
 
-        # ---- the function -------------------------------------------------------------------------
-        digest_hex = self.trigger.get_att_string("DigestHex")
+    # ---- the function -------------------------------------------------------------------------------
+
+    def _function(self, config: LambdaConfig) -> lambda_.DockerImageFunction:
+        """The DockerImageFunction, pinned to the digest the trigger returns, logging JSON to its log group."""
         function_logs = logs.LogGroup(
             self,
             "FunctionLogs",
-            log_group_name=f"/aws/lambda/{name}",
+            log_group_name=f"/aws/lambda/{self.function_name}",
             retention=config.log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        role = config.role
-        if role is None:
-            role = iam.Role(
-                self,
-                "FunctionRole",
-                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                description=f"Execution role of {name}",
-            )
+        role = config.role or iam.Role(
+            self,
+            "FunctionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role of {self.function_name}",
+        )
         function_logs.grant_write(role)
-        self.lambda_function = lambda_.DockerImageFunction(
+        digest_hex = self.trigger.get_att_string("DigestHex")
+        function = lambda_.DockerImageFunction(
             self,
             "Function",
-            function_name=name,
+            function_name=self.function_name,
             code=lambda_.DockerImageCode.from_ecr(self.repository, tag_or_digest=f"sha256:{digest_hex}"),
-            architecture=PLATFORMS[platform],
+            architecture=PLATFORMS[self.platform],
             role=role,
             timeout=config.timeout_duration(),
             memory_size=config.memory_size,
@@ -612,17 +785,15 @@ class CodeBuildDockerImage(Construct):
             reserved_concurrent_executions=config.reserved_concurrent_executions,
             description=config.description,
             log_group=function_logs,
+            **JSON_LOGGING,
         )
         for key in sorted(config.tags):
-            Tags.of(self.lambda_function).add(key, config.tags[key])
-        self._condition_lambda_pull(function_arn)
-        self.failure_rules = self._alarm_on_failures(alarm_topic, name, project_name)
-        self._acknowledge_nag_findings()
-        self._acknowledge_serverless_findings()
+            Tags.of(function).add(key, config.tags[key])
+        self._condition_lambda_pull()
+        return function
 
-    def _condition_lambda_pull(self, function_arn: str) -> None:
-        """Limit the repository policy statement CDK adds for ``lambda.amazonaws.com`` (BatchGetImage,
-        GetDownloadUrlForLayer, BatchCheckLayerAvailability) to this function, by ``aws:sourceArn``.
+    def _condition_lambda_pull(self) -> None:
+        """Limit the repository policy statement CDK adds for ``lambda.amazonaws.com`` to this function.
 
         CDK renders that statement as the policy's only one and offers no way to condition it: an
         override of statement 0, which a test pins to the Lambda principal.
@@ -631,17 +802,17 @@ class CodeBuildDockerImage(Construct):
         assert isinstance(repository, ecr.CfnRepository)
         repository.add_property_override(
             "RepositoryPolicyText.Statement.0.Condition",
-            {"StringLike": {"aws:sourceArn": [function_arn, f"{function_arn}:*"]}},
+            {"StringLike": {"aws:sourceArn": [self.function_arn, f"{self.function_arn}:*"]}},
         )
 
-    def _alarm_on_failures(self, topic: sns.ITopic | None, name: str, project_name: str) -> list[events.Rule]:
-        """EventBridge rules: a FAILED pipeline execution and a FAILED build of this image reach ``topic``.
+    # ---- alarms and cdk-nag -------------------------------------------------------------------------
 
-        In async mode nobody watches the build a deploy started: these are how a failure reaches a person.
-        """
+    def _alarm_on_failures(self, topic: sns.ITopic | None) -> list[events.Rule]:
+        """EventBridge rules: a FAILED pipeline execution and a FAILED build of this image reach ``topic``."""
         if topic is None:
             return []
         field = events.EventField.from_path
+        name = self.function_name
         pipeline_failed = alarm_rule(
             self,
             "PipelineFailedRule",
@@ -663,7 +834,7 @@ class CodeBuildDockerImage(Construct):
             description=f"Image build project of {name}: build FAILED",
             source="aws.codebuild",
             detail_type="CodeBuild Build State Change",
-            detail={"build-status": ["FAILED"], "project-name": [project_name]},
+            detail={"build-status": ["FAILED"], "project-name": [self.project_name]},
             message=(
                 f"A CodeBuild build of the {name} image FAILED: {field('$.detail.build-id')}. Its log: "
                 f"{field('$.detail.additional-information.logs.deep-link')}"
@@ -671,51 +842,8 @@ class CodeBuildDockerImage(Construct):
         )
         return [pipeline_failed, build_failed]
 
-    def _acknowledge(self, scope: IConstruct, findings: Mapping[str, str]) -> None:
-        """Acknowledge cdk-nag (AwsSolutions) findings on ``scope`` and its children, each with its reason."""
-        Validations.of(scope).acknowledge(
-            *[Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=why) for rule, why in findings.items()]
-        )
-
-    def _acknowledge_serverless_findings(self) -> None:
-        """cdk-nag Serverless pack: the deploy-time trigger's functions and the provider framework.
-
-        The construct's own parts, acknowledged here so that the construct used alone is clean; the
-        image function is the caller's, whose invocation pattern decides DLQ and tracing.
-        """
-        deploy_dlq = (
-            "Custom resource handler of the image build trigger: a failure is reported to CloudFormation, which "
-            "fails the deployment with the error in the stack events; the request carries a presigned response "
-            "URL that expires, so a DLQ copy could not be replayed."
-        )
-        deploy_tracing = (
-            "Custom resource handler that runs a few times per deployment and logs to its own log group with "
-            "retention; X-Ray would add wildcard xray permissions to its role for no insight."
-        )
-        findings: list[tuple[IConstruct, dict[str, str]]] = [
-            (self.on_event_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
-            (self.is_complete_function, {"LambdaDLQ": deploy_dlq, "LambdaTracing": deploy_tracing}),
-            (
-                self.provider,  # framework-onEvent/isComplete/onTimeout and the waiter state machine
-                {
-                    "LambdaDLQ": deploy_dlq,
-                    "LambdaTracing": deploy_tracing,
-                    "LambdaDefaultMemorySize": "Framework functions created by aws_cdk.custom_resources.Provider, "
-                    "whose API has no memory setting; they only relay one CloudFormation event per deployment to "
-                    "the trigger handlers, for which the default 128 MB is enough.",
-                    "StepFunctionStateMachineXray": "The provider framework's waiter state machine only polls the "
-                    "is-complete handler during deployments and logs ALL events (without execution data, which "
-                    "would hold the presigned CloudFormation response URL); X-Ray adds cost and no insight here "
-                    "(the same reason as its AwsSolutions-SF2 acknowledgement).",
-                },
-            ),
-        ]
-        for scope, rules in findings:
-            Validations.of(scope).acknowledge(
-                *[Acknowledgment(id=f"Serverless::Serverless-{rule}", reason=why) for rule, why in rules.items()]
-            )
-
-    def _acknowledge_nag_findings(self) -> None:
+    def _acknowledge_findings(self) -> None:
+        """Apply ``NAG_ACKNOWLEDGEMENTS`` to each part, its rule ids resolved to this construct's resources."""
         stack = Stack.of(self)
 
         def ref(resource: IConstruct) -> str:
@@ -726,166 +854,33 @@ class CodeBuildDockerImage(Construct):
         def literal(value: str, pseudo: str) -> str:
             return f"<AWS::{pseudo}>" if Token.is_unresolved(value) else value
 
-        logs_arn = (
-            f"arn:{literal(stack.partition, 'Partition')}:logs:{literal(stack.region, 'Region')}:"
-            f"{literal(stack.account, 'AccountId')}:log-group:"
-        )
-        bucket = ref(self.artifact_bucket)
-        artifacts = f"IAM5[Resource::<{bucket}.Arn>/{self.artifacts_prefix}*]"
-        self._acknowledge(
-            self.artifact_bucket,
-            {
-                "S1": "Private, versioned build-artifact bucket written only by this pipeline and the trigger "
-                "(IAM-scoped); a server access log bucket would cost more than the artifacts; CloudTrail data "
-                "events cover audits when needed",
-            },
-        )
-        self._acknowledge(
-            self.project,
-            {
-                "CB4": "Build artifacts are build contexts and logs without secrets; they are encrypted with the "
-                "AWS managed S3 key (alias/aws/s3); a customer managed KMS key would add cost and key policy "
-                "management for no confidentiality gain",
-            },
-        )
-        self._acknowledge(
-            self.pipeline_role,
-            {
-                artifacts: "CodePipeline writes the source stage's output artifact under a key it generates per "
-                "execution (<pipeline name, first 20 characters>/<artifact>/<id>): explicit object actions on "
-                "that prefix of the construct's private artifact bucket only",
-            },
-        )
-        self._acknowledge(
-            self.build_role,
-            {
-                artifacts: "CodeBuild reads its input artifact at a key CodePipeline generates per execution "
-                "(<pipeline name, first 20 characters>/<artifact>/<id>): s3:GetObject and s3:GetObjectVersion "
-                "on that prefix of the construct's private artifact bucket only",
-                "IAM5[Resource::*]": "ecr:GetAuthorizationToken does not support resource-level permissions "
-                "(AWS requires Resource '*'); push/pull actions are scoped to this repository",
-            },
-        )
-        self._acknowledge(
-            self.trigger_role,
-            {
-                f"IAM5[Resource::{logs_arn}<{ref(self.build_log_group)}>:log-stream:*]": (
-                    "The trigger reads the tail of a failed build's log: stream names are CodeBuild build ids, "
-                    "known only at run time; limited to the streams of the build log group"
-                ),
-            },
-        )
-        on_event, is_complete = ref(self.on_event_function), ref(self.is_complete_function)
-        version_wildcard = (
-            "custom_resources.Provider grant: the framework may invoke any version of the handler function "
-            "(<function arn>:*); scoped to this construct's handler"
-        )
-        framework = {
-            f"IAM5[Resource::<{on_event}.Arn>:*]": version_wildcard,
-            f"IAM5[Resource::<{is_complete}.Arn>:*]": version_wildcard,
+        names = {
+            "bucket": ref(self.artifact_bucket),
+            "artifacts_prefix": self.artifacts_prefix,
+            "logs_arn": f"arn:{literal(stack.partition, 'Partition')}:logs:{literal(stack.region, 'Region')}:"
+            f"{literal(stack.account, 'AccountId')}:log-group:",
+            "build_logs": ref(self.build_log_group),
+            "on_event": ref(self.on_event_function),
+            "is_complete": ref(self.is_complete_function),
+            "framework_is_complete": ref(self.provider.node.find_child("framework-isComplete")),
+            "framework_on_timeout": ref(self.provider.node.find_child("framework-onTimeout")),
         }
-        for role in self._framework_roles:
-            self._acknowledge(role, framework)
-        waiter = self.provider.node.find_child("waiter-state-machine")
-        framework_is_complete = ref(self.provider.node.find_child("framework-isComplete"))
-        framework_on_timeout = ref(self.provider.node.find_child("framework-onTimeout"))
-        self._acknowledge(
-            waiter,
-            {
-                "SF2": "The provider framework's waiter state machine only loops over the is-complete handler; "
-                "it logs ALL events (without execution data: its input holds the presigned CloudFormation "
-                "response URL); X-Ray adds cost and no insight here",
-                "IAM5[Resource::*]": "CloudWatch Logs vended-log delivery actions (logs:CreateLogDelivery and "
-                "related) do not support resource-level permissions; required for the waiter's logging",
-                f"IAM5[Resource::<{framework_is_complete}.Arn>:*]": version_wildcard,
-                f"IAM5[Resource::<{framework_on_timeout}.Arn>:*]": version_wildcard,
-            },
-        )
+        parts: dict[str, list[IConstruct]] = {
+            "artifact_bucket": [self.artifact_bucket],
+            "project": [self.project],
+            "pipeline_role": [self.pipeline_role],
+            "build_role": [self.build_role],
+            "trigger_role": [self.trigger_role],
+            "on_event_function": [self.on_event_function],
+            "is_complete_function": [self.is_complete_function],
+            "framework_roles": list(self._framework_roles),
+            "provider": [self.provider],
+            "waiter": [self.provider.node.find_child("waiter-state-machine")],
+        }
+        for part, scopes in parts.items():
+            for scope in scopes:
+                _acknowledge(scope, NAG_ACKNOWLEDGEMENTS[part], **names)
 
-    @property
-    def image_uri(self) -> str:
-        """``<repository uri>@sha256:<digest>`` the function is pinned to (a deploy-time token)."""
-        return f"{self.repository.repository_uri}@sha256:{self.trigger.get_att_string('DigestHex')}"
-
-    def _grant_pipeline(self, artifact_objects: str) -> None:
-        """The pipeline role's permissions, as AWS documents them for an S3 source action, the artifact store
-        and a CodeBuild action, each scoped to the object, prefix, bucket or project it is used on."""
-        role = self.pipeline_role
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadSourceObject",
-                actions=["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
-                resources=[self.artifact_bucket.arn_for_objects(self.source_key)],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="SourceAndArtifactBucket",
-                actions=["s3:GetBucketVersioning", "s3:GetBucketAcl", "s3:GetBucketLocation"],
-                resources=[self.artifact_bucket.bucket_arn],
-            )
-        )
-        # The source stage writes its output artifact; tags read from the source object may come along.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="WriteArtifacts",
-                actions=["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectVersion"],
-                resources=[artifact_objects],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="RunBuild",
-                actions=["codebuild:BatchGetBuilds", "codebuild:StartBuild", "codebuild:StopBuild"],
-                resources=[self.project.project_arn],
-            )
-        )
-
-    def _grant_trigger(self, function_arn: str) -> None:
-        role = self.trigger_role
-        self.on_event_function.log_group.grant_write(role)
-        self.is_complete_function.log_group.grant_write(role)
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[self.context_asset.bucket.arn_for_objects(self.context_asset.s3_object_key)],
-            )
-        )
-        # HeadObject (s3:GetObject) tells whether the source key already holds this tag (a repeated request).
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject"],
-                resources=[self.artifact_bucket.arn_for_objects(self.source_key)],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "codepipeline:StartPipelineExecution",
-                    "codepipeline:GetPipelineExecution",
-                    "codepipeline:ListActionExecutions",
-                    "codepipeline:ListPipelineExecutions",
-                    "codepipeline:StopPipelineExecution",
-                ],
-                # From the literal name, not a reference: the pipeline depends on the source resource,
-                # which runs with this role.
-                resources=[Stack.of(self).format_arn(service="codepipeline", resource=self.pipeline_name)],
-            )
-        )
-        self.repository.grant(role, "ecr:DescribeImages")
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["codebuild:BatchGetBuilds", "codebuild:ListBuildsForProject", "codebuild:StopBuild"],
-                resources=[self.project.project_arn],
-            )
-        )
-        build_log_streams = Stack.of(self).format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name=f"{self.build_log_group.log_group_name}:log-stream:*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        # Build log stream names are build ids, known only at run time: the streams of this one group.
-        role.add_to_policy(iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[build_log_streams]))
-        if not self.wait_for_build:
-            role.add_to_policy(iam.PolicyStatement(actions=["lambda:GetFunction"], resources=[function_arn]))
+    def _log_group(self, id_: str, retention: logs.RetentionDays) -> logs.LogGroup:
+        """A log group with ``retention``, deleted with the stack."""
+        return logs.LogGroup(self, id_, retention=retention, removal_policy=RemovalPolicy.DESTROY)

@@ -1,26 +1,6 @@
 """CreateLabelsStepFunction: the labeling workflow (list -> Distributed Map over an S3 manifest -> summary).
 
-State machine (JSONPath, STANDARD)::
-
-    ListReceipts (zip Lambda)  -> writes the JSONL manifest, returns {receipt_count, receipts_to_label,
-                                  manifest_bucket, manifest_key}
-    HasReceipts (Choice)       -> receipts_to_label > 0 ? Preflight
-                                  : receipt_count > 0 ? LabelReceipts (all labeled: every item is skipped)
-                                  : NoReceipts
-    NoReceipts (Pass)          -> Summarize's keys with zeros (results and map_run_arn null)
-    Preflight (container Lambda, {"preflight": true}) -> one capped LLM call: endpoint, key, model
-    LabelReceipts (Distributed Map, ItemReader = the manifest, child STANDARD executions)
-        ProcessReceipt (container Lambda) per {image_id, receipt_id}
-        ResultWriter -> s3://<manifest bucket>/results/<map run id>/ (SUCCEEDED_*.json, FAILED_*.json)
-    CountResults (aws-sdk sfn:describeMapRun) -> item counts of the map run
-    Summarize (Pass)           -> {receipt_count, succeeded, failed, timed_out, aborted, results, manifest, map_run_arn}
-
-A rejected key, an unknown model or an endpoint that stays unreachable fails the execution in
-Preflight, before any receipt is tried. The map fails the execution
-(``States.ExceedToleratedFailureThreshold``) when more than ``tolerated_failure_percentage`` of the
-receipts or more than ``tolerated_failure_count`` receipts failed, whichever comes first; below
-that, every failed receipt is in the results' FAILED files with its error and cause, and counted
-in ``failed``.
+States, retries, failure tolerance and permissions: docs/state-machine.md.
 """
 
 from __future__ import annotations
@@ -31,6 +11,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import (
@@ -91,6 +72,21 @@ NAG_PACK = "AwsSolutions"
 _LIST_CODE_SOURCES: tuple[tuple[str, str], ...] = (("lambdas/list_receipts", ""), ("receipt_dynamo", "receipt_dynamo"))
 _EXCLUDED_DIRS = frozenset({"__pycache__", "tests", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis"})
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+# Why a Python 3.12 runtime is not the latest, for both packs' findings.
+_PYTHON_312 = (
+    "Python 3.12 on purpose: the process Lambda's image is public.ecr.aws/lambda/python:3.12 and both "
+    "functions share receipt_dynamo, so one interpreter version is tested and deployed."
+)
+_SYNC_DLQ = (
+    "Invoked synchronously by the state machine (LambdaInvoke, RequestResponse): a failure goes back to "
+    "Step Functions, which retries it by error name and records it in the map run's FAILED results; a "
+    "DLQ only ever receives asynchronous invocations, so it would stay empty."
+)
+_TRACING = (
+    "The state machine traces with X-Ray and logs ALL events with execution data (each invocation's "
+    "duration, error and cause); Lambda active tracing would add xray:PutTraceSegments on Resource '*' "
+    "to the function role for no further insight. LLM calls are traced in LangSmith when configured."
+)
 
 
 def list_receipts_code_files(repo_root: Path = REPO_ROOT) -> dict[str, Path]:
@@ -114,9 +110,7 @@ def list_receipts_code_files(repo_root: Path = REPO_ROOT) -> dict[str, Path]:
 def stage_list_receipts_code(repo_root: Path = REPO_ROOT) -> tuple[Path, str]:
     """Copy the list Lambda's files into a fresh directory; return it and a hash of names and contents.
 
-    Plain file copies, no Docker and no pip: the function needs nothing beyond the standard library,
-    boto3 (in the Lambda runtime) and receipt_dynamo. Modes are normalized and the hash covers only
-    archive paths and bytes, so the asset (and the template) are the same on every machine.
+    Modes are normalized and the hash covers only archive paths and bytes: the same asset on every machine.
     """
     files = list_receipts_code_files(repo_root)
     digest = hashlib.sha256(b"list-receipts-code/v1\n")
@@ -135,17 +129,11 @@ def stage_list_receipts_code(repo_root: Path = REPO_ROOT) -> tuple[Path, str]:
     return staging, digest.hexdigest()
 
 
-def _acknowledge(scope: Construct, rule: str, reason: str) -> None:
-    """Acknowledge one cdk-nag finding on ``scope`` (and its children): the rule, its finding, why it is fine."""
-    Validations.of(scope).acknowledge(Acknowledgment(id=f"{NAG_PACK}::{rule}", reason=reason))
-
-
 def nag_resource_text(scope: Construct, value: str) -> str:
     """``value`` (an ARN, possibly with tokens) written as cdk-nag names it in an IAM5 finding.
 
     cdk-nag flattens ``Fn::Join`` and writes ``{"Ref": X}`` as ``<X>`` and ``{"Fn::GetAtt": [X, A]}``
-    as ``<X.A>`` (anything else as compact JSON). Acknowledging the exact finding, computed from the
-    same token the policy uses, keeps each acknowledgement to one resource and follows renames.
+    as ``<X.A>`` (anything else as compact JSON).
     """
 
     def render(part: object) -> str:
@@ -162,16 +150,46 @@ def nag_resource_text(scope: Construct, value: str) -> str:
     return render(Stack.of(scope).resolve(value))
 
 
+def _nag(rule: str) -> str:
+    """The acknowledgement id of an AwsSolutions rule (``rule`` may carry its finding in brackets)."""
+    return f"{NAG_PACK}::{NAG_PACK}-{rule}"
+
+
 def _iam5(scope: Construct, resource: str) -> str:
-    return f"AwsSolutions-IAM5[Resource::{nag_resource_text(scope, resource)}]"
+    """The acknowledgement id of the one IAM5 finding on ``resource``."""
+    return _nag(f"IAM5[Resource::{nag_resource_text(scope, resource)}]")
+
+
+def _serverless(rule: str) -> str:
+    return f"Serverless::Serverless-{rule}"
+
+
+@dataclass(frozen=True)
+class MapLimits:
+    """The Distributed Map's concurrency and failure tolerance; raises ValueError naming a value out of range."""
+
+    max_concurrency: int
+    tolerated_failure_percentage: int
+    tolerated_failure_count: int
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if not 0 <= self.tolerated_failure_percentage <= 100:
+            raise ValueError(
+                f"tolerated_failure_percentage must be within 0..100, got {self.tolerated_failure_percentage}"
+            )
+        if self.tolerated_failure_count < 0:
+            raise ValueError(f"tolerated_failure_count must be >= 0, got {self.tolerated_failure_count}")
 
 
 class CreateLabelsStepFunction(Construct):
     """The labeling pipeline: list Lambda, process Lambda (built in CodeBuild), manifest bucket, state machine.
 
-    Attributes: ``manifest_bucket``, ``list_function`` / ``list_role``, ``process_image``
-    (the :class:`CodeBuildDockerImage`), ``process_function`` / ``process_role``, ``log_group`` and
-    ``state_machine``.
+    Attributes: ``manifest_bucket``, ``list_function`` / ``list_role`` / ``list_log_group``,
+    ``process_image`` (the :class:`CodeBuildDockerImage`), ``process_function`` / ``process_role``,
+    ``log_group``, ``state_machine`` and ``failed_execution_rule`` (None without ``alarm_topic``).
+    Raises ValueError for map limits out of range.
     """
 
     def __init__(
@@ -196,22 +214,39 @@ class CreateLabelsStepFunction(Construct):
         alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        # The map's ResultWriter (result_writer_v2) is rendered, and its s3:PutObject granted, only when
-        # this feature flag is on; the summary reads $.ResultWriterDetails, so it must never be off.
-        # Set on this construct (before any child exists), it holds for every child whatever the
-        # app's context (cdk.json or none): node context is looked up from the nearest construct up.
+        # The summary reads the map's ResultWriter, which CDK renders (and grants) only under this flag.
+        # Set here, before any child exists, it holds for every child whatever the app's context.
         self.node.set_context(RESULT_WRITER_V2_FLAG, True)
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if not 0 <= tolerated_failure_percentage <= 100:
-            raise ValueError(f"tolerated_failure_percentage must be within 0..100, got {tolerated_failure_percentage}")
-        if tolerated_failure_count < 0:
-            raise ValueError(f"tolerated_failure_count must be >= 0, got {tolerated_failure_count}")
+        limits = MapLimits(max_concurrency, tolerated_failure_percentage, tolerated_failure_count)
         self.name = name
-        state_machine_name = f"{name}-sf"
+        self.manifest_bucket = self._manifest_bucket(manifest_expiration or Duration.days(30))
+        self._add_list_function(table=table, log_retention=log_retention)
+        secrets = [ollama_api_key_secret, *([langsmith_api_key_secret] if langsmith_api_key_secret else [])]
+        self.process_role = self._process_role(table=table, secrets=secrets)
+        self.process_image = self._process_image(
+            environment=_process_environment(
+                name=name,
+                table=table,
+                ollama_base_url=ollama_base_url,
+                ollama_model=ollama_model,
+                ollama_api_key_secret=ollama_api_key_secret,
+                langsmith_api_key_secret=langsmith_api_key_secret,
+            ),
+            timeout=process_timeout or Duration.seconds(600),
+            memory_size=process_memory_size,
+            log_retention=log_retention,
+            wait_for_build=wait_for_build,
+            alarm_topic=alarm_topic,
+        )
+        self.process_function = self.process_image.lambda_function
+        self._add_state_machine(f"{name}-sf", limits=limits, log_retention=log_retention)
+        self.failed_execution_rule = self._alarm_on_failed_executions(alarm_topic)
+        for scope_, rule, reason in self._acknowledgements():
+            Validations.of(scope_).acknowledge(Acknowledgment(id=rule, reason=reason))
 
-        # ---- manifest bucket: manifests (list Lambda) and map results (ResultWriter) -----------
-        self.manifest_bucket = s3.Bucket(
+    # ---- manifest bucket: manifests (list Lambda) and map results (ResultWriter) -------------------
+    def _manifest_bucket(self, expiration: Duration) -> s3.Bucket:
+        return s3.Bucket(
             self,
             "ManifestBucket",
             encryption=s3.BucketEncryption.S3_MANAGED,
@@ -224,7 +259,7 @@ class CreateLabelsStepFunction(Construct):
                 s3.LifecycleRule(
                     id="expire-manifests-and-results",
                     enabled=True,
-                    expiration=manifest_expiration or Duration.days(30),
+                    expiration=expiration,
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 )
             ],
@@ -232,20 +267,15 @@ class CreateLabelsStepFunction(Construct):
             # non-empty bucket and never needs an auto-delete custom resource.
             removal_policy=RemovalPolicy.RETAIN,
         )
-        _acknowledge(
-            self.manifest_bucket,
-            "AwsSolutions-S1",
-            "The manifest bucket holds only run manifests and map results written by this state machine and "
-            "its list Lambda (both through scoped IAM roles); objects expire after 30 days. Server access logs "
-            "would need a second bucket and add nothing that CloudTrail data events cannot give when required.",
-        )
 
-        # ---- list Lambda: zip, arm64, no Docker ----------------------------------------------
-        list_function_name = f"{name}-create-labels-list"
+    # ---- list Lambda: zip, arm64, no Docker ---------------------------------------------------------
+    def _add_list_function(self, *, table: dynamodb.ITableV2, log_retention: logs.RetentionDays) -> None:
+        """``list_log_group``, ``list_role`` (Query the type index, put manifests) and ``list_function``."""
+        function_name = f"{self.name}-create-labels-list"
         self.list_log_group = logs.LogGroup(
             self,
             "ListReceiptsLogGroup",
-            log_group_name=f"/aws/lambda/{list_function_name}",
+            log_group_name=f"/aws/lambda/{function_name}",
             retention=log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
@@ -253,7 +283,7 @@ class CreateLabelsStepFunction(Construct):
             self,
             "ListReceiptsRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{list_function_name}: query receipt keys, write manifests",
+            description=f"{function_name}: query receipt keys, write manifests",
         )
         self.list_log_group.grant_write(self.list_role)
         self.list_role.add_to_policy(
@@ -270,17 +300,11 @@ class CreateLabelsStepFunction(Construct):
                 resources=[self.manifest_bucket.arn_for_objects(f"{MANIFEST_PREFIX}*")],
             )
         )
-        _acknowledge(
-            self.list_role,
-            _iam5(self, self.manifest_bucket.arn_for_objects(f"{MANIFEST_PREFIX}*")),
-            "List Lambda role, s3:PutObject on <manifest bucket>/manifests/*: each run writes one manifest "
-            "under a key named after its execution, unknown at deploy time; no other prefix, no other bucket.",
-        )
         staged, code_hash = stage_list_receipts_code()
         self.list_function = lambda_.Function(
             self,
             "ListReceiptsFunction",
-            function_name=list_function_name,
+            function_name=function_name,
             description="Writes every receipt key to a JSON Lines manifest in S3 for the Distributed Map",
             runtime=lambda_.Runtime.PYTHON_3_12,
             architecture=lambda_.Architecture.ARM_64,
@@ -290,27 +314,31 @@ class CreateLabelsStepFunction(Construct):
             memory_size=256,
             timeout=Duration.minutes(5),
             log_group=self.list_log_group,
+            # Lambda's JSON log format: the runtime writes each stdlib record as one JSON object.
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
             environment={
                 "DYNAMODB_TABLE_NAME": table.table_name,
                 "MANIFEST_BUCKET": self.manifest_bucket.bucket_name,
             },
         )
-        _acknowledge(
-            self.list_function,
-            "AwsSolutions-L1",
-            "Python 3.12 on purpose: the process Lambda's image is public.ecr.aws/lambda/python:3.12 and both "
-            "functions share receipt_dynamo, so one interpreter version is tested and deployed.",
-        )
 
-        # ---- process Lambda: container image built in CodeBuild --------------------------------
-        process_function_name = f"{name}-create-labels-process"
-        self.process_role = iam.Role(
+    # ---- process Lambda: container image built in CodeBuild -----------------------------------------
+    @property
+    def _process_function_name(self) -> str:
+        return f"{self.name}-create-labels-process"
+
+    def _process_role(self, *, table: dynamodb.ITableV2, secrets: Sequence[secretsmanager.ISecret]) -> iam.Role:
+        """Read a receipt, add its labels, set its completion marker, read the LLM keys; nothing else."""
+        function_name = self._process_function_name
+        role = iam.Role(
             self,
             "ProcessReceiptRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{process_function_name}: read a receipt, write its PENDING labels, read the LLM keys",
+            description=f"{function_name}: read a receipt, write its PENDING labels, read the LLM keys",
         )
-        self.process_role.add_to_policy(
+        role.add_to_policy(
             iam.PolicyStatement(
                 sid="MarkReceiptLabeled",
                 # mark_receipt_labeled: one UpdateItem that SETs labeled_by / labeled_at on the Receipt
@@ -320,18 +348,13 @@ class CreateLabelsStepFunction(Construct):
                 resources=[table.table_arn],
                 conditions={
                     "ForAllValues:StringEquals": {
-                        "dynamodb:Attributes": [
-                            schema.PARTITION_KEY,
-                            schema.SORT_KEY,
-                            "labeled_by",
-                            "labeled_at",
-                        ]
+                        "dynamodb:Attributes": [schema.PARTITION_KEY, schema.SORT_KEY, "labeled_by", "labeled_at"]
                     },
                     "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_OLD", "UPDATED_NEW"]},
                 },
             )
         )
-        self.process_role.add_to_policy(
+        role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadReceiptsWriteNewLabels",
                 # Query: get_receipt_details (one key's items); PutItem: add_receipt_word_labels writes
@@ -340,33 +363,36 @@ class CreateLabelsStepFunction(Construct):
                 resources=[table.table_arn],
             )
         )
-        secrets = [ollama_api_key_secret, *([langsmith_api_key_secret] if langsmith_api_key_secret else [])]
-        self.process_role.add_to_policy(
+        role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadLlmApiKeys",
                 actions=["secretsmanager:GetSecretValue"],
                 resources=[_secret_policy_arn(secret) for secret in secrets],
             )
         )
-        environment: dict[str, str] = {
-            "DYNAMODB_TABLE_NAME": table.table_name,
-            "OLLAMA_BASE_URL": ollama_base_url,
-            "OLLAMA_MODEL": ollama_model,
-            "OLLAMA_API_KEY_SECRET_ARN": ollama_api_key_secret.secret_arn,
-        }
-        if langsmith_api_key_secret is not None:
-            environment["LANGSMITH_API_KEY_SECRET_ARN"] = langsmith_api_key_secret.secret_arn
-            environment["LANGSMITH_PROJECT"] = name
-        self.process_image = CodeBuildDockerImage(
+        return role
+
+    def _process_image(
+        self,
+        *,
+        environment: dict[str, str],
+        timeout: Duration,
+        memory_size: int,
+        log_retention: logs.RetentionDays,
+        wait_for_build: bool,
+        alarm_topic: sns.ITopic | None,
+    ) -> CodeBuildDockerImage:
+        """The process Lambda's image, built in CodeBuild, and the function running it (``process_role``)."""
+        return CodeBuildDockerImage(
             self,
             "ProcessReceiptImage",
             dockerfile_path="lambdas/process_receipt/Dockerfile",
             build_context_path=str(REPO_ROOT),
-            lambda_function_name=process_function_name,
+            lambda_function_name=self._process_function_name,
             lambda_config=LambdaConfig(
                 role=self.process_role,
-                timeout=process_timeout or Duration.seconds(600),
-                memory_size=process_memory_size,
+                timeout=timeout,
+                memory_size=memory_size,
                 environment=environment,
                 description="Labels the words of one receipt with an Ollama-hosted LLM (PENDING labels)",
                 log_retention=log_retention,
@@ -374,9 +400,12 @@ class CreateLabelsStepFunction(Construct):
             wait_for_build=wait_for_build,
             alarm_topic=alarm_topic,
         )
-        self.process_function = self.process_image.lambda_function
 
-        # ---- state machine -------------------------------------------------------------------
+    # ---- state machine and its log group ------------------------------------------------------------
+    def _add_state_machine(
+        self, state_machine_name: str, *, limits: MapLimits, log_retention: logs.RetentionDays
+    ) -> None:
+        """``log_group`` and ``state_machine`` (STANDARD, logs ALL with execution data, X-Ray)."""
         self.log_group = logs.LogGroup(
             self,
             "StateMachineLogGroup",
@@ -384,11 +413,12 @@ class CreateLabelsStepFunction(Construct):
             retention=log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        definition = self._definition(
-            state_machine_name=state_machine_name,
-            max_concurrency=max_concurrency,
-            tolerated_failure_percentage=tolerated_failure_percentage,
-            tolerated_failure_count=tolerated_failure_count,
+        # Map run ARNs end in a run id unknown until the run starts: all runs of this state machine.
+        self._map_runs_arn = Stack.of(self).format_arn(
+            service="states",
+            resource="mapRun",
+            resource_name=f"{state_machine_name}/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         self.state_machine = sfn.StateMachine(
             self,
@@ -396,14 +426,12 @@ class CreateLabelsStepFunction(Construct):
             state_machine_name=state_machine_name,
             state_machine_type=sfn.StateMachineType.STANDARD,
             comment="Labels every receipt word with an Ollama-hosted LLM; proposals are stored as PENDING labels",
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            definition_body=sfn.DefinitionBody.from_chainable(self._definition(limits)),
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             tracing_enabled=True,
         )
-        self.failed_execution_rule = self._alarm_on_failed_executions(alarm_topic)
-        self._acknowledge_state_machine_findings()
-        self._acknowledge_serverless_findings()
 
+    # ---- alarms ------------------------------------------------------------------------------------
     def _alarm_on_failed_executions(self, topic: sns.ITopic | None) -> events.Rule | None:
         """An EventBridge rule: executions that end FAILED, TIMED_OUT or ABORTED reach ``topic``."""
         if topic is None:
@@ -426,23 +454,31 @@ class CreateLabelsStepFunction(Construct):
             ),
         )
 
-    # The definition ------------------------------------------------------------------------------
-    def _definition(
-        self,
-        *,
-        state_machine_name: str,
-        max_concurrency: int,
-        tolerated_failure_percentage: int,
-        tolerated_failure_count: int,
-    ) -> sfn.IChainable:
-        # Map run ARNs end in a run id unknown until the run starts: all runs of this state machine.
-        self._map_runs_arn = Stack.of(self).format_arn(
-            service="states",
-            resource="mapRun",
-            resource_name=f"{state_machine_name}/*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    # ---- the definition ----------------------------------------------------------------------------
+    def _definition(self, limits: MapLimits) -> sfn.IChainable:
+        """ListReceipts -> HasReceipts -> [Preflight ->] LabelReceipts -> CountResults -> Summarize, or NoReceipts."""
+        list_receipts = self._list_receipts_task()
+        preflight = self._preflight_task()
+        label_receipts = self._label_receipts_map(limits)
+        count_results = self._count_results_task()
+        summarize = self._summarize_state()
+        no_receipts = self._no_receipts_state()
+        has_receipts = (
+            sfn.Choice(
+                self,
+                "HasReceipts",
+                comment="Preflight when a receipt needs labeling; skip the map when the manifest is empty",
+            )
+            .when(sfn.Condition.number_greater_than("$.list.receipts_to_label", 0), preflight.next(label_receipts))
+            # Every listed receipt is already labeled: the map only confirms it, no LLM call, no preflight.
+            .when(sfn.Condition.number_greater_than("$.list.receipt_count", 0), label_receipts)
+            .otherwise(no_receipts)
         )
-        list_receipts = tasks.LambdaInvoke(
+        label_receipts.next(count_results).next(summarize)
+        return list_receipts.next(has_receipts)
+
+    def _list_receipts_task(self) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
             self,
             "ListReceipts",
             comment="Write every receipt key to a JSON Lines manifest in S3, its key named after the execution",
@@ -465,9 +501,11 @@ class CreateLabelsStepFunction(Construct):
             result_path="$.list",
             retry_on_service_exceptions=False,
         )
-        _add_retry(list_receipts, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
+        _add_retry(task, LAMBDA_SERVICE_ERRORS, interval=2, max_attempts=6, max_delay=60)
+        return task
 
-        preflight = tasks.LambdaInvoke(
+    def _preflight_task(self) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
             self,
             "Preflight",
             comment="One LLM call capped at one token: the endpoint answers, accepts the key, serves the model",
@@ -482,9 +520,11 @@ class CreateLabelsStepFunction(Construct):
         )
         # Transient failures retry as for a receipt; LLMAuthError, LLMModelNotFoundError and
         # LLMRequestError fail the execution here, before any receipt is tried.
-        _add_process_function_retries(preflight)
+        _add_process_function_retries(task)
+        return task
 
-        process_receipt = tasks.LambdaInvoke(
+    def _process_receipt_task(self) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
             self,
             "ProcessReceipt",
             comment="Label one receipt; raises a typed error (never an error payload) so Retry can match it",
@@ -500,11 +540,15 @@ class CreateLabelsStepFunction(Construct):
         )
         # Not retried, on purpose: InvalidEventError, ReceiptNotFoundError, LLMOutputError,
         # LLMRequestError, LLMAuthError, LLMModelNotFoundError (another try gives the same answer).
-        _add_process_function_retries(process_receipt)
+        _add_process_function_retries(task)
         # Labels partly written: safe to re-run (the completion marker is set last, existing labels are
         # skipped), but each try asks the LLM again for the words still unlabeled, hence few tries.
-        _add_retry(process_receipt, ["LabelWriteError"], interval=15, max_attempts=2, max_delay=60)
+        _add_retry(task, ["LabelWriteError"], interval=15, max_attempts=2, max_delay=60)
+        return task
 
+    def _label_receipts_map(self, limits: MapLimits) -> sfn.DistributedMap:
+        """The Distributed Map over the run's manifest; its item processor is ProcessReceipt."""
+        process_receipt = self._process_receipt_task()
         label_receipts = sfn.DistributedMap(
             self,
             "LabelReceipts",
@@ -517,9 +561,9 @@ class CreateLabelsStepFunction(Construct):
                 "image_id": sfn.JsonPath.string_at("$$.Map.Item.Value.image_id"),
                 "receipt_id": sfn.JsonPath.number_at("$$.Map.Item.Value.receipt_id"),
             },
-            max_concurrency=max_concurrency,
-            tolerated_failure_percentage=tolerated_failure_percentage,
-            tolerated_failure_count=tolerated_failure_count,
+            max_concurrency=limits.max_concurrency,
+            tolerated_failure_percentage=limits.tolerated_failure_percentage,
+            tolerated_failure_count=limits.tolerated_failure_count,
             map_execution_type=sfn.StateMachineType.STANDARD,
             label=MAP_RUN_LABEL,
             result_writer_v2=sfn.ResultWriterV2(bucket=self.manifest_bucket, prefix=RESULTS_PREFIX),
@@ -531,8 +575,10 @@ class CreateLabelsStepFunction(Construct):
             result_path="$.map",
         )
         label_receipts.item_processor(process_receipt)
+        return label_receipts
 
-        count_results = tasks.CallAwsService(
+    def _count_results_task(self) -> tasks.CallAwsService:
+        task = tasks.CallAwsService(
             self,
             "CountResults",
             comment="Item counts of the map run (succeeded, failed, timed out, aborted)",
@@ -551,9 +597,11 @@ class CreateLabelsStepFunction(Construct):
             result_path="$.counts",
         )
         # A read-only call: any failure of it is worth a few more tries before failing the run.
-        _add_retry(count_results, ["States.TaskFailed"], interval=2, max_attempts=3, max_delay=20)
+        _add_retry(task, ["States.TaskFailed"], interval=2, max_attempts=3, max_delay=20)
+        return task
 
-        summarize = sfn.Pass(
+    def _summarize_state(self) -> sfn.Pass:
+        return sfn.Pass(
             self,
             "Summarize",
             comment="The execution's output: counts and where the per-receipt results are",
@@ -574,10 +622,12 @@ class CreateLabelsStepFunction(Construct):
                 "map_run_arn": sfn.JsonPath.string_at("$.map.map_run_arn"),
             },
         )
-        # The same keys as Summarize, so a caller reads every execution's output the same way. CDK drops
-        # None from Parameters (jsii passes it as undefined), so a JSON null is written as an intrinsic.
+
+    def _no_receipts_state(self) -> sfn.Pass:
+        """Summarize's keys with zeros, so a caller reads every execution's output the same way."""
+        # CDK drops None from Parameters (jsii passes it as undefined): a JSON null is an intrinsic.
         json_null = "States.StringToJson('null')"
-        no_receipts = sfn.Pass(
+        return sfn.Pass(
             self,
             "NoReceipts",
             comment="The table holds no receipt: nothing to label; the output has Summarize's keys, with zeros",
@@ -595,88 +645,89 @@ class CreateLabelsStepFunction(Construct):
                 "map_run_arn.$": json_null,
             },
         )
-        has_receipts = (
-            sfn.Choice(
-                self,
-                "HasReceipts",
-                comment="Preflight when a receipt needs labeling; skip the map when the manifest is empty",
-            )
-            .when(sfn.Condition.number_greater_than("$.list.receipts_to_label", 0), preflight.next(label_receipts))
-            # Every listed receipt is already labeled: the map only confirms it, no LLM call, no preflight.
-            .when(sfn.Condition.number_greater_than("$.list.receipt_count", 0), label_receipts)
-            .otherwise(no_receipts)
-        )
-        label_receipts.next(count_results).next(summarize)
-        return list_receipts.next(has_receipts)
 
-    def _acknowledge_state_machine_findings(self) -> None:
-        """Every wildcard the state machine's role holds, each with why it cannot be narrower."""
+    # ---- cdk-nag acknowledgements --------------------------------------------------------------------
+    def _acknowledgements(self) -> list[tuple[Construct, str, str]]:
+        """Every cdk-nag finding on this construct's resources: (construct, finding, why it is fine).
+
+        The image build's resources are acknowledged by CodeBuildDockerImage itself.
+        """
         sm = self.state_machine
-        stack = Stack.of(self)
-        executions = stack.format_arn(
+        executions = Stack.of(self).format_arn(
             service="states",
             resource="execution",
             resource_name=Fn.select(6, Fn.split(":", sm.state_machine_arn)),
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
-        findings = {
-            # Resource "*": these actions have no resource-level permissions.
-            "AwsSolutions-IAM5[Resource::*]": "State machine role, Resource '*' only for the actions that support "
-            "no resource-level permission: X-Ray PutTraceSegments, PutTelemetryRecords, GetSamplingRules, "
-            "GetSamplingTargets (tracing) and the CloudWatch Logs vended-log-delivery actions (CreateLogDelivery, "
-            "GetLogDelivery, UpdateLogDelivery, DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, "
-            "DescribeResourcePolicies, DescribeLogGroups) that Step Functions logging requires.",
-            _iam5(self, f"{self.list_function.function_arn}:*"): "State machine role, lambda:InvokeFunction on "
-            "the list function's qualified ARNs (versions and aliases of this one function), added by LambdaInvoke.",
-            _iam5(self, f"{self.process_function.function_arn}:*"): "State machine role, lambda:InvokeFunction on "
-            "the process function's qualified ARNs (versions and aliases of this one function), added by "
-            "LambdaInvoke.",
-            _iam5(self, f"arn:{Aws.PARTITION}:s3:::{self.manifest_bucket.bucket_name}/*"): "State machine role, "
-            "s3:GetObject (ItemReader: the run's manifest) and s3:PutObject/GetObject/ListMultipartUploadParts/"
-            "AbortMultipartUpload (ResultWriter: results/<map run id>/...) on objects of the manifest bucket only; "
-            "the keys are per run and unknown at deploy time.",
-            _iam5(self, self._map_runs_arn): "State machine role, states:DescribeMapRun on the map runs of this "
-            "state machine only: a map run ARN ends in a run id that exists only once the run starts.",
-            _iam5(self, f"{executions}:*"): "Distributed Map policy, states:DescribeExecution/StopExecution on "
-            "the child executions of this state machine only (their names are generated per item).",
-            _iam5(self, f"{executions}/{MAP_RUN_LABEL}:*"): "Distributed Map policy, states:RedriveExecution on "
-            "this state machine's LabelReceipts map-run executions only (ids generated per run).",
-        }
-        for rule, reason in findings.items():
-            _acknowledge(sm, rule, reason)
-
-    def _acknowledge_serverless_findings(self) -> None:
-        """cdk-nag Serverless pack: the findings that do not apply to how these functions are invoked.
-
-        The image build's trigger and provider functions are acknowledged by CodeBuildDockerImage itself.
-        """
-        sync_dlq = (
-            "Invoked synchronously by the state machine (LambdaInvoke, RequestResponse): a failure goes back to "
-            "Step Functions, which retries it by error name and records it in the map run's FAILED results; a "
-            "DLQ only ever receives asynchronous invocations, so it would stay empty."
-        )
-        tracing = (
-            "The state machine traces with X-Ray and logs ALL events with execution data (each invocation's "
-            "duration, error and cause); Lambda active tracing would add xray:PutTraceSegments on Resource '*' "
-            "to the function role for no further insight. LLM calls are traced in LangSmith when configured."
-        )
-        findings: list[tuple[Construct, dict[str, str]]] = [
+        manifests = self.manifest_bucket.arn_for_objects(f"{MANIFEST_PREFIX}*")
+        return [
             (
-                self.list_function,
-                {
-                    "LambdaDLQ": sync_dlq,
-                    "LambdaTracing": tracing,
-                    "LambdaLatestVersion": "Python 3.12 on purpose: the process Lambda's image is "
-                    "public.ecr.aws/lambda/python:3.12 and both functions share receipt_dynamo, so one "
-                    "interpreter version is tested and deployed.",
-                },
+                self.manifest_bucket,
+                _nag("S1"),
+                "The manifest bucket holds only run manifests and map results written by this state machine and "
+                "its list Lambda (both through scoped IAM roles); objects expire after 30 days. Server access logs "
+                "would need a second bucket and add nothing that CloudTrail data events cannot give when required.",
             ),
-            (self.process_function, {"LambdaDLQ": sync_dlq, "LambdaTracing": tracing}),
+            (
+                self.list_role,
+                _iam5(self, manifests),
+                "List Lambda role, s3:PutObject on <manifest bucket>/manifests/*: each run writes one manifest "
+                "under a key named after its execution, unknown at deploy time; no other prefix, no other bucket.",
+            ),
+            (self.list_function, _nag("L1"), _PYTHON_312),
+            (
+                sm,
+                _nag("IAM5[Resource::*]"),
+                "State machine role, Resource '*' only for the actions that support no resource-level permission: "
+                "X-Ray PutTraceSegments, PutTelemetryRecords, GetSamplingRules, GetSamplingTargets (tracing) and the "
+                "CloudWatch Logs vended-log-delivery actions (CreateLogDelivery, GetLogDelivery, UpdateLogDelivery, "
+                "DeleteLogDelivery, ListLogDeliveries, PutResourcePolicy, DescribeResourcePolicies, "
+                "DescribeLogGroups) that Step Functions logging requires.",
+            ),
+            (
+                sm,
+                _iam5(self, f"{self.list_function.function_arn}:*"),
+                "State machine role, lambda:InvokeFunction on the list function's qualified ARNs (versions and "
+                "aliases of this one function), added by LambdaInvoke.",
+            ),
+            (
+                sm,
+                _iam5(self, f"{self.process_function.function_arn}:*"),
+                "State machine role, lambda:InvokeFunction on the process function's qualified ARNs (versions and "
+                "aliases of this one function), added by LambdaInvoke.",
+            ),
+            (
+                sm,
+                _iam5(self, f"arn:{Aws.PARTITION}:s3:::{self.manifest_bucket.bucket_name}/*"),
+                "State machine role, s3:GetObject (ItemReader: the run's manifest) and s3:PutObject/GetObject/"
+                "ListMultipartUploadParts/AbortMultipartUpload (ResultWriter: results/<map run id>/...) on objects "
+                "of the manifest bucket only; the keys are per run and unknown at deploy time.",
+            ),
+            (
+                sm,
+                _iam5(self, self._map_runs_arn),
+                "State machine role, states:DescribeMapRun on the map runs of this state machine only: a map run "
+                "ARN ends in a run id that exists only once the run starts.",
+            ),
+            (
+                sm,
+                _iam5(self, f"{executions}:*"),
+                "Distributed Map policy, states:DescribeExecution/StopExecution on the child executions of this "
+                "state machine only (their names are generated per item).",
+            ),
+            (
+                sm,
+                _iam5(self, f"{executions}/{MAP_RUN_LABEL}:*"),
+                "Distributed Map policy, states:RedriveExecution on this state machine's LabelReceipts map-run "
+                "executions only (ids generated per run).",
+            ),
+            # Serverless pack: findings that do not apply to functions the state machine invokes synchronously.
+            (self.list_function, _serverless("LambdaDLQ"), _SYNC_DLQ),
+            (self.list_function, _serverless("LambdaTracing"), _TRACING),
+            (self.list_function, _serverless("LambdaLatestVersion"), _PYTHON_312),
+            (self.process_function, _serverless("LambdaDLQ"), _SYNC_DLQ),
+            (self.process_function, _serverless("LambdaTracing"), _TRACING),
         ]
-        for scope, rules in findings:
-            Validations.of(scope).acknowledge(
-                *[Acknowledgment(id=f"Serverless::Serverless-{rule}", reason=why) for rule, why in rules.items()]
-            )
 
 
 def _add_retry(
@@ -711,13 +762,34 @@ def _add_process_function_retries(state: sfn.TaskStateBase) -> None:
 
 
 def _secret_policy_arn(secret: secretsmanager.ISecret) -> str:
-    """The ARN to grant on: the full ARN, or for a secret imported by name the name plus its random suffix.
+    """The ARN to grant on: the full ARN, or for a secret imported by name the name plus ``-??????``.
 
-    Secrets Manager appends ``-`` and six random characters to every secret's ARN, so a secret
-    imported by name has only a partial ARN; ``-??????`` matches exactly that suffix (as CDK's own
-    grants do) and nothing else.
+    Secrets Manager appends ``-`` and six random characters to every secret's ARN; ``-??????`` matches
+    exactly that suffix (as CDK's own grants do).
     """
     return secret.secret_full_arn or f"{secret.secret_arn}-??????"
+
+
+def _process_environment(
+    *,
+    name: str,
+    table: dynamodb.ITableV2,
+    ollama_base_url: str,
+    ollama_model: str,
+    ollama_api_key_secret: secretsmanager.ISecret,
+    langsmith_api_key_secret: secretsmanager.ISecret | None,
+) -> dict[str, str]:
+    """The process Lambda's environment (docs/handlers.md); LangSmith's keys only with its secret."""
+    environment = {
+        "DYNAMODB_TABLE_NAME": table.table_name,
+        "OLLAMA_BASE_URL": ollama_base_url,
+        "OLLAMA_MODEL": ollama_model,
+        "OLLAMA_API_KEY_SECRET_ARN": ollama_api_key_secret.secret_arn,
+    }
+    if langsmith_api_key_secret is not None:
+        environment["LANGSMITH_API_KEY_SECRET_ARN"] = langsmith_api_key_secret.secret_arn
+        environment["LANGSMITH_PROJECT"] = name
+    return environment
 
 
 def _type_index_name() -> str:

@@ -1,9 +1,7 @@
 """The minimal Docker build context of CodeBuildDockerImage: file selection, content hash, staging.
 
-Everything here runs at synth time and is deterministic: paths are sorted, file modes are
-normalized to 0644/0755 (only "is it executable" matters), timestamps and owners are ignored.
-The image tag is a hash over the selected files, the Dockerfile path, the build arguments and
-the platform, so an unchanged context gives the same tag (and the same S3 asset) on every synth.
+Synth-time and deterministic: the same files, Dockerfile path, build arguments and platform give the
+same image tag (and S3 asset) on every synth; what is hashed: docs/image-build.md ("What gets built").
 """
 
 from __future__ import annotations
@@ -60,6 +58,8 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class BuildContext:
+    """The selected files of a build context and their content tag."""
+
     root: Path
     dockerfile: str  # POSIX path relative to root
     files: tuple[ContextFile, ...]

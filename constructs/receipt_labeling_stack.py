@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
-import jsii
-from aws_cdk import Acknowledgment, CfnOutput, CfnResource, RemovalPolicy, Stack, Tags, Validations
+from aws_cdk import Acknowledgment, CfnOutput, RemovalPolicy, Stack, Tags, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 
-from constructs import Construct, IValidation
-from constructs.create_labels_step_function import CreateLabelsStepFunction
+from constructs import Construct
+from constructs.create_labels_step_function import CreateLabelsStepFunction, MapLimits
 from constructs.receipt_table import ReceiptTable
 
 EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+")
@@ -44,14 +42,7 @@ class PipelineSettings:
         if len(self.name) > 36:
             # The longest derived name, "<name>-create-labels-process", must fit Lambda's 64 characters.
             raise ValueError(f"stage must be at most {36 - len('receipt-labeling-')} characters, got {self.stage!r}")
-        if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
-        if not 0 <= self.tolerated_failure_percentage <= 100:
-            raise ValueError(
-                f"tolerated_failure_percentage must be within 0..100, got {self.tolerated_failure_percentage}"
-            )
-        if self.tolerated_failure_count < 0:
-            raise ValueError(f"tolerated_failure_count must be >= 0, got {self.tolerated_failure_count}")
+        MapLimits(self.max_concurrency, self.tolerated_failure_percentage, self.tolerated_failure_count)
         if self.alarm_email is not None and not EMAIL.fullmatch(self.alarm_email):
             raise ValueError(f"alarm_email must be one e-mail address, got {self.alarm_email!r}")
         # The Lambda sends the API key as a bearer token: never over plain HTTP.
@@ -131,7 +122,6 @@ class ReceiptLabelingStack(Stack):
             outputs["LangSmithApiKeySecretArn"] = (self.langsmith_api_key_secret.secret_arn, "Holds the LangSmith key")
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
-        drop_depends_on_enforced_by_references(self)
 
     def _alarm_topic(self, name: str, email: str | None) -> sns.Topic:
         """The stack's one alarm channel: an SNS topic encrypted with its own KMS key, TLS only.
@@ -187,60 +177,3 @@ class ReceiptLabelingStack(Stack):
             )
         )
         return secret
-
-
-def _referenced_logical_ids(value: Any) -> set[str]:
-    """Logical ids that a resolved CloudFormation value references through Ref or Fn::GetAtt."""
-    found: set[str] = set()
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "Ref" and isinstance(inner, str):
-                found.add(inner)
-            elif key == "Fn::GetAtt" and isinstance(inner, list) and inner and isinstance(inner[0], str):
-                found.add(inner[0])
-            else:
-                found |= _referenced_logical_ids(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            found |= _referenced_logical_ids(inner)
-    return found
-
-
-@jsii.implements(IValidation)
-class _DropDependsOnEnforcedByReferences:
-    """Removes DependsOn entries that a Ref/GetAtt of the same resource already enforces (cfn-lint W3005).
-
-    CDK makes a Lambda function, a state machine or a pipeline depend on its whole role construct
-    (the role and its default policy). The policy entry matters (nothing else orders it); the role
-    entry repeats the ``Fn::GetAtt`` of the role's ARN. Dropping only such entries leaves the
-    deployment order unchanged. This runs as a validation because validations run after CDK has
-    turned construct dependencies into resource dependencies and before the template is written
-    (aspects run too early, and Python ``Lazy`` producers cannot be resolved by this jsii runtime).
-    """
-
-    def __init__(self, stack: Stack) -> None:
-        self._stack = stack
-
-    def validate(self) -> list[str]:
-        # Runs inside synth as a jsii callback: every call below is a round trip to Node. Most
-        # resources have no DependsOn, so their dependencies are read first and only resources with
-        # some have their properties and their targets' logical ids resolved (one resolve each).
-        stack = self._stack
-        for construct in stack.node.find_all():
-            if not isinstance(construct, CfnResource):
-                continue
-            targets = [t for t in construct.obtain_dependencies() if isinstance(t, CfnResource)]
-            if not targets or Stack.of(construct) is not stack:
-                continue
-            targets = [t for t in targets if Stack.of(t) is stack]
-            properties, logical_ids = stack.resolve([construct._cfn_properties, [t.logical_id for t in targets]])
-            referenced = _referenced_logical_ids(properties)
-            for target, logical_id in zip(targets, logical_ids, strict=True):
-                if logical_id in referenced:
-                    construct.remove_resource_dependency(target)
-        return []
-
-
-def drop_depends_on_enforced_by_references(stack: Stack) -> None:
-    """Register :class:`_DropDependsOnEnforcedByReferences` on ``stack``."""
-    stack.node.add_validation(_DropDependsOnEnforcedByReferences(stack))

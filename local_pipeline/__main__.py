@@ -2,8 +2,8 @@
 
 A moto server on loopback is the DynamoDB-, S3-, Secrets Manager- and Step Functions-compatible
 endpoint; the synthesized state machine runs there with the real handlers in this process. Library
-log lines (receipt_label, botocore, moto; INFO and up) go to ``<results dir>/run.log``, never between
-the progress lines; the handlers' own Powertools lines are off unless ``--verbose`` shows them.
+and handler log lines (INFO and up) go to ``<results dir>/run.log``, never between the progress
+lines; ``--verbose`` shows the handlers' own lines on the terminal too.
 The execution's output and per-receipt results are copied to the results directory (default
 ``local-run/<execution name>/``), which stays after the moto server is gone.
 Exit status: 0 every receipt labeled; 1 the run finished with failed receipts (or failed);
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import logging
 import os
 import sys
 import threading
@@ -22,12 +23,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from local_pipeline.template import REPO_ROOT
+from local_pipeline.template import REPO_ROOT, cdk_json_context
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -51,7 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per LLM read (OLLAMA_TIMEOUT_SECONDS)")
     parser.add_argument("--template", type=Path, help="a synthesized template to run instead of synthesizing now")
     parser.add_argument(
-        "--verbose", action="store_true", help="show the handlers' own log lines too (between the progress lines)"
+        "--verbose", action="store_true", help="show the handlers' log lines on the terminal too (they are in run.log)"
     )
     parser.add_argument(
         "--results-dir",
@@ -91,8 +92,7 @@ def load_documents(files: list[Path]) -> list[dict[str, Any]]:
 
 def default_model() -> str:
     """The model the stack asks for when --model is not given: cdk.json's ``ollama_model``."""
-    context = json.loads((REPO_ROOT / "cdk.json").read_text()).get("context", {})
-    return str(context.get("ollama_model") or "gpt-oss:120b")
+    return str(cdk_json_context().get("ollama_model") or "gpt-oss:120b")
 
 
 def serves(models: list[str], model: str) -> bool:
@@ -101,20 +101,27 @@ def serves(models: list[str], model: str) -> bool:
 
 
 @contextmanager
-def logs_to_file(path: Path) -> Iterator[None]:
-    """Every log record of the run (handlers, receipt_label, botocore, moto) goes to ``path``, not the terminal."""
-    import logging
-
+def logs_to_file(path: Path, *, echo: Iterable[logging.Logger] = ()) -> Iterator[None]:
+    """Every log record of the run (handlers, receipt_label, botocore, moto) goes to ``path``, not the terminal;
+    the records of the ``echo`` loggers go to stdout as well."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(formatter)
+    echoed = list(echo)
     root = logging.getLogger()
     saved, saved_level = list(root.handlers), root.level
     root.handlers = [handler]
     root.setLevel(logging.INFO)
+    for logger in echoed:
+        logger.addHandler(console)
     try:
         yield
     finally:
+        for logger in echoed:
+            logger.removeHandler(console)
         root.handlers = saved
         root.setLevel(saved_level)
         handler.close()
@@ -303,8 +310,6 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, *, after_run: 
     for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         os.environ.pop(variable, None)
 
-    import logging
-
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
@@ -334,7 +339,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, *, after_run: 
             ollama_api_key=api_key,
             ollama_timeout_seconds=args.timeout,
             endpoint_url=endpoint,
-            handler_log_level="INFO" if args.verbose else "CRITICAL",
+            handler_log_level="INFO",
         ) as pipeline:
             keys = pipeline.load_receipts(documents)
             model = pipeline.environment.get("OLLAMA_MODEL", "?")
@@ -347,7 +352,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, *, after_run: 
             pipeline.router.listeners.append(Progress(len(keys), out, retried_errors(pipeline.definition)))
             execution_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
             results_dir = args.results_dir / execution_name
-            with logs_to_file(results_dir / "run.log"):
+            with logs_to_file(results_dir / "run.log", echo=pipeline.handler_loggers if args.verbose else ()):
                 run = pipeline.run(name=execution_name)
             print("", file=out)
             print(summary_table(pipeline, keys, run), file=out)

@@ -26,7 +26,6 @@ How it works:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -47,19 +46,18 @@ import boto3
 
 from local_pipeline import moto_shims
 from local_pipeline.template import (
+    LIST_HANDLER,
+    PROCESS_HANDLER,
     REGION,
-    REPO_ROOT,
     LocalStack,
     TemplateError,
     lambda_tasks,
+    load_handler,
     synthesize_template,
 )
 
 #: The handler file of the function each Task state invokes (state name -> file).
-HANDLER_FILES: dict[str, Path] = {
-    "ListReceipts": REPO_ROOT / "lambdas" / "list_receipts" / "handler.py",
-    "ProcessReceipt": REPO_ROOT / "lambdas" / "process_receipt" / "handler.py",
-}
+HANDLER_FILES: dict[str, Path] = {"ListReceipts": LIST_HANDLER, "ProcessReceipt": PROCESS_HANDLER}
 PROCESS_STATE = "ProcessReceipt"
 LIST_STATE = "ListReceipts"
 #: Invokes the process function with {"preflight": true}: one route serves both states.
@@ -72,7 +70,7 @@ Handler = Callable[[Any, Any], Any]
 
 @dataclass
 class LambdaContext:
-    """The attributes of the Lambda runtime's context object that handlers and Powertools read."""
+    """The attributes of the Lambda runtime's context object that the handlers read."""
 
     function_name: str
     invoked_function_arn: str
@@ -224,15 +222,8 @@ class RunResult:
 
 
 def load_handler_module(path: Path, tag: str) -> ModuleType:
-    """Import a handler file under a unique module name (handlers share the file name handler.py)."""
-    name = f"local_pipeline_handler_{tag}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """A fresh copy of the handler file, under a module name of its own (its cached clients start empty)."""
+    return load_handler(path, f"local_pipeline_handler_{tag}_{uuid.uuid4().hex[:8]}")
 
 
 class LocalPipeline:
@@ -306,7 +297,8 @@ class LocalPipeline:
         tasks = lambda_tasks(self.definition)
 
         self._exit.enter_context(_preserved_logger_levels())
-        self._exit.enter_context(_quiet_logger("moto.stepfunctions.parser", self.moto_log_level))
+        # moto logs every failed state at ERROR with a repr of the whole state (the run result carries the errors)
+        self._exit.enter_context(_logger_level(logging.getLogger("moto.stepfunctions.parser"), self.moto_log_level))
         self._exit.enter_context(self._moto())
         self._exit.enter_context(moto_shims.installed(self.tolerances))
         self._exit.enter_context(self.router.installed())
@@ -388,8 +380,6 @@ class LocalPipeline:
         if self.ollama_api_key is None:
             merged.pop("OLLAMA_API_KEY_SECRET_ARN", None)
         merged.setdefault("AWS_DEFAULT_REGION", REGION)
-        merged["POWERTOOLS_LOG_LEVEL"] = self.handler_log_level
-        merged["LOG_LEVEL"] = self.handler_log_level
         return merged
 
     def _route(self, state: str, function_id: str) -> Route:
@@ -401,6 +391,8 @@ class LocalPipeline:
                 raise TemplateError(f"no handler file known for the Task state {state!r}; pass handlers={{...}}")
             module = load_handler_module(path, state.lower())
             self.modules[state] = module
+            if isinstance(getattr(module, "logger", None), logging.Logger):  # as Lambda's application log level
+                self._exit.enter_context(_logger_level(module.logger, self.handler_log_level))
             if state == PROCESS_STATE and self.chat_model is not None:
                 setattr(module, "_chat_model", self.chat_model)  # noqa: B010 - the handler's LLM, replaced
             handler = module.lambda_handler
@@ -412,6 +404,12 @@ class LocalPipeline:
             memory_mb=int(props.get("MemorySize", 128)),
             timeout_seconds=int(props.get("Timeout", 3)),
         )
+
+    @property
+    def handler_loggers(self) -> list[logging.Logger]:
+        """The module-level ``logger`` of each handler loaded (``list_receipts``, ``process_receipt``)."""
+        loggers = [getattr(module, "logger", None) for module in self.modules.values()]
+        return [logger for logger in loggers if isinstance(logger, logging.Logger)]
 
     # data -----------------------------------------------------------------------------------------
     def dynamo(self) -> Any:
@@ -508,7 +506,7 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 
 @contextmanager
 def _preserved_logger_levels() -> Iterator[None]:
-    """Leave the process's logger levels as found: handler modules set theirs at import (LOG_LEVEL)."""
+    """Leave the process's logger levels as found (a run sets the handlers' loggers to its log level)."""
     loggers = [logging.getLogger()] + [
         logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
     ]
@@ -521,9 +519,8 @@ def _preserved_logger_levels() -> Iterator[None]:
 
 
 @contextmanager
-def _quiet_logger(name: str, level: int) -> Iterator[None]:
-    """moto logs every failed state at ERROR with a repr of the whole state (the run result carries the errors)."""
-    logger = logging.getLogger(name)
+def _logger_level(logger: logging.Logger, level: int | str) -> Iterator[None]:
+    """``logger`` at ``level`` for the block."""
     saved = logger.level
     logger.setLevel(level)
     try:

@@ -1,26 +1,36 @@
 """The synthesized template, read as deployed: the labeling state machine and its Lambdas, with local names.
 
-``synthesize_template()`` builds the CDK app exactly as ``cdk synth`` does (``app.build_app`` with
-cdk.json's context) into a temporary directory and returns the stack's template. ``LocalStack``
-(not the product: a tiny resolver) gives every resource a local physical name and renders the
-intrinsics the state machine definition and the Lambda environments use (``Fn::Join``,
-``Fn::GetAtt``, ``Ref``, ``Fn::Sub``, ``Fn::Select``, ``Fn::Split``) into the names and ARNs the
-local moto account uses. Nothing here knows the logical ids: resources are found by type and by
-what the definition references.
+``synth_app()`` builds the CDK app exactly as ``cdk synth`` does (``app.build_app`` with cdk.json's
+context) and returns the cloud assembly; ``synthesize_template()`` returns its single stack's
+template. ``LocalStack`` (not the product: a tiny resolver) gives every resource a local physical
+name and renders the intrinsics the state machine definition and the Lambda environments use
+(``Fn::Join``, ``Fn::GetAtt``, ``Ref``, ``Fn::Sub``, ``Fn::Select``, ``Fn::Split``) into the names
+and ARNs the local moto account uses. Nothing here knows the logical ids: resources are found by
+type and by what the definition references. ``load_handler()`` imports a Lambda handler file.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    import aws_cdk as cdk
+    from aws_cdk import cx_api
+
+#: The repository's root directory: the one definition (tests import it through tests.helpers).
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LIST_HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
+PROCESS_HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
 PARTITION = "aws"
@@ -30,11 +40,12 @@ LAMBDA_INVOKE_RESOURCE = "arn:aws:states:::lambda:invoke"
 
 
 def cdk_json_context() -> dict[str, Any]:
+    """cdk.json's context, as the CDK CLI hands it to the app."""
     return dict(json.loads((REPO_ROOT / "cdk.json").read_text())["context"])
 
 
-def synthesize_template(outdir: Path | None = None, **context: Any) -> dict[str, Any]:
-    """Synthesize the app (cdk.json context plus ``context``) and return its single stack's template."""
+def build_cdk_app(outdir: Path | None = None, **context: Any) -> cdk.App:
+    """The app as ``cdk synth`` builds it (cdk.json's context plus ``context``), not yet synthesized."""
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     import aws_cdk as cdk
 
@@ -42,12 +53,23 @@ def synthesize_template(outdir: Path | None = None, **context: Any) -> dict[str,
 
     merged = cdk_json_context()
     merged.update(context)
+    app = cdk.App(outdir=None if outdir is None else str(outdir), context=merged)
+    build_app(app)
+    return app
+
+
+def synth_app(outdir: Path, **context: Any) -> cx_api.CloudAssembly:
+    """Build the app as ``cdk synth`` does (cdk.json's context plus ``context``) and synthesize it into ``outdir``."""
+    return build_cdk_app(outdir, **context).synth()
+
+
+def synthesize_template(outdir: Path | None = None, **context: Any) -> dict[str, Any]:
+    """Synthesize the app (cdk.json context plus ``context``) and return its single stack's template.
+
+    Without ``outdir`` the cloud assembly goes to a temporary directory, removed afterwards.
+    """
     with tempfile.TemporaryDirectory(prefix="local-pipeline-synth-") as tmp:
-        target = outdir or Path(tmp)
-        app = cdk.App(outdir=str(target), context=merged)
-        build_app(app)
-        assembly = app.synth()
-        stacks = list(assembly.stacks)
+        stacks = list(synth_app(outdir or Path(tmp), **context).stacks)
         if len(stacks) != 1:
             raise RuntimeError(f"expected one stack in the app, found {[s.stack_name for s in stacks]}")
         return dict(stacks[0].template)
@@ -55,6 +77,27 @@ def synthesize_template(outdir: Path | None = None, **context: Any) -> dict[str,
 
 def load_template(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
+
+
+def resources_of_type(template: dict[str, Any], *types: str) -> dict[str, dict[str, Any]]:
+    """Logical id -> resource, for every resource of the template whose type is one of ``types``."""
+    return {k: v for k, v in template.get("Resources", {}).items() if v["Type"] in types}
+
+
+def load_handler(path: Path | str, name: str) -> ModuleType:
+    """Import the handler file at ``path`` as a new module called ``name`` (its cached clients start empty).
+
+    The handlers are files named ``handler.py`` in folders that are not packages (as in Lambda, where
+    the folder is the task root), so each load gets a module name of its own; it is registered in
+    ``sys.modules`` under that name (replacing an earlier load).
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class TemplateError(RuntimeError):
@@ -203,7 +246,7 @@ class LocalStack:
 
     # What the local run needs --------------------------------------------------------------------
     def resources_of_type(self, *types: str) -> list[str]:
-        return sorted(k for k, v in self.resources.items() if v["Type"] in types)
+        return sorted(resources_of_type(self.template, *types))
 
     def labeling_state_machine(self) -> str:
         """The logical id of the state machine that runs a Distributed Map (the labeling pipeline)."""

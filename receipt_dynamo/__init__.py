@@ -29,6 +29,7 @@ from receipt_dynamo.errors import (
     ReceiptNotFound,
     ReceiptNotFoundError,
     retryable_aws_error,
+    typed_aws_errors,
 )
 
 __all__ = [
@@ -56,5 +57,6 @@ __all__ = [
     "receipt_document",
     "receipt_document_schema",
     "retryable_aws_error",
+    "typed_aws_errors",
     "utc_now_iso",
 ]

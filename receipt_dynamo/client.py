@@ -1,54 +1,15 @@
 """DynamoClient: reads receipts and writes labels in the single table (boto3 low-level client, stdlib).
 
-Label write pattern (``add_receipt_word_labels``): one conditional ``PutItem`` per label
---------------------------------------------------------------------------------------------
-Each label is written with ``ConditionExpression = attribute_not_exists(PK)``. DynamoDB evaluates
-the condition atomically at write time, so a label whose key exists is never overwritten, whoever
-created it and however recently (a label another writer created after our read is still
-protected). ``ConditionalCheckFailedException`` puts the label in ``skipped_existing`` (so does
-a label whose write succeeded but whose reply was lost and retried by botocore: it is in the
-table either way, and never twice).
-Throttled writes (and DynamoDB's ``InternalServerError`` / ``ServiceUnavailable``) are retried in
-rounds: every pending label is tried once per round, then one backoff sleep with exponential growth
-and full jitter; at most ``max_attempts`` rounds, then :class:`LabelWriteError` lists the labels
-written and not written. A non-retryable error (a permanent one, or a connection error botocore
-already retried) stops the call the same way. Up to ``concurrency`` puts run at once (boto3 clients
-are thread-safe).
+Labels are written with one conditional ``PutItem`` each (``attribute_not_exists(PK)``: never
+overwritten), retried in rounds with backoff and full jitter; the completion marker is one
+conditional ``UpdateItem`` written after the labels. Why this pattern, what each call costs and how
+it retries: docs/data-layer.md.
 
-Cost, per DynamoDB's pricing rules (a label item is < 1 KB; it carries no ``TYPE``, so it is
-projected into one index, GSI3; each index entry written costs 1 WCU per KB):
-- new label: 1 request, 1 WCU table + 1 WCU index (GSI3) = 2 WCU.
-- existing key (condition failed): 1 request, 1 WCU (failed conditional writes are charged), no index write.
-- 300 new labels: 300 requests, 600 WCU (~38 rounds of 8 concurrent requests).
-Every label the pipeline writes has the same GSI3 partition key (``VALIDATION_STATUS#PENDING``);
-that key's write bound is measured in ``bench/bench_dynamo.py`` and discussed in docs/data-layer.md.
-
-Why not ``TransactWriteItems`` (100 conditional puts per request, split out the
-``ConditionalCheckFailed`` cancellation reasons and resubmit the rest): 3 requests for 300 new
-labels, but transactional writes cost 2 WCU per KB on the table (900 WCU for 300 new labels),
-a chunk containing one existing key is cancelled as a whole and must be resubmitted (one more
-request, and the capacity the cancelled attempt consumed), and a chunk is all-or-nothing, so one
-throttled item holds back 99 others. Per-item puts cost a third fewer WCU for new labels, and
-DynamoDB on demand bills write units, not requests; the extra requests run ``concurrency`` at a
-time. (moto also deep-copies the table for every action of a transaction, which would make every
-team's moto tests slow.) ``bench/bench_dynamo.py`` prints both patterns' counts.
-
-Completion marker (``mark_receipt_labeled``): one ``UpdateItem`` setting ``labeled_by`` /
-``labeled_at`` on the Receipt item with ``attribute_exists(PK)`` (never creates a receipt), written
-by the pipeline after the labels, so "marker present" means "every label of that run is in the table".
-Cost: 1 WCU table + 1 WCU GSITYPE (the Receipt item is in GSITYPE, all attributes projected).
-
-Reads: ``get_receipt_details`` is one paginated Query (``PK = IMAGE#id AND begins_with(SK,
-RECEIPT#00001)``), strongly consistent by default (it sees a completion marker or a label written
-just before): 1 RCU per 4 KB of items per page, twice the eventually consistent price.
-``iter_receipt_keys`` queries the GSITYPE index (``TYPE = RECEIPT``) projecting only PK and SK
-(index reads are always eventually consistent).
-
-Errors after the retries: label writes raise :class:`LabelWriteError` (labels partly written, safe
-to repeat); the marker raises :class:`DynamoThrottledError` (throttling), :class:`AwsTransientError`
-(5xx, connection errors) or :class:`ReceiptNotFoundError`; loading raises :class:`ItemWriteError`
-(items left unprocessed) or :class:`AwsTransientError`. Reads let botocore's error through: callers
-map it with :func:`receipt_dynamo.retryable_aws_error`. Permanent errors are raised as botocore's.
+Errors: throttling that outlasts the retries raises :class:`DynamoThrottledError`, other transient
+failures (5xx, connection errors) :class:`AwsTransientError`, for the receipt read and every write;
+label writes raise :class:`LabelWriteError` (it names what was written), loading
+:class:`ItemWriteError`. ``iter_receipt_keys`` / ``iter_receipt_markers`` let botocore's errors through
+(ListReceipts' contract). Permanent errors are raised as botocore's.
 """
 
 from __future__ import annotations
@@ -78,7 +39,7 @@ from receipt_dynamo.errors import (
     LabelWriteError,
     ReceiptNotFoundError,
     error_code,
-    retryable_aws_error,
+    typed_aws_errors,
 )
 
 #: request-level error codes worth retrying (botocore has its own retries underneath; these are ours)
@@ -192,12 +153,10 @@ class DynamoClient:
     def get_receipt_details(self, image_id: str, receipt_id: int, *, consistent_read: bool = True) -> ReceiptDetails:
         """The receipt with its lines, words and labels (sorted by ids), from one paginated Query.
 
-        Strongly consistent by default: the read reflects every write that succeeded before it (the
-        completion marker or labels of a previous attempt). Cost: 1 RCU per 4 KB of items per page,
-        twice an eventually consistent read (``consistent_read=False``: 0.5 RCU per 4 KB).
-        Labels are recognised by their sort key (new label items carry no ``TYPE``) or by
-        ``TYPE = RECEIPT_WORD_LABEL`` (items written by earlier versions).
-        Raises :class:`ReceiptNotFoundError` when the Receipt item is absent (even if stray children exist).
+        Strongly consistent by default (it sees a marker or labels written just before; twice the
+        price of ``consistent_read=False``). Raises :class:`ReceiptNotFoundError` when the Receipt
+        item is absent (even if stray children exist), :class:`DynamoThrottledError` /
+        :class:`AwsTransientError` when throttling or a transient failure outlasted botocore's retries.
         """
         probe = Receipt(image_id, receipt_id)  # validates the arguments
         receipt: Receipt | None = None
@@ -213,19 +172,20 @@ class DynamoClient:
             },
             ConsistentRead=consistent_read,
         )
-        for item in items:
-            item_type = item.get("TYPE", {}).get("S")
-            if item_type is None and keys.is_label_sk(item["SK"]["S"]):
-                item_type = keys.TYPE_RECEIPT_WORD_LABEL  # labels carry no TYPE (not in GSITYPE)
-            if item_type == keys.TYPE_RECEIPT:
-                receipt = Receipt.from_item(item)
-            elif item_type == keys.TYPE_RECEIPT_LINE:
-                lines.append(ReceiptLine.from_item(item))
-            elif item_type == keys.TYPE_RECEIPT_WORD:
-                words.append(ReceiptWord.from_item(item))
-            elif item_type == keys.TYPE_RECEIPT_WORD_LABEL:
-                labels.append(ReceiptWordLabel.from_item(item))
-            # other item types under the receipt prefix belong to other features: ignored
+        with typed_aws_errors():
+            for item in items:
+                item_type = item.get("TYPE", {}).get("S")
+                if item_type is None and keys.is_label_sk(item["SK"]["S"]):
+                    item_type = keys.TYPE_RECEIPT_WORD_LABEL  # labels carry no TYPE (not in GSITYPE)
+                if item_type == keys.TYPE_RECEIPT:
+                    receipt = Receipt.from_item(item)
+                elif item_type == keys.TYPE_RECEIPT_LINE:
+                    lines.append(ReceiptLine.from_item(item))
+                elif item_type == keys.TYPE_RECEIPT_WORD:
+                    words.append(ReceiptWord.from_item(item))
+                elif item_type == keys.TYPE_RECEIPT_WORD_LABEL:
+                    labels.append(ReceiptWordLabel.from_item(item))
+                # other item types under the receipt prefix belong to other features: ignored
         if receipt is None or receipt.key != probe.key:
             raise ReceiptNotFoundError(image_id, receipt_id)
         return ReceiptDetails(receipt=receipt, lines=lines, words=words, labels=labels)
@@ -233,6 +193,10 @@ class DynamoClient:
     # --- receipt, lines, words (BatchWriteItem: plain puts, idempotent re-load) -----------------------
 
     def _batch_put(self, items: Sequence[Item]) -> None:
+        with typed_aws_errors():
+            self._batch_put_rounds(items)
+
+    def _batch_put_rounds(self, items: Sequence[Item]) -> None:
         # BatchWriteItem rejects a request naming one key twice: the last item for a key wins, as with PutItem.
         items = list({_key_tuple(item): item for item in items}.values())
         written: list[dict[str, str]] = []
@@ -250,10 +214,7 @@ class DynamoClient:
                     ]
                 except Exception as exc:
                     if _error_code(exc) not in RETRYABLE_ERROR_CODES:
-                        typed = retryable_aws_error(exc)  # a connection error or other 5xx: botocore retried it
-                        if typed is not None:
-                            raise typed from exc
-                        raise
+                        raise  # a connection error or another 5xx (botocore retried it) is typed by _batch_put
                     unprocessed = pending
                 done = {_key_tuple(i) for i in pending} - {_key_tuple(i) for i in unprocessed}
                 written.extend({"PK": pk, "SK": sk} for pk, sk in sorted(done))
@@ -300,14 +261,9 @@ class DynamoClient:
     ) -> Receipt:
         """Record on the Receipt item that labeling finished: ``labeled_by = proposed_by``, ``labeled_at = at``.
 
-        ``at`` defaults to now (ISO 8601 UTC). One ``UpdateItem`` (``SET`` of the two attributes
-        only; keys, lines, words and labels untouched) with ``attribute_exists(PK)``, so it never
-        creates a receipt: :class:`ReceiptNotFoundError` when the Receipt item is gone. Throttling,
-        ``InternalServerError`` and ``ServiceUnavailable`` are retried like the label writes
-        (``max_attempts`` rounds, backoff with full jitter), then :class:`DynamoThrottledError`
-        (throttling) or :class:`AwsTransientError` is raised; a connection error or another 5xx, which
-        botocore already retried, raises :class:`AwsTransientError` at once; a permanent error is
-        raised as botocore's. Setting it again (a forced re-run) overwrites the previous marker.
+        ``at`` defaults to now (ISO 8601 UTC). One conditional ``UpdateItem`` of the two attributes: it
+        never creates a receipt (:class:`ReceiptNotFoundError`) and overwrites an earlier marker.
+        Retried like the label writes, then :class:`DynamoThrottledError` or :class:`AwsTransientError`.
         Returns the marked Receipt.
         """
         labeled_at = at if at is not None else utc_now_iso()
@@ -321,25 +277,24 @@ class DynamoClient:
             "ExpressionAttributeValues": {":by": {"S": proposed_by}, ":at": {"S": labeled_at}},
         }
         attempt = 0
-        while True:
-            try:
-                self.client.update_item(**request)
-                return receipt
-            except Exception as exc:
-                code = _error_code(exc)
-                if code == "ConditionalCheckFailedException":
-                    raise ReceiptNotFoundError(image_id, receipt_id) from None
-                if code in RETRYABLE_ERROR_CODES:
+        with typed_aws_errors():
+            while True:
+                try:
+                    self.client.update_item(**request)
+                    return receipt
+                except Exception as exc:
+                    code = _error_code(exc)
+                    if code == "ConditionalCheckFailedException":
+                        raise ReceiptNotFoundError(image_id, receipt_id) from None
+                    if code not in RETRYABLE_ERROR_CODES:
+                        raise
                     attempt += 1
                     if attempt < self.max_attempts:
                         self._backoff(attempt)
                         continue
                     if code in THROTTLING_ERROR_CODES:
                         raise DynamoThrottledError("UpdateItem", code, f"{exc} ({attempt} attempts)") from exc
-                typed = retryable_aws_error(exc)
-                if typed is not None:
-                    raise typed from exc
-                raise
+                    raise
 
     # --- labels (conditional PutItem, one per label) -----------------------------------------------
 
@@ -363,7 +318,7 @@ class DynamoClient:
             return "fatal", exc
 
     def add_receipt_word_labels(self, labels: Iterable[ReceiptWordLabel]) -> LabelWriteResult:
-        """Create labels whose key does not exist; never overwrite. See the module docstring for the pattern.
+        """Create labels whose key does not exist; never overwrite (docs/data-layer.md).
 
         A label whose key already exists (in the table, or earlier in ``labels``) is returned in
         ``skipped_existing``. Throttled writes are retried in rounds with backoff and jitter; after

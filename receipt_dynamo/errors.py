@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -302,29 +303,16 @@ def retryable_aws_error(
 ) -> DynamoThrottledError | AwsTransientError | None:
     """The typed retryable error for an AWS failure that outlasted botocore's retries, else None.
 
-    - DynamoDB throttling (:data:`THROTTLING_ERROR_CODES` from a DynamoDB data operation such as
-      ``Query`` or ``PutItem``): :class:`DynamoThrottledError`.
-    - Transient failures: a botocore ``ClientError`` with HTTP status 5xx (but 501) or 429, or a code in
-      :data:`TRANSIENT_ERROR_CODES` or :data:`AWS_THROTTLING_ERROR_CODES` (another service's throttling,
-      e.g. Secrets Manager's ``ThrottlingException``); botocore's transport errors, the classes its
-      standard retry mode retries (``botocore.exceptions.ConnectionError``: ``EndpointConnectionError``,
-      ``ConnectTimeoutError``, ...; ``botocore.exceptions.HTTPClientError``: ``ReadTimeoutError``,
-      ``ConnectionClosedError``, ...): :class:`AwsTransientError`.
-    - Anything else, permanent AWS errors included (``AccessDeniedException``,
-      ``ResourceNotFoundException``, ``ValidationException``, ``DecryptionFailure``, a missing
-      credential): None.
+    DynamoDB throttling (:data:`THROTTLING_ERROR_CODES` from a DynamoDB data operation):
+    :class:`DynamoThrottledError`. HTTP 5xx (not 501) or 429, a code in :data:`TRANSIENT_ERROR_CODES` or
+    :data:`AWS_THROTTLING_ERROR_CODES`, or one of botocore's connection / HTTP client errors:
+    :class:`AwsTransientError`. Anything else, permanent AWS errors included: None.
 
-    The exception chain is followed (``__cause__``, else ``__context__`` unless suppressed), since
-    wrappers hide the botocore error: Powertools' ``SecretsProvider.get`` raises
-    ``GetParameterError(str(exc))`` inside its ``except`` block, so the ``ClientError`` is the
-    wrapper's ``__context__``. The walk stops at the first AWS error it meets (a permanent one gives
-    None, whatever lies behind it) and at an error of this package: a :class:`DynamoThrottledError` or
-    :class:`AwsTransientError` is returned as it is, any other (``LabelWriteError``,
-    ``ReceiptNotFoundError``, ...) is already the contract's answer and gives None. ``service``
-    overrides the service inferred from the operation name (``dynamodb`` for DynamoDB data
-    operations, ``secretsmanager`` for Secrets Manager reads, the endpoint host for transport errors).
-
-    The error is returned, not raised: ``raise typed from exc`` keeps botocore's error as the cause.
+    The exception chain is followed (``__cause__``, else an unsuppressed ``__context__``: Powertools'
+    ``SecretsProvider.get`` hides the ``ClientError`` there); the walk stops at the first AWS error and
+    at this package's errors (the typed ones are returned as they are, the others give None).
+    ``service`` overrides the service inferred from the operation or endpoint. The error is returned,
+    not raised: ``raise typed from exc`` keeps botocore's error as the cause. Details: docs/data-layer.md.
     """
     from botocore.exceptions import BotoCoreError, HTTPClientError  # imported here: this module loads without it
     from botocore.exceptions import ConnectionError as BotocoreConnectionError
@@ -343,3 +331,17 @@ def retryable_aws_error(
         if isinstance(link, BotoCoreError):
             return None  # botocore's own permanent errors: no credentials, invalid parameters, ...
     return None
+
+
+@contextmanager
+def typed_aws_errors() -> Iterator[None]:
+    """Re-raise what :func:`retryable_aws_error` types as that typed error (``from`` the original); else as is."""
+    try:
+        yield
+    except ReceiptDynamoError:  # already typed (LabelWriteError, ReceiptNotFoundError, DynamoThrottledError, ...)
+        raise
+    except Exception as exc:
+        typed = retryable_aws_error(exc)
+        if typed is None:
+            raise
+        raise typed from exc

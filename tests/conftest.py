@@ -1,15 +1,19 @@
-"""Shared test helpers: synthesizing the app offline with cdk.json's context."""
+"""Session fixtures: the default app synthesized once, the loopback Ollama server and the cdk-nag synthesis.
+
+Helpers live in tests/helpers.py; ``REPO_ROOT``, ``cdk_json_context`` and ``synth_app`` stay importable
+from here for the modules that import them from this file.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO_ROOT, cdk_json_context, synth_app
+
+__all__ = ["REPO_ROOT", "cdk_json_context", "synth_app"]
 
 # Tests never reach AWS: no credentials, and a region so boto3 clients can be built.
 for _var in [v for v in os.environ if v.startswith("AWS_")]:
@@ -18,23 +22,6 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-
-
-def cdk_json_context() -> dict[str, Any]:
-    return dict(json.loads((REPO_ROOT / "cdk.json").read_text())["context"])
-
-
-def synth_app(outdir: Path, **context: Any) -> Any:
-    """Build the app as `cdk synth` does (cdk.json context plus overrides) and synthesize it."""
-    import aws_cdk as cdk
-
-    from app import build_app
-
-    merged = cdk_json_context()
-    merged.update(context)
-    app = cdk.App(outdir=str(outdir), context=merged)
-    build_app(app)
-    return app.synth()
 
 
 @pytest.fixture(scope="session")

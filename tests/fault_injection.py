@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -29,10 +28,9 @@ from moto.core.botocore_stubber import MockRawResponse
 
 from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus
 from receipt_dynamo.schema import create_table_kwargs
-from tests.lambda_handlers import PROCESS_HANDLER, Calls, LambdaContext, load_handler
+from tests.helpers import PROCESS_HANDLER, REPO_ROOT, Calls, LambdaContext, load_handler
 from tests.ollama_server import OllamaServer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 TABLE = "receipts-faults"
 BUCKET = "manifests-faults"
@@ -177,7 +175,7 @@ def process_world(server: OllamaServer, monkeypatch: pytest.MonkeyPatch, *, name
         monkeypatch.setenv("DYNAMODB_TABLE_NAME", TABLE)
         monkeypatch.setenv("OLLAMA_BASE_URL", server.url)
         monkeypatch.setenv("OLLAMA_MODEL", MODEL)
-        monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "5")
+        monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "30")
         monkeypatch.setenv("OLLAMA_API_KEY_SECRET_ARN", arn)
         for var in ("LANGSMITH_API_KEY_SECRET_ARN", "OLLAMA_API_KEY", "LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
             monkeypatch.delenv(var, raising=False)

@@ -12,13 +12,18 @@ started server per test, stopped afterwards)::
     def test_something(ollama_server: OllamaServer) -> None:
         ollama_server.script(ScriptedResponse.answer({"labels": []}))   # 1st /api/chat call
         ollama_server.script(ScriptedResponse.http_error(429, "slow down"))  # 2nd call
-        llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=1), api_key="k")
+        llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=30), api_key="k")
         ...
         request = ollama_server.chat_requests[0]
         assert request.headers["authorization"] == "Bearer k"   # header names are lower case
         assert request.json["format"] == ANSWER_JSON_SCHEMA
 
 Outside pytest: `with OllamaServer() as server: ...` (or `start()` / `stop()`).
+
+A responder that raises fails its test: that request is answered HTTP 500 (so the client does not
+hang) and the exception is raised again when the server's `with` block ends (the fixture's
+teardown), or earlier by `raise_responder_error()`. Deliberate 500s are scripted with
+`ScriptedResponse.http_error(500, ...)`, never by raising.
 
 API
 - `OllamaServer(*, default=None, responder=None, model="loopback-model")`
@@ -32,6 +37,8 @@ API
     with `.method`, `.path`, `.headers` (dict, lower-case names), `.body` (bytes), `.json`,
     `.messages` (the chat messages) and `.prompt_chars` (characters of all message contents).
   - `.pending`: scripted responses not consumed yet; `.clear()` forgets requests and the queue.
+  - `.responder_errors`: exceptions the responder raised, in order; `.raise_responder_error()`
+    raises the first one (once) and does nothing when there is none.
   - GET `/api/tags` and `/api/version` answer too (for clients that probe the server).
 - `ScriptedResponse` fields (all optional; combine freely):
   - `content`: the assistant message text; a dict or list is JSON-encoded.
@@ -314,6 +321,7 @@ class OllamaServer:
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._responder_errors: list[Exception] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -345,6 +353,7 @@ class OllamaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.raise_responder_error()
 
     @property
     def url(self) -> str:
@@ -379,6 +388,21 @@ class OllamaServer:
             self._requests.clear()
             self._queue.clear()
 
+    @property
+    def responder_errors(self) -> list[Exception]:
+        with self._lock:
+            return list(self._responder_errors)
+
+    def raise_responder_error(self) -> None:
+        """Raise the first exception the responder raised (with its traceback), once; later ones become notes."""
+        with self._lock:
+            errors, self._responder_errors = self._responder_errors, []
+        if errors:
+            first = errors[0]
+            for later in errors[1:]:
+                first.add_note(f"the responder also raised {later!r}")
+            raise first
+
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
@@ -392,7 +416,9 @@ class OllamaServer:
         if responder is not None:
             try:
                 return responder(request)
-            except Exception as exc:  # a broken responder shows up as a 500 naming it
+            except Exception as exc:  # answered 500 so the client does not hang; raised again at the end
+                with self._lock:
+                    self._responder_errors.append(exc)
                 return ScriptedResponse.http_error(500, f"loopback: responder failed: {exc!r}")
         if default is not None:
             return default
@@ -449,6 +475,9 @@ def label_words_responder(label_for: Callable[[str], str | tuple[str, ...] | Non
 
 @pytest.fixture
 def ollama_server() -> Iterator[OllamaServer]:
-    """A started loopback Ollama server (see the module docstring), stopped after the test."""
+    """A started loopback Ollama server (see the module docstring), stopped after the test.
+
+    The teardown raises the first exception the test's responder raised, so the test reports it.
+    """
     with OllamaServer() as server:
         yield server

@@ -51,7 +51,9 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
 
-FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
+from tests.helpers import REPO_ROOT
+
+FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures"
 
 #: How far outside 0..1 the parser accepts a coordinate (``receipt_dynamo.GEOMETRY_TOLERANCE``).
 OUT_OF_RANGE_LIMIT = 0.01

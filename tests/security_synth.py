@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import build_cdk_app
+
 
 @dataclass(frozen=True)
 class NagSynth:
@@ -26,16 +28,11 @@ class NagSynth:
 
 
 def synth_with_nag(outdir: Path, **context: Any) -> NagSynth:
+    """The app (cdk.json context plus ``context``) synthesized into ``outdir`` with both cdk-nag packs."""
     import aws_cdk as cdk
     from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
-    from app import build_app
-    from tests.conftest import cdk_json_context
-
-    merged = cdk_json_context()
-    merged.update(context)
-    app = cdk.App(outdir=str(outdir), context=merged)
-    build_app(app)
+    app = build_cdk_app(outdir, **context)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
     error: str | None = None
     try:

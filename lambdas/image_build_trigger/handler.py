@@ -1,34 +1,8 @@
-"""Custom resource handlers of CodeBuildDockerImage (custom_resources.Provider on-event / is-complete).
+"""Custom resource handlers of CodeBuildDockerImage (``custom_resources.Provider`` on-event / is-complete).
 
-Two resource types share these handlers:
-
-``Custom::CodeBuildDockerImageSource`` (Create / Update) copies the hashed asset to the pipeline's
-source key and returns its object version (``VersionId``). The pipeline depends on it, so the run
-CodePipeline starts by itself when it creates a pipeline finds its source and builds the current
-tag instead of failing. Idempotent: when the key's current version already holds this tag (a
-re-invocation), that version is returned and nothing is copied.
-
-``Custom::CodeBuildDockerImage`` on_event (Create / Update):
-  - Update first stops the executions and builds still running for *another* tag (an older async
-    build must not repoint the function after this request); one failed stop never skips the rest;
-  - the content tag already in ECR -> nothing is started; returns that tag's digest
-    (redeploys and rollbacks never rebuild);
-  - an execution already building this tag (the pipeline's own run at creation, or this request's
-    first invocation) is adopted, never stopped and never duplicated;
-  - otherwise starts the pipeline pinned to ``SourceVersion`` with IMAGE_TAG / UPDATE_FUNCTION as
-    pipeline variables and a client request token from the request id and that version (a second
-    invocation for the same request gets the same execution); ConflictException (the pipeline was
-    updated a moment ago), the concurrent-execution limit, AccessDenied and throttling are retried;
-      * waits (is_complete polls the execution) on Create, in wait mode, or when the function does
-        not exist yet;
-      * in async mode returns at once with the digest the function runs now; the build then
-        updates the function itself.
-on_event (Delete): stops everything still running (each stop on its own).
-is_complete: polls the execution by id; on success returns the digest of the tag; a Superseded or
-  Cancelled execution keeps the deploy waiting while the tag can still appear (another execution
-  builds it) and succeeds as soon as it is in ECR; Failed / Stopped raise with the CodeBuild log
-  tail and console links; past the deadline raises instead of hanging. The failure reason is bounded
-  (``compose_failure_reason``) so it always fits CloudFormation's 4,096-byte custom resource response.
+``Custom::CodeBuildDockerImageSource`` puts the build context at the pipeline's source key;
+``Custom::CodeBuildDockerImage`` starts (or adopts) the image build and, when the deploy waits, polls
+it. What each request does and why: docs/image-build.md ("How a deploy proceeds").
 
 Properties (strings): ImageTag, SourceVersion, PipelineName, SourceActionName, ProjectName,
 RepositoryName, FunctionName, WaitForBuild ("true"/"false"), DeadlineSeconds; the source resource:
@@ -50,8 +24,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-LOG = logging.getLogger()
-LOG.setLevel(logging.INFO)
+logger = logging.getLogger("image_build_trigger")
 
 RETRYABLE_START_ERRORS = frozenset(
     {
@@ -76,11 +49,7 @@ RUNNING = "InProgress"
 LOG_TAIL_LINES = 25
 LOG_TAIL_CHARS = 1800  # the build log's last characters kept before the byte budget applies
 REASON_PART_CHARS = 300  # each summary / phase message (they repeat the ~450-char buildx command)
-# CloudFormation rejects a custom resource response body over 4,096 bytes, and a rejected response
-# loses the reason. The provider framework sends JSON.stringify({Status, Reason, StackId, RequestId,
-# PhysicalResourceId, LogicalResourceId, Data}) with Reason = the Node error's stack: our message
-# plus "\n\nLogs: /aws/lambda/<function>" and its own stack frames. 2,500 bytes of JSON-escaped
-# reason leave ~1.5 KB for all of that.
+# JSON bytes of the failure reason: the rest of the provider's 4,096-byte response needs ~1.5 KB.
 REASON_BUDGET_BYTES = 2500
 PART_CUT_MARKER = " [...] "
 SUMMARY_CUT_MARKER = " [... cut to fit the 4 KB response ...]"
@@ -109,11 +78,18 @@ _CLIENTS = Clients()
 
 
 def _region(clients: Clients) -> str:
+    """The region the clients call."""
     return str(clients.codepipeline.meta.region_name or os.environ.get("AWS_REGION", "us-east-1"))
 
 
 def _error_code(err: ClientError) -> str:
+    """The AWS error code of ``err``."""
     return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _failure(err: ClientError) -> dict[str, str]:
+    """The ``extra`` keys of a logged AWS error."""
+    return {"error_type": type(err).__name__, "error": str(err), "error_code": _error_code(err)}
 
 
 def _with_retries(call: Callable[[], Any], what: str, sleep: Callable[[float], None]) -> Any:
@@ -125,7 +101,13 @@ def _with_retries(call: Callable[[], Any], what: str, sleep: Callable[[float], N
             code = _error_code(err)
             if code not in RETRYABLE_START_ERRORS or delay is None:
                 raise
-            LOG.warning("%s failed with %s; retrying in %.0f s", what, code, delay)
+            logger.warning(
+                "%s failed with %s; retrying in %.0f s",
+                what,
+                code,
+                delay,
+                extra={"call": what, "retry_in_seconds": delay, **_failure(err)},
+            )
             sleep(delay)
     raise AssertionError("unreachable")
 
@@ -156,6 +138,7 @@ def current_function_digest(clients: Clients, function_name: str) -> str | None:
 
 
 def _result(tag: str, digest: str, *, execution_id: str = "", built: bool) -> dict[str, str]:
+    """The resource's attributes for an image in ECR."""
     return {
         "ImageTag": tag,
         "ImageDigest": digest,
@@ -166,8 +149,7 @@ def _result(tag: str, digest: str, *, execution_id: str = "", built: bool) -> di
 
 
 def copy_source(props: Mapping[str, Any], *, clients: Clients, sleep: Callable[[float], None]) -> str:
-    """The version of the source key that holds ``ImageTag``: the current one when it already does (a
-    repeated request), else a fresh copy of the asset, tagged with the content tag in its metadata."""
+    """The version of the source key holding ``ImageTag``: the current one if it does, else a fresh copy."""
     bucket, key, tag = props["SourceBucket"], props["SourceKey"], str(props["ImageTag"])
     try:
         head = clients.s3.head_object(Bucket=bucket, Key=key)
@@ -176,7 +158,14 @@ def copy_source(props: Mapping[str, Any], *, clients: Clients, sleep: Callable[[
             raise
         head = {}
     if head.get("Metadata", {}).get(TAG_METADATA) == tag and head.get("VersionId"):
-        LOG.info("s3://%s/%s version %s already holds %s: not copied again", bucket, key, head["VersionId"], tag)
+        logger.info(
+            "s3://%s/%s version %s already holds %s: not copied again",
+            bucket,
+            key,
+            head["VersionId"],
+            tag,
+            extra={"image_tag": tag, "source_key": key, "source_version": head["VersionId"]},
+        )
         return str(head["VersionId"])
     copied = _with_retries(
         lambda: clients.s3.copy_object(
@@ -192,7 +181,14 @@ def copy_source(props: Mapping[str, Any], *, clients: Clients, sleep: Callable[[
     version_id = copied.get("VersionId")
     if not version_id:
         raise RuntimeError(f"s3://{bucket}/{key} has no version id: is versioning on?")
-    LOG.info("copied the build context of %s to s3://%s/%s version %s", tag, bucket, key, version_id)
+    logger.info(
+        "copied the build context of %s to s3://%s/%s version %s",
+        tag,
+        bucket,
+        key,
+        version_id,
+        extra={"image_tag": tag, "source_key": key, "source_version": version_id},
+    )
     return str(version_id)
 
 
@@ -208,8 +204,7 @@ def handle_source_event(
 
 
 def request_token(request_id: str, version_id: str) -> str:
-    """StartPipelineExecution's idempotency token: the request id and the source version, in the
-    characters the API accepts (letters, digits, '-'), at most 128."""
+    """StartPipelineExecution's idempotency token from the request id and the source version (API charset)."""
     return "".join(c for c in f"{request_id}-{version_id}" if c.isalnum() or c == "-")[:128]
 
 
@@ -242,13 +237,20 @@ def start_build(
         lambda: clients.codepipeline.start_pipeline_execution(**kwargs), "StartPipelineExecution", sleep
     )
     execution_id = str(started["pipelineExecutionId"])
-    LOG.info(
+    logger.info(
         "started %s execution %s for tag %s (source version %s, update_function=%s)",
         props["PipelineName"],
         execution_id,
         props["ImageTag"],
         version_id,
         update_function,
+        extra={
+            "image_tag": props["ImageTag"],
+            "pipeline": props["PipelineName"],
+            "execution_id": execution_id,
+            "source_version": version_id,
+            "update_function": update_function,
+        },
     )
     return execution_id
 
@@ -276,7 +278,12 @@ def _running_or_empty(clients: Clients, pipeline: str) -> list[tuple[str, dict[s
     try:
         return running_executions(clients, pipeline)
     except ClientError as err:
-        LOG.warning("could not list the executions of %s: %s", pipeline, _error_code(err))
+        logger.warning(
+            "could not list the executions of %s: %s",
+            pipeline,
+            _error_code(err),
+            extra={"pipeline": pipeline, **_failure(err)},
+        )
         return []
 
 
@@ -285,7 +292,7 @@ def _try(what: str, call: Callable[[], Any]) -> bool:
     try:
         call()
     except ClientError as err:
-        LOG.warning("%s failed: %s", what, _error_code(err))
+        logger.warning("%s failed: %s", what, _error_code(err), extra={"call": what, **_failure(err)})
         return False
     return True
 
@@ -298,12 +305,10 @@ def stop_in_flight_builds(
     keep_tag: str | None = None,
     running: Sequence[tuple[str, Mapping[str, str]]] | None = None,
 ) -> list[str]:
-    """Stop the pipeline executions and CodeBuild builds still running, except those building ``keep_tag``.
+    """Stop the executions and builds still running, except those building ``keep_tag``; best effort.
 
-    Best effort and per call: an error is logged, never raised (the request itself must still succeed),
-    and one failed stop (PipelineExecutionNotStoppableException, DuplicatedStopRequestException, ...)
-    does not skip the others. ``running`` is :func:`running_executions` when the caller has it.
-    Returns what was stopped (execution ids, then build ids).
+    Each stop on its own, errors logged, never raised. ``running``: :func:`running_executions` when the
+    caller has it. Returns what was stopped (execution ids, then build ids).
     """
     pipeline, project = props["PipelineName"], props.get("ProjectName")
     stopped: list[str] = []
@@ -329,7 +334,12 @@ def stop_in_flight_builds(
             ids = clients.codebuild.list_builds_for_project(projectName=project, sortOrder="DESCENDING").get("ids", [])
             builds = clients.codebuild.batch_get_builds(ids=ids[:10]).get("builds", []) if ids else []
         except ClientError as err:
-            LOG.warning("could not list the builds of %s: %s", project, _error_code(err))
+            logger.warning(
+                "could not list the builds of %s: %s",
+                project,
+                _error_code(err),
+                extra={"project": project, **_failure(err)},
+            )
     for build in builds:
         if build.get("buildStatus") != "IN_PROGRESS":
             continue
@@ -343,8 +353,57 @@ def stop_in_flight_builds(
         if _try(f"StopBuild {build_id}", functools.partial(clients.codebuild.stop_build, id=build_id)):
             stopped.append(build_id)
     if stopped:
-        LOG.info("stopped in-flight builds of %s: %s", pipeline, ", ".join(stopped))
+        logger.info(
+            "stopped in-flight builds of %s: %s",
+            pipeline,
+            ", ".join(stopped),
+            extra={"pipeline": pipeline, "stopped": stopped, "stopped_count": len(stopped)},
+        )
     return stopped
+
+
+def _adoptable_execution(
+    props: Mapping[str, Any],
+    running: Sequence[tuple[str, Mapping[str, str]]],
+    *,
+    adopt_creation_run: bool,
+    update_function: bool,
+) -> str | None:
+    """The id of a running execution that already builds this tag in this mode, if any."""
+    tag = str(props["ImageTag"])
+    adopted = next(
+        (
+            execution_id
+            for execution_id, variables in running
+            if variables.get("IMAGE_TAG") == tag
+            # The pipeline's run at creation uses the default UPDATE_FUNCTION; the function does not
+            # exist yet then, and the build leaves a missing function alone.
+            and (adopt_creation_run or variables.get("UPDATE_FUNCTION") == ("true" if update_function else "false"))
+        ),
+        None,
+    )
+    if adopted is None:
+        return None
+    logger.info(
+        "execution %s already builds %s: waiting for it instead of starting another",
+        adopted,
+        tag,
+        extra={"image_tag": tag, "pipeline": props["PipelineName"], "execution_id": adopted},
+    )
+    return adopted
+
+
+def _stop_other_tags(clients: Clients, props: Mapping[str, Any], request_id: str) -> list[tuple[str, dict[str, str]]]:
+    """Stop what still builds another tag; return the running executions (this tag's stay)."""
+    tag = str(props["ImageTag"])
+    running = _running_or_empty(clients, props["PipelineName"])
+    # An older async build must not repoint the function after this request settles it (a later
+    # deploy, or a rollback to an image already in ECR). Executions building this very tag stay:
+    # this request's own, started by an earlier invocation of this handler.
+    stop_in_flight_builds(
+        clients, props, f"superseded by image {tag} (request {request_id})", keep_tag=tag, running=running
+    )
+    return running
 
 
 def handle_event(
@@ -354,6 +413,7 @@ def handle_event(
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
+    """on_event of both resource types: the provider response (``PhysicalResourceId``, ``Data``)."""
     clients = clients or _CLIENTS
     if event.get("ResourceType") == SOURCE_RESOURCE_TYPE:
         return handle_source_event(event, clients=clients, sleep=sleep)
@@ -365,18 +425,16 @@ def handle_event(
         stop_in_flight_builds(clients, props, f"stack resource deleted (request {request_id})")
         return {"PhysicalResourceId": physical_id}
     tag = str(props["ImageTag"])
-    running: list[tuple[str, dict[str, str]]] | None = None
-    if request == "Update":
-        running = _running_or_empty(clients, props["PipelineName"])
-        # An older async build must not repoint the function after this request settles it (a later
-        # deploy, or a rollback to an image already in ECR). Executions building this very tag stay:
-        # this request's own, started by an earlier invocation of this handler.
-        stop_in_flight_builds(
-            clients, props, f"superseded by image {tag} (request {request_id})", keep_tag=tag, running=running
-        )
+    running = _stop_other_tags(clients, props, request_id) if request == "Update" else None
     existing = find_image_digest(clients, props["RepositoryName"], tag)
     if existing:
-        LOG.info("%s:%s exists (%s): nothing to build", props["RepositoryName"], tag, existing)
+        logger.info(
+            "%s:%s exists (%s): nothing to build",
+            props["RepositoryName"],
+            tag,
+            existing,
+            extra={"image_tag": tag, "image_digest": existing},
+        )
         return {"PhysicalResourceId": physical_id, "Data": _result(tag, existing, built=False)}
     if running is None:  # Create: only needed when there is something to build
         running = _running_or_empty(clients, props["PipelineName"])
@@ -387,29 +445,19 @@ def handle_event(
         running_digest = current_function_digest(clients, props["FunctionName"])
         wait = running_digest is None  # no function yet (or not an image function): it needs this image
     update_function = not wait
-    adopted = next(
-        (
-            execution_id
-            for execution_id, variables in running
-            if variables.get("IMAGE_TAG") == tag
-            # The pipeline's run at creation uses the default UPDATE_FUNCTION; the function does not
-            # exist yet then, and the build leaves a missing function alone.
-            and (request == "Create" or variables.get("UPDATE_FUNCTION") == ("true" if update_function else "false"))
-        ),
-        None,
-    )
-    if adopted:
-        LOG.info("execution %s already builds %s: waiting for it instead of starting another", adopted, tag)
-        execution_id = adopted
-    else:
-        execution_id = start_build(
-            props, update_function=update_function, request_id=request_id, clients=clients, sleep=sleep
-        )
+    execution_id = _adoptable_execution(
+        props, running, adopt_creation_run=request == "Create", update_function=update_function
+    ) or start_build(props, update_function=update_function, request_id=request_id, clients=clients, sleep=sleep)
     if wait:
         data = {"PipelineExecutionId": execution_id, "ImageTag": tag, "StartedAt": str(int(now()))}
         return {"PhysicalResourceId": physical_id, "Data": data}
     assert running_digest is not None
-    LOG.info("async mode: %s keeps %s until the build updates it", props["FunctionName"], running_digest)
+    logger.info(
+        "async mode: %s keeps %s until the build updates it",
+        props["FunctionName"],
+        running_digest,
+        extra={"image_tag": tag, "execution_id": execution_id, "image_digest": running_digest},
+    )
     return {
         "PhysicalResourceId": physical_id,
         "Data": _result(tag, running_digest, execution_id=execution_id, built=False),
@@ -417,6 +465,7 @@ def handle_event(
 
 
 def console_url(region: str, pipeline: str, execution_id: str) -> str:
+    """The CodePipeline console page of one execution."""
     return (
         f"https://{region}.console.aws.amazon.com/codesuite/codepipeline/pipelines/{pipeline}"
         f"/executions/{execution_id}/timeline?region={region}"
@@ -424,6 +473,7 @@ def console_url(region: str, pipeline: str, execution_id: str) -> str:
 
 
 def _build_action(clients: Clients, pipeline: str, execution_id: str) -> dict[str, Any] | None:
+    """The Build stage's action execution of ``execution_id``, if any."""
     response = clients.codepipeline.list_action_executions(
         pipelineName=pipeline, filter={"pipelineExecutionId": execution_id}
     )
@@ -432,12 +482,7 @@ def _build_action(clients: Clients, pipeline: str, execution_id: str) -> dict[st
 
 
 def _json_cost(text: str) -> int:
-    """Bytes ``text`` takes inside a JSON string, escaped as ``json.dumps`` does by default.
-
-    ``ensure_ascii`` escaping (quote and backslash 2 bytes, other non-ASCII 6, an emoji 12) is an upper
-    bound of the UTF-8 bytes any JSON encoder (e.g. the framework's JSON.stringify) produces. The cost of a
-    string is the sum of its characters' costs.
-    """
+    """Bytes ``text`` takes inside a JSON string as ``json.dumps`` escapes it (an upper bound for any encoder)."""
     return len(json.dumps(text)) - 2
 
 
@@ -462,10 +507,7 @@ def _keep_end(text: str, budget: int) -> str:
 
 
 def _clip_chars(text: str, max_chars: int) -> str:
-    """``text`` stripped, or its start and end around ``PART_CUT_MARKER`` when longer than ``max_chars``.
-
-    Both ends matter in CodeBuild messages: the start names the command, the end gives the exit status.
-    """
+    """``text`` stripped, or its start and end around ``PART_CUT_MARKER`` when longer than ``max_chars``."""
     text = text.strip()
     if len(text) <= max_chars:
         return text
@@ -493,20 +535,10 @@ def compose_failure_reason(
     part_chars: int = REASON_PART_CHARS,
     tail_chars: int = LOG_TAIL_CHARS,
 ) -> str:
-    """The failure reason for CloudFormation, bounded so the custom resource response stays under 4 KB.
+    """The failure reason for CloudFormation: at most ``budget_bytes`` of JSON, quotes included. Pure.
 
-    Layout: ``"<part>. <part>. Console: <link>\\nLast build log lines:\\n<log tail>"``.
-
-    - each part (the headline, then execution summaries and failed phase messages) is stripped and cut in
-      its middle to ``part_chars`` characters; a part repeating an earlier one is left out;
-    - the log tail keeps its whole last lines within ``tail_chars`` characters (the error is at the end
-      of a build log);
-    - when the whole reason is still over ``budget_bytes`` (``len(json.dumps(reason).encode("utf-8"))``,
-      quotes included), it is cut in the middle: the end of the summary and the oldest log lines give way,
-      each marked, while the headline, the console link and the last log lines stay. Should the link alone
-      not fit, the whole text is cut in its middle as a last resort, so the budget always holds.
-
-    Pure: no I/O; the same inputs give the same reason.
+    ``"<part>. <part>. Console: <link>\\nLast build log lines:\\n<log tail>"``; what gives way first
+    when it does not fit: docs/image-build.md ("The failure reason").
     """
     # dict.fromkeys: the pipeline's summary often repeats the action's word for word; say it once.
     summary = ". ".join(
@@ -546,10 +578,7 @@ def compose_failure_reason(
 
 
 def failure_reason(clients: Clients, props: Mapping[str, Any], execution_id: str, status: str, summary: str) -> str:
-    """A reason for CloudFormation: what failed, a console link and the tail of the build log.
-
-    Bounded by ``compose_failure_reason`` to ``REASON_BUDGET_BYTES`` of JSON.
-    """
+    """A bounded reason for CloudFormation: what failed, a console link and the tail of the build log."""
     pipeline = props["PipelineName"]
     region = _region(clients)
     parts = [f"image build {props['ImageTag']} {status.lower()}: pipeline {pipeline} execution {execution_id}"]
@@ -588,6 +617,7 @@ def failure_reason(clients: Clients, props: Mapping[str, Any], execution_id: str
 def check_complete(
     event: Mapping[str, Any], *, clients: Clients | None = None, now: Callable[[], float] = time.time
 ) -> dict[str, Any]:
+    """is_complete: ``{"IsComplete": bool, "Data": ...}``; raises BuildFailedError with a bounded reason."""
     clients = clients or _CLIENTS
     data = event.get("Data") or {}
     props = event["ResourceProperties"]
@@ -618,7 +648,14 @@ def check_complete(
             return {"IsComplete": True, "Data": _result(tag, digest, execution_id=execution_id, built=True)}
         others = [e for e, variables in running_executions(clients, pipeline) if variables.get("IMAGE_TAG") == tag]
         if others and not past_deadline:
-            LOG.info("execution %s was %s; %s builds %s: still waiting", execution_id, status, others[0], tag)
+            logger.info(
+                "execution %s was %s; %s builds %s: still waiting",
+                execution_id,
+                status,
+                others[0],
+                tag,
+                extra={"image_tag": tag, "execution_id": execution_id, "status": status, "adopted": others[0]},
+            )
             return {"IsComplete": False}
         why = f"no other execution is building {tag}" if not others else f"still not in ECR after {int(elapsed)} s"
         summary = f"{summary}. {why}" if summary else why
@@ -634,14 +671,19 @@ def check_complete(
 
 
 def on_event(event: dict[str, Any], context: object) -> dict[str, Any]:
-    LOG.info(
+    """Lambda entry point of the provider's on-event handler."""
+    request, resource = event.get("RequestType"), event.get("LogicalResourceId")
+    tag = event.get("ResourceProperties", {}).get("ImageTag")
+    logger.info(
         "%s %s tag=%s",
-        event.get("RequestType"),
-        event.get("LogicalResourceId"),
-        event.get("ResourceProperties", {}).get("ImageTag"),
+        request,
+        resource,
+        tag,
+        extra={"request_type": request, "logical_resource_id": resource, "image_tag": tag},
     )
     return handle_event(event)
 
 
 def is_complete(event: dict[str, Any], context: object) -> dict[str, Any]:
+    """Lambda entry point of the provider's is-complete handler."""
     return check_complete(event)

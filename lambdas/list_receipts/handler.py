@@ -1,36 +1,7 @@
 """ListReceipts Lambda: write every receipt key to a JSON Lines manifest in S3 for the Distributed Map.
 
-Contract (docs/handlers.md):
-
-- environment: ``DYNAMODB_TABLE_NAME`` (the receipt table), ``MANIFEST_BUCKET`` (where manifests go).
-- event: ``{}``; optional ``"limit"`` (int >= 1: at most that many receipts) and optional
-  ``"execution_name"`` (the Step Functions execution name, ``$$.Execution.Name``), which names the
-  manifest; without it the manifest key gets a random uuid.
-- writes ``s3://$MANIFEST_BUCKET/manifests/<execution_name or uuid>/receipts.jsonl``, JSON Lines
-  (``ContentType: application/jsonl``): UTF-8, one compact object per receipt, each line ended by
-  ``\\n``, no enclosing array, nothing else::
-
-      {"image_id":"3f2b6c1e-...","receipt_id":1}
-      {"image_id":"3f2b6c1e-...","receipt_id":2}
-
-  An empty table gives an empty (0-byte) object. The Distributed Map reads it with
-  ``ReaderConfig.InputType = JSONL``: one child execution per line.
-- returns ``{"receipt_count": int, "receipts_to_label": int, "manifest_bucket": str, "manifest_key": str}``;
-  ``receipts_to_label`` counts the listed receipts whose completion marker does not name this
-  pipeline (``labeled_by`` not starting with ``receipt_label:``), as the type index saw them. The
-  state machine skips the LLM preflight when it is 0: a re-run over a labeled table asks no LLM.
-- raises ``InvalidEventError`` for a malformed event; never returns an error payload. Nothing is
-  uploaded unless every key was listed (no manifest over a partial list).
-
-Memory stays flat in the number of receipts: keys stream from ``iter_receipt_keys`` (a paginated
-Query; at most two pages of about 1 MB held at once) into a temporary file under /tmp, which is then sent
-with one ``PutObject`` whose body botocore reads from the file in chunks. A receipt is about 67
-bytes of manifest, so 1,000,000 receipts are about 67 MB (``make bench``). The bounds, lowest
-first: the function's /tmp (512 MB by default: about 7.6 million receipts), then the 5 GB of a
-single ``PutObject`` and the item reader's 10 GB per file (docs/state-machine.md). A multipart
-upload would only lift the 5 GB limit, which /tmp reaches first, and would hold parts in memory.
-The function's code asset holds only this file and receipt_dynamo, so it imports nothing but the
-standard library, boto3 and receipt_dynamo.
+Contract (environment, event, manifest format, result, errors) and memory bounds: docs/handlers.md.
+Imports only the standard library, boto3 and receipt_dynamo (the function's zip holds nothing else).
 """
 
 from __future__ import annotations
@@ -41,9 +12,7 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
@@ -73,36 +42,7 @@ class InvalidEventError(ValueError):
     """The event does not match the contract; the message names the offending field."""
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log record: level, message, logger, time and any ``extra`` fields."""
-
-    _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "level": record.levelname,
-            "message": record.getMessage(),
-            "logger": record.name,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in self._STANDARD})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def _make_logger() -> logging.Logger:
-    log = logging.getLogger("list_receipts")
-    if not log.handlers:
-        stream = logging.StreamHandler(sys.stdout)
-        stream.setFormatter(JsonFormatter())
-        log.addHandler(stream)
-    log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
-    log.propagate = False  # the Lambda runtime's root handler would print it a second time
-    return log
-
-
-logger = _make_logger()
+logger = logging.getLogger("list_receipts")
 
 # Created on first use, once per container; tests replace them.
 _s3_client: Any = None
@@ -177,7 +117,12 @@ def write_manifest(keys: Iterable[tuple[str, int]], out: IO[bytes], *, limit: in
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    limit, execution_name = parse_event(event)
+    """List every receipt key into the run's manifest; return its counts and location (docs/handlers.md)."""
+    try:
+        limit, execution_name = parse_event(event)
+    except InvalidEventError as error:
+        logger.warning("invalid event", extra={"error_type": type(error).__name__, "error": str(error)})
+        raise
     bucket = _required_env("MANIFEST_BUCKET")
     key = manifest_key(execution_name)
     to_label = 0
@@ -203,7 +148,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "manifest_key": key,
             "manifest_bytes": size,
             "limit": limit,
-            "aws_request_id": getattr(context, "aws_request_id", None),
         },
     )
     return {"receipt_count": count, "receipts_to_label": to_label, "manifest_bucket": bucket, "manifest_key": key}

@@ -14,15 +14,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))  # before aws_cdk: the project's constructs/ joins the constructs namespace
+# The repository root, first on the path before aws_cdk: the project's constructs/ joins the constructs namespace.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import aws_cdk as cdk  # noqa: E402
-from aws_cdk import Duration  # noqa: E402
-from aws_cdk.integ_tests_alpha import ExpectedResult, IntegTest, Match  # noqa: E402
+import aws_cdk as cdk
+from aws_cdk import Duration
+from aws_cdk.integ_tests_alpha import ExpectedResult, IntegTest, Match
 
-from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig  # noqa: E402
-from constructs.receipt_labeling_stack import drop_depends_on_enforced_by_references  # noqa: E402
+from constructs.codebuild_docker_image import CodeBuildDockerImage, LambdaConfig
+from tests.helpers import REPO_ROOT
 
 PAYLOAD = '{"ping": 1}'
 
@@ -55,7 +55,6 @@ def build(app: cdk.App) -> IntegTest:
                 "tracing would add wildcard xray permissions to its role for no insight.",
             ),
         )
-    drop_depends_on_enforced_by_references(stack)  # as the product's stack does (cfn-lint W3005)
     integ = IntegTest(app, "ImageBuildInteg", test_cases=[stack], diff_assets=True)
     for image in images.values():
         function_name = image.lambda_function.function_name

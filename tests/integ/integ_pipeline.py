@@ -25,17 +25,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))  # before aws_cdk: the project's constructs/ joins the constructs namespace
+# The repository root, first on the path before aws_cdk: the project's constructs/ joins the constructs namespace.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import aws_cdk as cdk  # noqa: E402
-from aws_cdk import Duration  # noqa: E402
-from aws_cdk.integ_tests_alpha import ExpectedResult, IApiCall, IntegTest, Match  # noqa: E402
+import aws_cdk as cdk
+from aws_cdk import Duration
+from aws_cdk.integ_tests_alpha import ExpectedResult, IApiCall, IntegTest, Match
 
-from constructs.receipt_labeling_stack import PipelineSettings, ReceiptLabelingStack  # noqa: E402
-from receipt_dynamo import ReceiptDetails, keys, parse_receipt_document  # noqa: E402
-from receipt_dynamo.document import receipt_document  # noqa: E402
-from tests.integ.ollama_stand_in.construct import OllamaStandIn  # noqa: E402
+from constructs.receipt_labeling_stack import PipelineSettings, ReceiptLabelingStack
+from receipt_dynamo import ReceiptDetails, keys, parse_receipt_document
+from receipt_dynamo.document import receipt_document
+from tests.helpers import REPO_ROOT
+from tests.integ.ollama_stand_in.construct import OllamaStandIn
 
 FIXTURES = ("receipt_gas_station.json", "receipt_pharmacy.json", "receipt_grocery.json")
 GARBAGE_WORD = "QQGARBLEDQQ"  # the stand-in answers prose, never JSON, for a receipt holding this word

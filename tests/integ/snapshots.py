@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import REPO_ROOT
+
 INTEG_DIR = Path(__file__).resolve().parent
-REPO_ROOT = INTEG_DIR.parents[1]
 SNAPSHOT_FILES = ("*.template.json", "integ.json")
 #: integ-tests-alpha stamps each assertion with the synthesis time (``salt``) so that it runs on every
 #: deploy; it is the only value that changes between two syntheses of the same tree.

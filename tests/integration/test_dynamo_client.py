@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -33,12 +34,12 @@ from receipt_dynamo import (
 )
 from receipt_dynamo.cli import main as cli_main
 from receipt_dynamo.schema import create_table_kwargs
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 TABLE = "receipts-test"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 TS = "2026-11-29T03:15:36+00:00"
 
 
@@ -173,6 +174,9 @@ def test_missing_receipt_raises_receipt_not_found_even_with_stray_children(ddb: 
         dynamo.get_receipt_details(image_id, 1)
     assert info.value.image_id == image_id and info.value.receipt_id == 1
     assert ReceiptNotFound is ReceiptNotFoundError
+    # Lambda reports the raised class's own name as errorType, and Step Functions matches on it. The
+    # state machine names this error nowhere (not retried, no Catch: docs/state-machine.md), so the
+    # documented name is the contract; pytest.raises would also accept a subclass or a renamed class.
     assert type(info.value).__name__ == "ReceiptNotFoundError"
 
 
@@ -186,7 +190,11 @@ def test_mark_receipt_labeled_sets_the_marker_and_touches_nothing_else(ddb: Any)
     receipt = details.receipt
     word = details.words[0]
     dynamo.add_receipt_word_labels(
-        [ReceiptWordLabel(receipt.image_id, 1, word.line_id, word.word_id, "MERCHANT_NAME", "r", TS, "VALID")]
+        [
+            ReceiptWordLabel(
+                receipt.image_id, 1, word.line_id, word.word_id, "MERCHANT_NAME", "r", TS, ValidationStatus.VALID
+            )
+        ]
     )
     before = items_by_key(ddb)
 
@@ -220,7 +228,9 @@ def test_loading_a_document_again_is_a_new_version_and_clears_the_marker_but_kee
     doc = fixture_doc("grocery")
     details = dynamo.load_receipt_document(doc)
     word = details.words[0]
-    label = ReceiptWordLabel(doc["image_id"], 1, word.line_id, word.word_id, "MERCHANT_NAME", "r", TS, "PENDING")
+    label = ReceiptWordLabel(
+        doc["image_id"], 1, word.line_id, word.word_id, "MERCHANT_NAME", "r", TS, ValidationStatus.PENDING
+    )
     dynamo.add_receipt_word_labels([label])
     dynamo.mark_receipt_labeled(doc["image_id"], 1, proposed_by="receipt_label:m", at=TS)
 
@@ -231,13 +241,34 @@ def test_loading_a_document_again_is_a_new_version_and_clears_the_marker_but_kee
     assert got.labels == [label]
 
 
-def test_constructor_does_no_io() -> None:
+def test_constructor_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     class Exploding:
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"constructor touched client.{name}")
 
     DynamoClient(TABLE, client=Exploding())
-    DynamoClient(TABLE)  # no client built until first use
+
+    built: list[str] = []
+    operations: list[str] = []
+
+    class Recorded:
+        """Stands for the boto3 client: records the operations called on it."""
+
+        def query(self, **kwargs: Any) -> dict[str, Any]:
+            operations.append("Query")
+            return {"Items": []}
+
+    def create_client(self: Any, service_name: str, *args: Any, **kwargs: Any) -> Recorded:
+        built.append(service_name)
+        return Recorded()
+
+    # every boto3 client (boto3.client, a boto3 Session's client, a resource) is made here
+    monkeypatch.setattr(botocore.session.Session, "create_client", create_client)
+    dynamo = DynamoClient(TABLE)
+    assert built == [] and operations == []  # no client built, no AWS call
+    assert list(dynamo.iter_receipt_keys()) == []  # first use builds the client, once
+    assert list(dynamo.iter_receipt_keys()) == []
+    assert built == ["dynamodb"] and operations == ["Query", "Query"]
 
 
 # --- label writes ---------------------------------------------------------------------------------

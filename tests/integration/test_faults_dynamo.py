@@ -26,7 +26,7 @@ from tests.fault_injection import (
     human_label,
     process_world,
 )
-from tests.lambda_handlers import LambdaContext, load_handler
+from tests.helpers import LambdaContext, load_handler
 from tests.ollama_server import OllamaServer, RecordedRequest, ScriptedResponse, label_words_responder
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from moto import mock_aws
 from receipt_dynamo import DynamoClient
 from receipt_dynamo.schema import create_table_kwargs
 from tests.fault_injection import BUCKET, FIXTURES, TABLE, HttpFaults, s3_error
-from tests.lambda_handlers import LIST_HANDLER, load_handler
+from tests.helpers import LIST_HANDLER, load_handler
 
 pytestmark = pytest.mark.integration
 

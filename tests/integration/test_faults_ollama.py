@@ -31,6 +31,8 @@ def alpha_words(text: str) -> str | None:
 def world(ollama_server: OllamaServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ProcessWorld]:
     with process_world(ollama_server, monkeypatch, name="faults_ollama") as w:
         w.server.responder = None
+        # success paths: a client timeout far beyond any answer time (the timeout fault sets its own)
+        monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "30")
         yield w
 
 
@@ -41,7 +43,7 @@ class Fault:
     error: type[Exception]
     message: str  # a fragment of the message the operator sees (Step Functions' Cause)
     chat_calls: int
-    timeout: float | None = None
+    timeout: float | None = None  # the client's, for the fault that is a timeout
 
 
 FAULTS = [
@@ -59,7 +61,8 @@ FAULTS = [
         "Ollama server error (HTTP 500): internal error",
         2,  # one in-process retry, then Step Functions retries the receipt
     ),
-    Fault("timeout", [ScriptedResponse.answer({"labels": []}, delay=3)] * 2, LLMTransientError, "timed out", 2, 0.4),
+    # The server waits 60 s (stopping it ends the wait), the client 0.4 s: it times out every time.
+    Fault("timeout", [ScriptedResponse.answer({"labels": []}, delay=60)] * 2, LLMTransientError, "timed out", 2, 0.4),
     Fault("connection_reset", [ScriptedResponse(reset=True)] * 2, LLMTransientError, "Ollama connection failed", 2),
     Fault(
         "truncated_stream",

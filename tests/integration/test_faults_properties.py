@@ -28,7 +28,7 @@ from receipt_dynamo import (
 )
 from receipt_dynamo.schema import create_table_kwargs
 from tests.fault_injection import BUCKET, TABLE, ProcessWorld, process_world
-from tests.lambda_handlers import LIST_HANDLER, load_handler
+from tests.helpers import LIST_HANDLER, load_handler
 from tests.ollama_server import OllamaServer, label_words_responder
 
 pytestmark = pytest.mark.integration

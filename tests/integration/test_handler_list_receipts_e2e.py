@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -14,19 +13,13 @@ from moto import mock_aws
 
 from receipt_dynamo import DynamoClient
 from receipt_dynamo.schema import create_table_kwargs
-from tests.lambda_handlers import load_handler as load_handler_file
+from tests.helpers import LIST_HANDLER, REPO_ROOT, load_handler
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
 FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("receipt_*.json"))
 TABLE = "receipts-test"
 BUCKET = "manifests-test"
-
-
-def load_handler() -> ModuleType:
-    return load_handler_file(HANDLER, "list_receipts_handler_integration")
 
 
 @pytest.fixture
@@ -37,7 +30,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Any, Dyna
         s3.create_bucket(Bucket=BUCKET)
         monkeypatch.setenv("DYNAMODB_TABLE_NAME", TABLE)
         monkeypatch.setenv("MANIFEST_BUCKET", BUCKET)
-        handler = load_handler()  # fresh module: its clients are created inside the mock
+        handler = load_handler(
+            LIST_HANDLER, "list_receipts_handler_integration"
+        )  # fresh module: its clients are created inside the mock
         yield handler, s3, DynamoClient(TABLE)
 
 

@@ -11,21 +11,21 @@ by the next one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from moto import mock_aws
 from pytest_httpserver import HTTPServer
 
-from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus, utc_now_iso
+from receipt_dynamo import DynamoClient, ReceiptNotFoundError, ReceiptWordLabel, ValidationStatus, utc_now_iso
 from receipt_dynamo.keys import TYPE_RECEIPT
 from receipt_dynamo.schema import create_table_kwargs
 from receipt_label import (
@@ -37,14 +37,12 @@ from receipt_label import (
     LLMTransientError,
     TimeBudgetExceededError,
 )
-from tests.lambda_handlers import Calls, LambdaContext
-from tests.lambda_handlers import load_handler as load_handler_file
+from tests.helpers import PROCESS_HANDLER, REPO_ROOT, Calls, LambdaContext
+from tests.helpers import load_handler as load_handler_file
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 TABLE = "receipts-test"
 API_KEY = "olk-loopback-7f3a9c-do-not-log"
@@ -52,7 +50,7 @@ LANGSMITH_KEY = "lsv2-loopback-key-do-not-log"
 
 
 def _load_handler() -> ModuleType:
-    return load_handler_file(HANDLER, "process_receipt_handler_integration")
+    return load_handler_file(PROCESS_HANDLER, "process_receipt_handler_integration")
 
 
 handler = _load_handler()
@@ -84,9 +82,8 @@ class World:
         return self.store.get_receipt_details(event["image_id"], event["receipt_id"]).receipt
 
 
-def log_to_captured_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point the handler's JSON log handler at the stdout that capsys captures (it kept the one of import time)."""
-    monkeypatch.setattr(handler.logger.registered_handler, "stream", sys.stdout)
+def handler_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "process_receipt"]
 
 
 def alpha_words(text: str) -> str | None:
@@ -101,22 +98,21 @@ def world(ollama_server: OllamaServer, monkeypatch: pytest.MonkeyPatch) -> Itera
         monkeypatch.setenv("DYNAMODB_TABLE_NAME", TABLE)
         monkeypatch.setenv("OLLAMA_BASE_URL", ollama_server.url)
         monkeypatch.setenv("OLLAMA_MODEL", "loopback-model")
-        monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "5")
+        monkeypatch.setenv("OLLAMA_TIMEOUT_SECONDS", "30")
         monkeypatch.setenv("OLLAMA_API_KEY_SECRET_ARN", arn)
         monkeypatch.delenv("LANGSMITH_API_KEY_SECRET_ARN", raising=False)
-        for cached in ("_dynamo", "_secrets", "_chat_model", "_tracer"):  # a new container
+        for cached in ("_dynamo", "_models", "_chat_model", "_tracer"):  # a new container
             monkeypatch.setattr(handler, cached, None)
+        monkeypatch.setattr(handler, "_secrets", SecretsProvider())
         calls = Calls()
         handler.dynamo().client.meta.events.register("before-call.*.*", calls.hook)
-        handler.secrets().client.meta.events.register("before-call.*.*", calls.hook)
+        handler._secrets.client.meta.events.register("before-call.*.*", calls.hook)
         ollama_server.responder = label_words_responder(alpha_words)
         yield World(ollama_server, DynamoClient(TABLE), calls)
 
 
-def test_a_fixture_receipt_gets_pending_labels(
-    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    log_to_captured_stdout(monkeypatch)
+def test_a_fixture_receipt_gets_pending_labels(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="process_receipt")
     event = world.load("receipt_grocery.json")
 
     result = world.invoke(event)
@@ -139,17 +135,16 @@ def test_a_fixture_receipt_gets_pending_labels(
     assert receipt.labeled_by == "receipt_label:loopback-model" and receipt.labeled_at is not None
     assert world.calls.writes()[-1] == "UpdateItem" and world.calls.writes().count("UpdateItem") == 1
 
-    out = capsys.readouterr().out
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    done = [r for r in records if r.get("message") == "receipt labeled"]
-    assert done and done[0]["image_id"] == event["image_id"] and done[0]["receipt_id"] == event["receipt_id"]
-    assert done[0]["labels_added"] == len(labels)
+    records = handler_records(caplog)  # stdlib records; Lambda's JSON log format writes every extra key
+    done = [r for r in records if r.getMessage() == "receipt labeled"]
+    assert done and done[0].__dict__["labels_added"] == len(labels)
+    assert all((r.__dict__["image_id"], r.__dict__["receipt_id"]) == (event["image_id"], 1) for r in records)
 
 
 def test_the_key_is_read_once_per_container_and_never_logged_or_put_in_the_environment(
-    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    log_to_captured_stdout(monkeypatch)
+    caplog.set_level(logging.DEBUG)
     events = [world.load("receipt_grocery.json"), world.load("receipt_pharmacy.json")]
     for event in events:
         world.invoke(event)
@@ -163,8 +158,11 @@ def test_the_key_is_read_once_per_container_and_never_logged_or_put_in_the_envir
     assert world.calls.names.count("GetSecretValue") == 2
     assert [r.headers["authorization"] for r in world.server.chat_requests] == [f"Bearer {API_KEY}"] * 3
     captured = capsys.readouterr()
-    assert API_KEY not in captured.out + captured.err
+    assert API_KEY not in captured.out + captured.err + caplog.text
+    assert all(API_KEY not in repr(record.__dict__) for record in caplog.records)
     assert all(API_KEY not in value for value in os.environ.values())
+    (failed,) = [r for r in handler_records(caplog) if r.getMessage() == "receipt failed"]
+    assert failed.__dict__["error_type"] == "LLMAuthError" and failed.__dict__["receipt_id"] == 1
 
 
 def test_a_rerun_makes_no_llm_call_and_no_write(world: World) -> None:
@@ -308,7 +306,7 @@ def test_a_receipt_labeled_before_the_marker_existed_is_completed_once_and_nothi
 
 
 def test_a_missing_receipt_raises_receipt_not_found_without_llm_or_write(world: World) -> None:
-    with pytest.raises(handler.ReceiptNotFoundError) as raised:
+    with pytest.raises(ReceiptNotFoundError) as raised:
         world.invoke({"image_id": "0f0e0d0c-0b0a-4908-8706-050403020100", "receipt_id": 9})
     assert type(raised.value).__name__ == "ReceiptNotFoundError"
     assert world.server.chat_requests == []
@@ -375,7 +373,7 @@ def test_with_a_langsmith_secret_the_run_gets_a_tracer_built_from_it(
     results = [world.invoke(event) for event in events]
 
     assert all(r["labels_added"] > 0 for r in results)
-    tracer = handler.langsmith_tracer()
+    tracer = handler.tracer()
     assert isinstance(tracer, LangChainTracer) and tracer.project_name == "receipts-test"
     assert tracer.client.api_key == LANGSMITH_KEY
     assert world.calls.names.count("GetSecretValue") == 2  # Ollama key and LangSmith key, once each
@@ -422,7 +420,7 @@ def test_a_key_fixed_in_the_secret_after_a_401_is_used_at_once_not_after_the_cac
 def test_a_stream_that_trickles_a_valid_answer_stops_inside_the_lambdas_time_with_a_retryable_error(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each chunk arrives well inside the HTTP read timeout (5 s), so only the time budget can stop it:
+    """Each chunk arrives well inside the HTTP read timeout (30 s), so only the time budget can stop it:
     a 4 s Lambda with a 1 s margin must end within 3 s with TimeBudgetExceededError and write nothing."""
     monkeypatch.setenv("TIME_MARGIN_SECONDS", "1")
     event = world.load("receipt_grocery.json")
@@ -513,7 +511,7 @@ def test_preflight_against_an_unreachable_endpoint_raises_the_retryable_transien
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OLLAMA_BASE_URL", "http://127.0.0.1:9")  # discard port: connection refused
-    monkeypatch.setattr(handler, "_chat_model", None)
+    monkeypatch.setattr(handler, "_models", None)  # a new container: the model is built with the new URL
 
     with pytest.raises(LLMTransientError) as raised:
         world.invoke({"preflight": True})
@@ -531,7 +529,7 @@ def test_a_secrets_manager_service_error_reaches_step_functions_as_aws_transient
     from receipt_dynamo import AwsTransientError
 
     event = world.load("receipt_grocery.json")
-    client = handler.secrets().client
+    client = handler._secrets.client
     with Stubber(client) as stubber:
         for _ in range(10):  # more than botocore's attempts: whatever it retries is answered the same
             stubber.add_client_error("get_secret_value", "InternalServiceError", "boom", http_status_code=500)
@@ -567,17 +565,12 @@ def test_a_price_that_is_both_unit_price_and_line_total_is_written_as_two_pendin
 def test_with_tracing_on_and_every_logger_at_debug_no_key_of_either_kind_is_logged(
     world: World, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The LangSmith key as well as the Ollama key: DEBUG everywhere (Powertools, root, botocore, httpx, langsmith)."""
-    import logging
-
+    """The LangSmith key as well as the Ollama key: DEBUG everywhere (the handler, root, botocore, httpx, langsmith)."""
     httpserver.expect_request("/info").respond_with_json({})
     httpserver.expect_request(re.compile("^/runs.*")).respond_with_json({})
     arn = boto3.client("secretsmanager").create_secret(Name="langsmith-debug", SecretString=LANGSMITH_KEY)["ARN"]
     monkeypatch.setenv("LANGSMITH_API_KEY_SECRET_ARN", arn)
     monkeypatch.setenv("LANGSMITH_ENDPOINT", httpserver.url_for("/").rstrip("/"))
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    log_to_captured_stdout(monkeypatch)
-    handler.logger.setLevel("DEBUG")
     lines: list[str] = []
 
     class Everything(logging.Handler):
@@ -585,7 +578,7 @@ def test_with_tracing_on_and_every_logger_at_debug_no_key_of_either_kind_is_logg
             lines.append(f"{record.name} {record.getMessage()} {record.args!r} {record.__dict__!r}")
 
     capture, root = Everything(level=logging.DEBUG), logging.getLogger()
-    names = ("botocore", "urllib3", "httpx", "httpcore", "langsmith", "langchain", "receipt_label")
+    names = ("process_receipt", "botocore", "urllib3", "httpx", "httpcore", "langsmith", "langchain", "receipt_label")
     saved = root.level, {name: logging.getLogger(name).level for name in names}
     root.addHandler(capture)
     root.setLevel(logging.DEBUG)
@@ -598,10 +591,10 @@ def test_with_tracing_on_and_every_logger_at_debug_no_key_of_either_kind_is_logg
         root.setLevel(saved[0])
         for name, level in saved[1].items():
             logging.getLogger(name).setLevel(level)
-        handler.logger.setLevel("INFO")
 
-    assert result["labels_added"] > 0 and handler.langsmith_tracer() is not None
+    assert result["labels_added"] > 0 and handler.tracer() is not None
     assert any(line.startswith("botocore") for line in lines)  # library debug logging was on
+    assert any(line.startswith("process_receipt receipt labeled") for line in lines)
     out, err = capfd.readouterr()
     for key in (LANGSMITH_KEY, API_KEY):
         assert [line[:160] for line in lines if key in line] == []

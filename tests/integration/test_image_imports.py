@@ -30,8 +30,10 @@ os.environ["DYNAMODB_TABLE_NAME"] = "receipts"
 os.environ["OLLAMA_BASE_URL"] = "http://127.0.0.1:9"
 os.environ["OLLAMA_MODEL"] = "probe-model"
 import handler
-model = handler.chat_model()  # ChatOllama and its HTTP client, without a request
+model = handler.chat_models().current()  # ChatOllama and its HTTP client, without a request
 handler.dynamo()
+from receipt_dynamo import ReceiptNotFoundError
+from receipt_label import LLMOutputError, LLMRateLimitError, LLMTransientError
 from langchain_core.tracers.langchain import LangChainTracer  # imported only when tracing is on
 from langsmith import Client
 stdlib = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])
@@ -47,9 +49,8 @@ print(json.dumps({
     "callable": callable(handler.lambda_handler),
     "model": type(model).__name__,
     "outside": outside,
-    "errors": [handler.InvalidEventError.__name__, handler.ReceiptNotFoundError.__name__,
-               handler.LLMRateLimitError.__name__, handler.LLMTransientError.__name__,
-               handler.LLMOutputError.__name__],
+    "errors": [handler.InvalidEventError.__name__, ReceiptNotFoundError.__name__,
+               LLMRateLimitError.__name__, LLMTransientError.__name__, LLMOutputError.__name__],
 }))
 """
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import cfn_lint, resources_of_type
 from tests.integ import snapshots
 
 pytestmark = pytest.mark.integration
@@ -43,8 +44,8 @@ def test_a_deliberate_change_to_an_integ_stack_fails_the_snapshot_check(synthesi
     template = changed["IntegPipeline.template.json"]
     function_id = next(
         logical_id
-        for logical_id, resource in template["Resources"].items()
-        if resource["Type"] == "AWS::Lambda::Function" and logical_id.startswith("OllamaStandIn")
+        for logical_id in resources_of_type(template, "AWS::Lambda::Function")
+        if logical_id.startswith("OllamaStandIn")
     )
     template["Resources"][function_id]["Properties"]["MemorySize"] = 4096
 
@@ -58,15 +59,17 @@ def test_a_deliberate_change_to_an_integ_stack_fails_the_snapshot_check(synthesi
 
 def test_the_assertions_run_in_order_and_wait_for_the_executions(synthesized: dict[str, Any]) -> None:
     """What `make integ` asserts is in the assertion stack: three executions, each waited for, in sequence."""
+    from aws_cdk.assertions import Template
+
     files = synthesized["integ_pipeline.py"]
     (name,) = [n for n in files if n.startswith("PipelineIntegDefaultTestDeployAssert")]
-    types = [r["Type"] for r in files[name]["Resources"].values()]
-    assert types.count("Custom::DeployAssert@SdkCallStepFunctionsstartExecution") == 3
-    assert types.count("Custom::DeployAssert@SdkCallStepFunctionsdescribeExecution") == 3
+    template = Template.from_json(files[name])
+    template.resource_count_is("Custom::DeployAssert@SdkCallStepFunctionsstartExecution", 3)
+    template.resource_count_is("Custom::DeployAssert@SdkCallStepFunctionsdescribeExecution", 3)
     # each describeExecution is polled by a waiter state machine until the run ends (or 20 minutes pass)
-    assert types.count("AWS::StepFunctions::StateMachine") == 3
+    template.resource_count_is("AWS::StepFunctions::StateMachine", 3)
     # the seeding writes (25 items each), the 3 PENDING labels and the 3 reads of the stand-in's call count
-    assert types.count("Custom::DeployAssert@SdkCallDynamoDBgetItem") == 6
+    template.resource_count_is("Custom::DeployAssert@SdkCallDynamoDBgetItem", 6)
 
 
 @pytest.mark.parametrize(
@@ -77,14 +80,13 @@ def test_the_integ_stacks_have_no_unacknowledged_cdk_nag_or_cfn_lint_finding(
     module: str, stack_name: str, tmp_path: Path
 ) -> None:
     """The stacks under test (not integ-tests-alpha's own assertion stacks): AwsSolutions and Serverless packs,
-    and cfn-lint over the template."""
+    and cfn-lint over the template (with the repository's .cfnlintrc.yaml)."""
     import contextlib
     import importlib
     import json
 
     import aws_cdk as cdk
     from cdk_nag import AwsSolutionsChecks, ServerlessChecks
-    from cfnlint.api import ManualArgs, lint
 
     app = cdk.App(outdir=str(tmp_path))
     importlib.import_module(module).build(app)
@@ -101,8 +103,7 @@ def test_the_integ_stacks_have_no_unacknowledged_cdk_nag_or_cfn_lint_finding(
     ]
     assert findings == []
     template = (tmp_path / f"{stack_name}.template.json").read_text()
-    matches = lint(template, config=ManualArgs(regions=["us-east-1"]))
-    assert [f"{m.rule.id} {m.message}" for m in matches] == []
+    assert cfn_lint(template, ["us-east-1"]) == []
 
 
 def test_checkov_with_the_repository_configuration_passes_the_integ_stacks(

@@ -29,15 +29,20 @@ from receipt_label import (
     create_chat_model,
     label_receipt,
 )
-from receipt_label.testing import well_formed_answer
+from tests.helpers import REPO_ROOT
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder, words_in_prompt
+from tests.scripted_chat import well_formed_answer
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 SECRET = "sk-integration-SECRET-5f1e2d3c4b5a"
-TIMEOUT = 1.0
+#: The client timeout of success paths: far beyond any answer time of the loopback server, even on a busy machine.
+TIMEOUT = 30.0
+#: Only the timing-out case uses a short client timeout, against a server that waits STALL (stopping the
+#: server ends the wait), so the client times out every time.
+SHORT_TIMEOUT = 0.5
+STALL = 60.0
 FAST = LabelingOptions(retry_delay_seconds=0.0)
 
 
@@ -45,8 +50,10 @@ def fixture(name: str) -> ReceiptDetails:
     return parse_receipt_document(json.loads((FIXTURES / name).read_text()))
 
 
-def chat_model(server: OllamaServer, *, stream: bool = True, model: str = "gpt-oss:120b") -> Runnable[Any, Any]:
-    llm = create_chat_model(OllamaSettings(base_url=server.url, model=model, timeout_seconds=TIMEOUT), api_key=SECRET)
+def chat_model(
+    server: OllamaServer, *, stream: bool = True, model: str = "gpt-oss:120b", timeout: float = TIMEOUT
+) -> Runnable[Any, Any]:
+    llm = create_chat_model(OllamaSettings(base_url=server.url, model=model, timeout_seconds=timeout), api_key=SECRET)
     return llm if stream else llm.bind(stream=False)
 
 
@@ -97,7 +104,7 @@ def test_rate_limit_raises_llm_rate_limit_error_without_retrying_in_process(olla
 FAILURES = {
     "http-500": ScriptedResponse.http_error(500, "internal error"),
     "http-503": ScriptedResponse.http_error(503, "overloaded"),
-    "timeout": ScriptedResponse.answer('{"labels": []}', delay=TIMEOUT * 2),
+    "timeout": ScriptedResponse.answer('{"labels": []}', delay=STALL),
     "dropped-connection": ScriptedResponse.answer('{"labels": []}', drop=True),
     "connection-reset": ScriptedResponse.answer('{"labels": []}', reset=True),
 }
@@ -112,9 +119,11 @@ STREAM_FAILURES = {
 @pytest.mark.parametrize("failure", sorted(FAILURES))
 def test_server_failures_raise_llm_transient_error(ollama_server: OllamaServer, failure: str, stream: bool) -> None:
     ollama_server.script(FAILURES[failure], FAILURES[failure])
-    with pytest.raises(LLMTransientError):
-        label_receipt(fixture("receipt_grocery.json"), llm=chat_model(ollama_server, stream=stream), options=FAST)
+    llm = chat_model(ollama_server, stream=stream, timeout=SHORT_TIMEOUT if failure == "timeout" else TIMEOUT)
+    with pytest.raises(LLMTransientError) as raised:
+        label_receipt(fixture("receipt_grocery.json"), llm=llm, options=FAST)
     assert len(ollama_server.chat_requests) == 2  # one in-process retry, then the state machine's turn
+    assert ("timed out" in str(raised.value)) is (failure == "timeout")
 
 
 @pytest.mark.parametrize("failure", sorted(STREAM_FAILURES))
@@ -299,9 +308,9 @@ def test_cli_prints_a_table_of_words_and_labels(ollama_server: OllamaServer) -> 
         ],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=REPO_ROOT,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "OLLAMA_API_KEY": SECRET, "OLLAMA_TIMEOUT_SECONDS": "5"},
+        env={"PATH": "/usr/bin:/bin", "OLLAMA_API_KEY": SECRET, "OLLAMA_TIMEOUT_SECONDS": "30"},
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
@@ -320,14 +329,14 @@ def test_cli_reports_bad_documents_and_llm_errors(ollama_server: OllamaServer, t
     doc = json.loads((FIXTURES / "receipt_restaurant.json").read_text())
     doc["lines"][2]["words"][0]["word_id"] = -1
     bad.write_text(json.dumps(doc))
-    env = {"PATH": "/usr/bin:/bin", "OLLAMA_TIMEOUT_SECONDS": "5"}
+    env = {"PATH": "/usr/bin:/bin", "OLLAMA_TIMEOUT_SECONDS": "30"}
     cmd = [sys.executable, "-m", "receipt_label"]
 
     completed = subprocess.run(
         [*cmd, str(bad), "--base-url", ollama_server.url],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=env,
         timeout=60,
         check=False,
@@ -341,7 +350,7 @@ def test_cli_reports_bad_documents_and_llm_errors(ollama_server: OllamaServer, t
         [*cmd, good, "--base-url", ollama_server.url],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=env,
         timeout=60,
         check=False,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import langsmith.run_trees as run_trees
 import langsmith.utils as ls_utils
@@ -19,11 +18,12 @@ from pytest_httpserver import HTTPServer
 
 from receipt_dynamo import parse_receipt_document
 from receipt_label import OllamaSettings, create_chat_model, label_receipt
+from tests.helpers import REPO_ROOT
 from tests.ollama_server import OllamaServer, label_words_responder
 
 pytestmark = pytest.mark.integration
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "receipt_pharmacy.json"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "receipt_pharmacy.json"
 OLLAMA_KEY = "sk-ollama-TRACE-SECRET-77aa"
 ENV_VARS = [
     f"{ns}_{name}"
@@ -57,7 +57,7 @@ def langsmith_api(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> It
 
 def _label(ollama_server: OllamaServer, **kwargs: object) -> None:
     ollama_server.responder = label_words_responder(lambda text: "PRODUCT_NAME")
-    llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=5), api_key=OLLAMA_KEY)
+    llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=30), api_key=OLLAMA_KEY)
     details = parse_receipt_document(json.loads(FIXTURE.read_text()))
     result = label_receipt(details, llm=llm, **kwargs)  # type: ignore[arg-type]
     assert result.labels and result.llm_calls == 1

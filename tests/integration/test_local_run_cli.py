@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import REPO_ROOT
 from tests.ollama_server import (
     OllamaServer,
     RecordedRequest,
@@ -28,7 +29,6 @@ from tests.ollama_server import (
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("*.json"))
 
 

@@ -13,7 +13,6 @@ import json
 import types
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,11 +21,12 @@ import pytest
 from local_pipeline.harness import LocalPipeline
 from local_pipeline.moto_shims import EXCEED_TOLERATED_FAILURE_THRESHOLD
 from receipt_dynamo import Receipt, ReceiptWordLabel, ValidationStatus
+from tests.helpers import REPO_ROOT
 from tests.ollama_server import OllamaServer, RecordedRequest, ScriptedResponse, label_words_responder, words_in_prompt
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures").glob("*.json"))
+FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("*.json"))
 GARBAGE_WORD = "QQGARBLEDQQ"  # a receipt holding this word gets garbage answers from the model
 HUMAN = "reviewer:alice"
 

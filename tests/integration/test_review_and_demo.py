@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from local_pipeline import review_diff
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "receipt_grocery.json"
 NO_CREDENTIALS_LINE = (
     "No AWS credentials: comparing the working tree with {base} (synthesized locally); "
@@ -43,11 +43,11 @@ def bare_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def state_machine_id(template: dict[str, Any]) -> str:
-    ids = [
-        k
-        for k, v in template["Resources"].items()
-        if v["Type"] == "AWS::StepFunctions::StateMachine" and "StateMachineName" in v.get("Properties", {})
-    ]
+    """The logical id of the one named state machine."""
+    from aws_cdk.assertions import Match, Template
+
+    named = {"Properties": {"StateMachineName": Match.any_value()}}
+    ids = list(Template.from_json(template).find_resources("AWS::StepFunctions::StateMachine", named))
     assert len(ids) == 1, ids
     return ids[0]
 

@@ -18,11 +18,11 @@ import aws_cdk as cdk
 import pytest
 import yaml
 
+from tests.helpers import REPO_ROOT
 from tests.security_synth import NagSynth
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
 CONFIG = REPO_ROOT / ".checkov.yaml"
 

@@ -1,7 +1,7 @@
 """The Ollama key never reaches a log line or the LangGraph state, even with every logger at DEBUG.
 
 The real ProcessReceipt handler reads the key from (moto's) Secrets Manager and labels a receipt
-against the loopback server, with: Powertools at DEBUG, the root logger and every library logger
+against the loopback server, with the root logger, the handler's and every library logger
 (botocore, urllib3, httpx, httpcore, langchain, langgraph, ollama, receipt_label) at DEBUG,
 LangChain's global debug printing every chain's inputs and outputs, and a callback recording
 every node's input and output state. The server must receive the key in the Authorization header;
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -21,7 +20,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import set_debug
 
-from receipt_label import LLMRequestError, LLMTransientError
+from receipt_label import LLMRequestError, LLMTransientError, pipeline
 from tests.fault_injection import API_KEY, ProcessWorld, process_world
 from tests.ollama_server import OllamaServer, ScriptedResponse, label_words_responder
 
@@ -29,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 KEY_FRAGMENTS = (API_KEY, API_KEY[4:20], API_KEY[-16:])  # the key, and pieces of it (a cut or masked copy)
 LIBRARY_LOGGERS = (
+    "process_receipt",
     "botocore",
     "boto3",
     "urllib3",
@@ -79,15 +79,12 @@ class StateRecorder(BaseCallbackHandler):
 def debug_world(
     ollama_server: OllamaServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[ProcessWorld, Everything]]:
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     capture = Everything()
     root = logging.getLogger()
     saved = root.level, {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     with process_world(ollama_server, monkeypatch, name="security_logs") as world:
         # Capture starts once the test's own setup (which stores the key in Secrets Manager) is done.
         world.server.responder = label_words_responder(lambda t: "PRODUCT_NAME" if t.isalpha() else None)
-        monkeypatch.setattr(world.handler.logger.registered_handler, "stream", sys.stdout)
         root.addHandler(capture)
         root.setLevel(logging.DEBUG)
         for name in LIBRARY_LOGGERS:
@@ -112,12 +109,12 @@ def test_the_key_is_sent_to_ollama_but_never_logged_or_put_in_graph_state_even_a
 ) -> None:
     world, capture = debug_world
     recorder = StateRecorder()
-    label_receipt = world.handler.label_receipt
+    label_receipt = pipeline.label_receipt
 
     def label_with_recorder(details: Any, *, llm: Any, config: Any = None) -> Any:
         return label_receipt(details, llm=llm, config={**(config or {}), "callbacks": [recorder]})
 
-    monkeypatch.setattr(world.handler, "label_receipt", label_with_recorder)
+    monkeypatch.setattr(pipeline, "label_receipt", label_with_recorder)
     labeled = world.load("receipt_grocery.json")
     result = world.invoke(labeled)
     # Failures log more (exceptions, retries): a rejected key and a server error, too.
@@ -135,6 +132,7 @@ def test_the_key_is_sent_to_ollama_but_never_logged_or_put_in_graph_state_even_a
     assert '"level":"DEBUG"' in out or "[DEBUG]" in out or any("DEBUG" in line for line in capture.lines)
     assert any(line.startswith("httpcore") for line in capture.lines)  # library debug logs were on
     assert any(line.startswith("botocore") for line in capture.lines)
+    assert any(line.startswith("process_receipt | receipt failed") for line in capture.lines)  # with its traceback
     assert recorder.seen and any("messages" in s for s in recorder.seen)  # the state was seen
     assert leaks(out + err) == []
     assert [line[:200] for line in capture.lines if leaks(line)] == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import aws_cdk as cdk
@@ -11,7 +14,7 @@ import pytest
 
 from app import KNOWN_CONTEXT_KEYS, build_app, check_context_keys, environment_from_context
 from constructs.receipt_labeling_stack import PipelineSettings
-from tests.conftest import REPO_ROOT, cdk_json_context
+from tests.helpers import REPO_ROOT, cdk_json_context
 
 pytestmark = pytest.mark.unit
 
@@ -105,3 +108,39 @@ def test_account_and_region_together_pin_the_environment() -> None:
 def test_neither_account_nor_region_is_environment_agnostic() -> None:
     assert environment_from_context(app_with()) is None
     assert environment_from_context(app_with(account="", region="")) is None
+
+
+# ---- template validation ------------------------------------------------------------------------------
+_INVALID_APP = """
+import sys, tempfile
+import aws_cdk as cdk
+from app import build_app
+from tests.helpers import cdk_json_context
+
+app = build_app(cdk.App(outdir=tempfile.mkdtemp(), context=cdk_json_context()))
+stack = app.node.find_child("ReceiptLabeling-dev")
+cdk.CfnResource(stack, "NotATopic", type="AWS::SNS::Topic", properties={"TopicName": 7, "Colour": "blue"})
+app.synth()
+"""
+
+
+def synth_invalid_app(**environment: str) -> subprocess.CompletedProcess[str]:
+    """The app plus a resource the template validator rejects, synthesized in a fresh process.
+
+    Fresh, so that CDK's Node process starts with ``environment`` as ``cdk synth`` would start it.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "CDK_VALIDATION"} | environment
+    return subprocess.run(
+        [sys.executable, "-c", _INVALID_APP], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_the_template_validator_rejects_an_invalid_template() -> None:
+    done = synth_invalid_app()
+    assert done.returncode != 0
+    assert "ValidationFailed" in done.stderr and "'Colour' was unexpected" in done.stderr
+
+
+def test_cdk_validation_false_turns_the_template_validation_off() -> None:
+    done = synth_invalid_app(CDK_VALIDATION="false")
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -30,6 +30,8 @@ FUNCTION = "receipt-labeling-test-process"
 DOCKERFILE = "lambdas/process_receipt/Dockerfile"
 # IAM actions granted on Resource "*": ECR's registry token, and CloudWatch Logs' vended log delivery
 # used by the provider's waiter state machine logging (no resource-level permissions for either).
+# Lambda's JSON log format, on the image function and the trigger's handlers.
+JSON_LOGGING = {"LogFormat": "JSON", "ApplicationLogLevel": "INFO", "SystemLogLevel": "WARN"}
 STAR_ONLY_ACTIONS = {
     "ecr:GetAuthorizationToken",
     "ecr-public:GetAuthorizationToken",
@@ -144,11 +146,11 @@ def only(raw: dict[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
 
 
 def statements(raw: dict[str, Any], role_logical_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for policy in resources(raw, "AWS::IAM::Policy").values():
-        if {"Ref": role_logical_id} in policy["Properties"]["Roles"]:
-            out.extend(policy["Properties"]["PolicyDocument"]["Statement"])
-    return out
+    """The statements of every policy attached to the role ``role_logical_id``."""
+    policies = Template.from_json(raw).find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": Match.array_with([{"Ref": role_logical_id}])}}
+    )
+    return [statement for p in policies.values() for statement in p["Properties"]["PolicyDocument"]["Statement"]]
 
 
 def actions_of(statement: dict[str, Any]) -> set[str]:
@@ -217,12 +219,20 @@ def test_repository_scans_on_push_keeps_tags_immutable_and_expires_old_images(as
 
 
 def test_keep_images_sets_the_lifecycle_count(wait_stack: Any) -> None:
-    _, _, raw, _ = wait_stack
-    _, repo = only(raw, "AWS::ECR::Repository")
-    rules = json.loads(repo["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    _, template, _, _ = wait_stack
+    template.resource_count_is("AWS::ECR::Repository", 1)
+    policy = Capture()
+    template.has_resource(
+        "AWS::ECR::Repository",
+        {
+            "DeletionPolicy": "Delete",  # removal_policy=DESTROY
+            "Properties": Match.object_like(
+                {"EmptyOnDelete": True, "LifecyclePolicy": {"LifecyclePolicyText": policy}}
+            ),
+        },
+    )
+    rules = json.loads(policy.as_string())["rules"]
     assert [r["selection"].get("countNumber") for r in rules] == [1, 1, 10]
-    assert repo["DeletionPolicy"] == "Delete"  # removal_policy=DESTROY
-    assert repo["Properties"]["EmptyOnDelete"] is True
 
 
 def test_artifact_bucket_is_versioned_encrypted_private_tls_only_and_expires_old_versions(async_stack: Any) -> None:
@@ -457,7 +467,13 @@ def test_trigger_handlers_are_plain_python_from_lambdas_folder(async_stack: Any)
     for handler, timeout in (("handler.on_event", 300), ("handler.is_complete", 60)):
         template.has_resource_properties(
             "AWS::Lambda::Function",
-            {"Handler": handler, "Runtime": "python3.14", "Architectures": ["arm64"], "Timeout": timeout},
+            {
+                "Handler": handler,
+                "Runtime": "python3.14",
+                "Architectures": ["arm64"],
+                "Timeout": timeout,
+                "LoggingConfig": Match.object_like(JSON_LOGGING),
+            },
         )
     key = raw["Resources"][logical_id(image.on_event_function)]["Properties"]["Code"]["S3Key"]
     manifest = json.loads((out.parent / "ImageOnly.assets.json").read_text())
@@ -482,7 +498,10 @@ def test_function_is_pinned_to_the_trigger_digest_with_the_lambda_config(async_s
             "ReservedConcurrentExecutions": 5,
             "Environment": {"Variables": {"DYNAMODB_TABLE_NAME": "receipts"}},
             "Tags": Match.array_with([{"Key": "component", "Value": "process-receipt"}]),
-            "LoggingConfig": {"LogGroup": {"Ref": logical_id(image.lambda_function.log_group)}},
+            "LoggingConfig": {
+                "LogGroup": {"Ref": logical_id(image.lambda_function.log_group)},
+                **JSON_LOGGING,
+            },
         },
     )
     parts = uri.as_object()["Fn::Join"][1]
@@ -837,35 +856,54 @@ def test_the_pipeline_is_created_after_its_source_object_exists(async_stack: Any
 
 def test_codebuild_may_assume_the_build_role_only_for_this_project_and_account(async_stack: Any) -> None:
     """Confused-deputy guard (aws:SourceAccount, aws:SourceArn) in the CodeBuild service role's trust."""
-    image, _, raw, _ = async_stack
-    trust = raw["Resources"][logical_id(image.build_role)]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust == [
-        {
-            "Action": "sts:AssumeRole",
-            "Effect": "Allow",
-            "Principal": {"Service": "codebuild.amazonaws.com"},
-            "Condition": {
-                "StringEquals": {"aws:SourceAccount": "123456789012"},
-                "ArnLike": {"aws:SourceArn": arn(f"codebuild:us-east-1:123456789012:project/{FUNCTION}-image-build")},
-            },
-        }
-    ]
-    project = raw["Resources"][logical_id(image.project)]["Properties"]
-    assert project["Name"] == f"{FUNCTION}-image-build"
+    image, template, _, _ = async_stack
+    trust = {
+        "Statement": [
+            {
+                "Action": "sts:AssumeRole",
+                "Effect": "Allow",
+                "Principal": {"Service": "codebuild.amazonaws.com"},
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": "123456789012"},
+                    "ArnLike": {
+                        "aws:SourceArn": arn(f"codebuild:us-east-1:123456789012:project/{FUNCTION}-image-build")
+                    },
+                },
+            }
+        ],
+        "Version": "2012-10-17",
+    }
+    roles = template.find_resources(
+        "AWS::IAM::Role", {"Properties": Match.object_like({"AssumeRolePolicyDocument": trust})}
+    )
+    assert list(roles) == [logical_id(image.build_role)]
+    template.has_resource_properties("AWS::CodeBuild::Project", {"Name": f"{FUNCTION}-image-build"})
 
 
 def test_lambda_may_pull_from_the_repository_only_for_this_function(async_stack: Any) -> None:
-    image, _, raw, _ = async_stack
-    policy = raw["Resources"][logical_id(image.repository)]["Properties"]["RepositoryPolicyText"]
-    (statement,) = policy["Statement"]
-    assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
-    assert set(actions_of(statement)) == {
-        "ecr:BatchCheckLayerAvailability",
-        "ecr:BatchGetImage",
-        "ecr:GetDownloadUrlForLayer",
-    }
+    _, template, _, _ = async_stack
     function = f"lambda:us-east-1:123456789012:function:{FUNCTION}"
-    assert statement["Condition"] == {"StringLike": {"aws:sourceArn": [arn(function), arn(f"{function}:*")]}}
+    template.has_resource_properties(
+        "AWS::ECR::Repository",
+        {
+            "RepositoryPolicyText": Match.object_like(
+                {
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": [
+                                "ecr:BatchCheckLayerAvailability",
+                                "ecr:GetDownloadUrlForLayer",
+                                "ecr:BatchGetImage",
+                            ],
+                            "Condition": {"StringLike": {"aws:sourceArn": [arn(function), arn(f"{function}:*")]}},
+                        }
+                    ]
+                }
+            )
+        },
+    )
 
 
 def test_build_role_may_log_in_to_ecr_public_with_the_two_documented_actions(async_stack: Any) -> None:
@@ -891,12 +929,12 @@ def test_build_role_may_log_in_to_ecr_public_with_the_two_documented_actions(asy
 def test_the_waiter_state_machine_logs_under_vendedlogs(async_stack: Any) -> None:
     """Step Functions adds other log groups to the account's CloudWatch Logs resource policy (5,120
     characters); names under /aws/vendedlogs/ do not grow it."""
-    _, _, raw, _ = async_stack
-    _, machine = only(raw, "AWS::StepFunctions::StateMachine")
-    (destination,) = machine["Properties"]["LoggingConfiguration"]["Destinations"]
-    group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
-    name = raw["Resources"][group_id]["Properties"]["LogGroupName"]
-    assert name == f"/aws/vendedlogs/states/{FUNCTION}-image-build-waiter"
+    _, template, _, _ = async_stack
+    (waiter,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
+    (destination,) = waiter["Properties"]["LoggingConfiguration"]["Destinations"]
+    group, _ = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"]
+    name = f"/aws/vendedlogs/states/{FUNCTION}-image-build-waiter"
+    assert list(template.find_resources("AWS::Logs::LogGroup", {"Properties": {"LogGroupName": name}})) == [group]
 
 
 def test_failed_pipeline_executions_and_builds_reach_the_alarm_topic(wait_stack: Any) -> None:
@@ -931,5 +969,6 @@ def test_failed_pipeline_executions_and_builds_reach_the_alarm_topic(wait_stack:
 
 
 def test_no_alarm_topic_no_rules(async_stack: Any) -> None:
-    image, _, raw, _ = async_stack
-    assert image.failure_rules == [] and not resources(raw, "AWS::Events::Rule")
+    image, template, _, _ = async_stack
+    assert image.failure_rules == []
+    template.resource_count_is("AWS::Events::Rule", 0)

@@ -491,6 +491,26 @@ def test_start_is_retried_after_conflict_limit_access_denied_or_throttling(aws: 
     assert aws.sleeps == list(handler.START_RETRY_DELAYS[:2])
 
 
+def test_logs_go_to_the_image_build_trigger_logger_with_context_and_the_error_in_extra(
+    aws: Aws, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One named logger; a retried failure carries error_type, error and its AWS code as ``extra`` keys."""
+    aws.tag_missing()
+    aws.executions([])
+    aws.stub["codepipeline"].add_client_error(
+        "start_pipeline_execution", "ThrottlingException", "Rate exceeded", 400, expected_params=aws.start_params(False)
+    )
+    aws.start(update_function=False)
+    with caplog.at_level("INFO", logger="image_build_trigger"):
+        handler.handle_event(event("Create"), clients=aws.clients, sleep=aws.sleep)
+    assert {r.name for r in caplog.records} == {"image_build_trigger"}
+    (retry,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert (retry.error_type, retry.error_code) == ("ClientError", "ThrottlingException")  # type: ignore[attr-defined]
+    assert "Rate exceeded" in retry.error  # type: ignore[attr-defined]
+    (started,) = [r for r in caplog.records if r.getMessage().startswith("started ")]
+    assert (started.image_tag, started.execution_id) == (TAG, EXECUTION)  # type: ignore[attr-defined]
+
+
 def test_start_gives_up_after_the_bounded_retries(aws: Aws) -> None:
     aws.tag_missing()
     aws.executions([])

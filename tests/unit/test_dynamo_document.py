@@ -22,10 +22,11 @@ from receipt_dynamo import (
     receipt_document,
 )
 from receipt_dynamo.cli import main, read_documents
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 FIXTURE_FILES = sorted(FIXTURES.glob("receipt_*.json"))
 
 

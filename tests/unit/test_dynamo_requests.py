@@ -318,3 +318,34 @@ def test_loading_without_a_connection_raises_aws_transient_error() -> None:
     with pytest.raises(AwsTransientError) as info:
         DynamoClient("t", client=Refusing(no_connection())).add_receipt(Receipt(IMAGE_ID, 1))
     assert info.value.code == "EndpointConnectionError"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "typed"),
+    [
+        ("ProvisionedThroughputExceededException", 400, DynamoThrottledError),
+        ("ThrottlingException", 400, DynamoThrottledError),
+        ("InternalServerError", 500, AwsTransientError),
+    ],
+)
+def test_a_receipt_read_that_outlasts_the_retries_raises_the_typed_error(
+    stubbed: tuple[Any, Stubber], code: str, status: int, typed: type[Exception]
+) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("query", code, "no", http_status_code=status)
+    with pytest.raises(typed) as raised:
+        DynamoClient("t", client=client).get_receipt_details(IMAGE_ID, 1)
+    assert isinstance(raised.value.__cause__, ClientError)
+    assert "Query" in str(raised.value) and code in str(raised.value)
+
+
+def test_a_receipt_read_denied_and_a_throttled_listing_are_raised_as_botocore_s_errors(
+    stubbed: tuple[Any, Stubber],
+) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("query", "AccessDeniedException", "no", http_status_code=400)
+    stubber.add_client_error("query", "ProvisionedThroughputExceededException", "no", http_status_code=400)
+    with pytest.raises(ClientError, match="AccessDeniedException"):
+        DynamoClient("t", client=client).get_receipt_details(IMAGE_ID, 1)
+    with pytest.raises(ClientError, match="ProvisionedThroughputExceededException"):  # ListReceipts' contract
+        list(DynamoClient("t", client=client).iter_receipt_keys())

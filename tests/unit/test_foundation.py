@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, synth_app
+from tests.helpers import REPO_ROOT, synth_app
 
 pytestmark = pytest.mark.unit
 

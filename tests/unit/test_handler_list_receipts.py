@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
-import sys
 import tracemalloc
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from bench.bench_manifest import PagedReceiptIndex  # the same DynamoDB stand-in the bench lists from
 from receipt_dynamo import DynamoClient
-from tests.lambda_handlers import load_handler as load_handler_file
+from tests.helpers import LIST_HANDLER
+from tests.helpers import load_handler as load_handler_file
 
 pytestmark = pytest.mark.unit
 
-HANDLER = Path(__file__).resolve().parents[2] / "lambdas" / "list_receipts" / "handler.py"
-
 
 def load_handler() -> ModuleType:
-    return load_handler_file(HANDLER, "list_receipts_handler_unit")
+    return load_handler_file(LIST_HANDLER, "list_receipts_handler_unit")
 
 
 handler = load_handler()
@@ -214,15 +213,43 @@ def test_memory_stays_flat_for_100k_receipts(wired: Any) -> None:
     assert peak < 64 * 2**20  # with the ~50 MB runtime + boto3 baseline this fits the default 128 MB
 
 
-def test_each_log_line_is_one_json_object_with_the_runs_facts(
-    wired: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def lambda_json_lines(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
+    """``records`` as Lambda's JSON log format writes them (the runtime's own formatter)."""
+    from awslambdaric.lambda_runtime_log_utils import JsonFormatter
+
+    formatter = JsonFormatter()
+    return [json.loads(formatter.format(record)) for record in records]
+
+
+def handler_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "list_receipts"]
+
+
+def test_logs_through_the_list_receipts_logger_without_a_handler_of_its_own() -> None:
+    assert handler.logger is logging.getLogger("list_receipts")
+    assert handler.logger.handlers == [] and handler.logger.propagate
+
+
+def test_the_manifest_log_line_is_one_json_object_with_the_runs_facts(
+    wired: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(handler.logger.handlers[0], "stream", sys.stdout)  # the stdout capsys captures
+    caplog.set_level(logging.INFO, logger="list_receipts")
     wired(3)
-    handler.lambda_handler({"execution_name": "run-7"}, SimpleNamespace(aws_request_id="req-7"))
-    lines = capsys.readouterr().out.strip().splitlines()
-    record = json.loads(lines[-1])
-    assert record["level"] == "INFO" and record["message"] == "manifest written"
-    assert record["receipt_count"] == 3 and record["manifest_key"] == "manifests/run-7/receipts.jsonl"
-    assert record["aws_request_id"] == "req-7"
-    assert record["timestamp"].endswith("Z")
+    handler.lambda_handler({"execution_name": "run-7", "limit": 5}, None)
+    (line,) = lambda_json_lines(handler_records(caplog))
+    assert line["level"] == "INFO" and line["message"] == "manifest written" and line["logger"] == "list_receipts"
+    assert line["receipt_count"] == 3 and line["receipts_to_label"] == 3 and line["limit"] == 5
+    assert line["manifest_bucket"] == "manifests-bucket"
+    assert line["manifest_key"] == "manifests/run-7/receipts.jsonl"
+    assert line["manifest_bytes"] > 0
+    assert line["timestamp"].endswith("Z")
+
+
+def test_an_invalid_event_is_logged_with_its_error(wired: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="list_receipts")
+    wired(1)
+    with pytest.raises(handler.InvalidEventError):
+        handler.lambda_handler({"limit": 0}, None)
+    (line,) = lambda_json_lines(handler_records(caplog))
+    assert line["level"] == "WARNING" and line["message"] == "invalid event"
+    assert line["error_type"] == "InvalidEventError" and line["error"].startswith("limit:")

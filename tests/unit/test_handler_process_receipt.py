@@ -1,9 +1,8 @@
-"""ProcessReceipt handler, without AWS or an LLM: event validation and the per-container secret cache."""
+"""ProcessReceipt handler, without AWS or an LLM: event validation, the per-container secret cache and the
+error classes Step Functions sees. The orchestration itself: tests/unit/test_receipt_pipeline.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -11,20 +10,13 @@ import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.stub import Stubber
 
-from tests.lambda_handlers import load_handler as load_handler_file
+from lambdas.process_receipt import handler
+from receipt_dynamo import DynamoClient, DynamoThrottledError, ReceiptNotFoundError
 
 pytestmark = pytest.mark.unit
 
-HANDLER = Path(__file__).resolve().parents[2] / "lambdas" / "process_receipt" / "handler.py"
 IMAGE_ID = "4ba71ab7-ac05-44a5-acc6-be1805fdf179"
 ONE_MB = "x" * (1 << 20)
-
-
-def load_handler() -> ModuleType:
-    return load_handler_file(HANDLER, "process_receipt_handler_unit")
-
-
-handler = load_handler()
 
 
 def test_a_valid_event_parses_with_force_off_by_default() -> None:
@@ -81,7 +73,7 @@ def test_an_event_that_is_not_an_object_is_invalid(event: Any) -> None:
 
 def test_the_invalid_event_error_class_name_is_what_step_functions_matches() -> None:
     assert handler.InvalidEventError.__name__ == "InvalidEventError"
-    assert handler.ReceiptNotFoundError.__name__ == "ReceiptNotFoundError"
+    assert ReceiptNotFoundError.__name__ == "ReceiptNotFoundError"
 
 
 def test_a_secret_is_fetched_once_per_container(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,24 +102,7 @@ def test_no_secret_arn_means_no_key_and_no_call(monkeypatch: pytest.MonkeyPatch)
 def test_no_langsmith_secret_means_no_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LANGSMITH_API_KEY_SECRET_ARN", raising=False)
     monkeypatch.setattr(handler, "_tracer", None)
-    assert handler.langsmith_tracer() is None
-
-
-def test_a_failing_trace_flush_never_fails_the_receipt() -> None:
-    class BrokenClient:
-        def flush(self, timeout: float | None = None) -> None:
-            raise ConnectionError("LangSmith unreachable")
-
-    class Tracer:
-        client = BrokenClient()
-        waited = False
-
-        def wait_for_futures(self) -> None:
-            self.waited = True
-
-    tracer = Tracer()
-    handler._flush_traces(tracer)  # must not raise
-    assert tracer.waited
+    assert handler.tracer() is None
 
 
 def test_without_a_lambda_context_the_handler_still_raises_the_typed_error() -> None:
@@ -135,42 +110,16 @@ def test_without_a_lambda_context_the_handler_still_raises_the_typed_error() -> 
         handler.lambda_handler({"image_id": IMAGE_ID}, None)
 
 
-# ---- completion marker and DynamoDB throttling ------------------------------------------------------
+# ---- DynamoDB errors as Step Functions sees them -------------------------------------------------
 
 
-def _details(*, labeled_by: str | None, label_by: str | None) -> Any:
-    from receipt_dynamo import Receipt, ReceiptDetails, ReceiptWordLabel, ValidationStatus
+class _Boto:
+    """A boto3 DynamoDB client whose Query raises ``error`` (the data layer types it)."""
 
-    labels = []
-    if label_by is not None:
-        labels = [
-            ReceiptWordLabel(IMAGE_ID, 1, 1, 1, "TAX", "r", "2026-01-02T03:04:05Z", ValidationStatus.PENDING, label_by)
-        ]
-    at = "2026-01-02T03:04:05Z" if labeled_by is not None else None
-    return ReceiptDetails(Receipt(IMAGE_ID, 1, labeled_by=labeled_by, labeled_at=at), labels=labels)
-
-
-@pytest.mark.parametrize(
-    ("labeled_by", "label_by", "skipped"),
-    [
-        ("receipt_label:gpt-oss:120b", "receipt_label:gpt-oss:120b", True),
-        ("receipt_label:other-model", None, True),  # finished, with nothing to propose
-        (None, "receipt_label:gpt-oss:120b", False),  # labels of a run that did not finish (or an older version)
-        (None, None, False),
-        ("reviewer:alice", "receipt_label:gpt-oss:120b", False),  # a marker, but not this pipeline's
-    ],
-)
-def test_only_the_completion_marker_of_this_pipeline_skips_a_receipt(
-    labeled_by: str | None, label_by: str | None, skipped: bool
-) -> None:
-    assert handler.already_labeled(_details(labeled_by=labeled_by, label_by=label_by)) is skipped
-
-
-class _Dynamo:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def get_receipt_details(self, image_id: str, receipt_id: int, **_: Any) -> Any:
+    def query(self, **_: Any) -> Any:
         raise self.error
 
 
@@ -180,12 +129,12 @@ class _Dynamo:
 def test_read_throttling_reaches_step_functions_as_dynamo_throttled_error(
     code: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # botocore raises its modeled class (its name would be the Lambda errorType); the handler maps it.
+    # botocore raises its modeled class (its name would be the Lambda errorType); the data layer maps it.
     client = boto3.client("dynamodb", region_name="us-east-1")
     modeled = getattr(client.exceptions, code)({"Error": {"Code": code, "Message": "slow down"}}, "Query")
     assert type(modeled).__name__ == code
-    monkeypatch.setattr(handler, "_dynamo", _Dynamo(modeled))
-    with pytest.raises(handler.DynamoThrottledError) as raised:
+    monkeypatch.setattr(handler, "_dynamo", DynamoClient("t", client=_Boto(modeled)))
+    with pytest.raises(DynamoThrottledError) as raised:
         handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1}, None)
     assert type(raised.value).__name__ == "DynamoThrottledError"
     assert (raised.value.operation, raised.value.code) == ("Query", code)
@@ -195,7 +144,7 @@ def test_read_throttling_reaches_step_functions_as_dynamo_throttled_error(
 def test_other_dynamodb_errors_are_not_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
     client = boto3.client("dynamodb", region_name="us-east-1")
     denied = client.exceptions.ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Query")
-    monkeypatch.setattr(handler, "_dynamo", _Dynamo(denied))
+    monkeypatch.setattr(handler, "_dynamo", DynamoClient("t", client=_Boto(denied)))
     with pytest.raises(type(denied)) as raised:
         handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1}, None)
     assert raised.value is denied

@@ -7,13 +7,13 @@ import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "lambdas" / "process_receipt" / "Dockerfile"
 HADOLINT = REPO_ROOT / ".venv" / "bin" / "hadolint"
 BASE_IMAGE = re.compile(r"^public\.ecr\.aws/lambda/python:3\.12-arm64(@sha256:[0-9a-f]{64})?$")

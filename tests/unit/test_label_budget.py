@@ -11,8 +11,8 @@ from receipt_dynamo import ReceiptDetails, parse_receipt_document
 from receipt_label import LLMTransientError, TimeBudget, TimeBudgetExceededError, label_receipt, time_budget
 from receipt_label.budget import current_budget
 from receipt_label.llm import _budget_request_hook, invoke_with_retries
-from receipt_label.testing import ScriptedChatModel, well_formed_answer
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
+from tests.scripted_chat import ScriptedChatModel, well_formed_answer
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,7 @@ from receipt_label import (
 )
 from receipt_label.errors import LLMAuthError, LLMModelNotFoundError, classify_llm_exception
 from receipt_label.llm import BearerAuth
-from receipt_label.testing import ScriptedChatModel
+from tests.scripted_chat import ScriptedChatModel
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,11 +21,12 @@ from receipt_label import (
     label_receipt,
 )
 from receipt_label.graph import review_answer
-from receipt_label.testing import ScriptedChatModel, well_formed_answer
+from tests.helpers import REPO_ROOT
+from tests.scripted_chat import ScriptedChatModel, well_formed_answer
 
 pytestmark = pytest.mark.unit
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 IMAGE_ID = "3f8a6c1e-1d2b-4c5d-9e7f-0a1b2c3d4e5f"
 NO_DELAY = LabelingOptions(retry_delay_seconds=0.0)
 

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 import receipt_dynamo
 from receipt_dynamo import DocumentValidationError, parse_receipt_document, receipt_document_schema
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_FILES = sorted((REPO_ROOT / "tests/fixtures").glob("*.json"))
 SCHEMA_FILE = REPO_ROOT / "receipt_dynamo" / receipt_dynamo.RECEIPT_DOCUMENT_SCHEMA
 

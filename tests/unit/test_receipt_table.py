@@ -7,7 +7,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iam as iam
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 
 from constructs.receipt_table import ReceiptTable
 
@@ -21,47 +21,60 @@ INDEXES = {
 }
 
 
-def synth(**props: Any) -> tuple[dict[str, Any], cdk.Stack, ReceiptTable]:
+def table_template(**props: Any) -> Template:
     stack = cdk.Stack(cdk.App(), "TableTest")
-    table = ReceiptTable(stack, "ReceiptTable", **props)
-    return Template.from_stack(stack).to_json(), stack, table
+    ReceiptTable(stack, "ReceiptTable", **props)
+    return Template.from_stack(stack)
 
 
 @pytest.fixture(scope="module")
-def created() -> dict[str, Any]:
-    template, _, _ = synth()
-    (table,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::GlobalTable"]
-    return dict(table)
+def created() -> Template:
+    template = table_template()
+    template.resource_count_is("AWS::DynamoDB::GlobalTable", 1)
+    return template
 
 
-def test_keys_and_indexes_match_the_design(created: dict[str, Any]) -> None:
-    props = created["Properties"]
-    assert props["KeySchema"] == [
-        {"AttributeName": "PK", "KeyType": "HASH"},
-        {"AttributeName": "SK", "KeyType": "RANGE"},
-    ]
-    indexes = {
-        index["IndexName"]: (
-            index["KeySchema"][0]["AttributeName"],
-            index["KeySchema"][1]["AttributeName"] if len(index["KeySchema"]) > 1 else None,
-            index["Projection"]["ProjectionType"],
-        )
-        for index in props["GlobalSecondaryIndexes"]
-    }
-    assert indexes == {name: (pk, sk, "ALL") for name, (pk, sk) in INDEXES.items()}
-    assert all(d["AttributeType"] == "S" for d in props["AttributeDefinitions"])
+def test_keys_and_indexes_match_the_design(created: Template) -> None:
+    created.has_resource_properties(
+        "AWS::DynamoDB::GlobalTable",
+        {
+            "KeySchema": [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+            "GlobalSecondaryIndexes": [
+                Match.object_equals(
+                    {
+                        "IndexName": name,
+                        "KeySchema": [{"AttributeName": pk, "KeyType": "HASH"}]
+                        + ([{"AttributeName": sk, "KeyType": "RANGE"}] if sk else []),
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                )
+                for name, (pk, sk) in INDEXES.items()
+            ],
+        },
+    )
+    (table,) = created.find_resources("AWS::DynamoDB::GlobalTable").values()
+    assert all(d["AttributeType"] == "S" for d in table["Properties"]["AttributeDefinitions"])
 
 
-def test_on_demand_pitr_streams_ttl_retained_and_protected(created: dict[str, Any]) -> None:
-    props = created["Properties"]
-    assert props["BillingMode"] == "PAY_PER_REQUEST"
-    assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
-    assert props["TimeToLiveSpecification"] == {"AttributeName": "time_to_live", "Enabled": True}
-    (replica,) = props["Replicas"]
-    assert replica["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert replica["DeletionProtectionEnabled"] is True
-    assert created["DeletionPolicy"] == "Retain"
-    assert created["UpdateReplacePolicy"] == "Retain"
+def test_on_demand_pitr_streams_ttl_retained_and_protected(created: Template) -> None:
+    created.has_resource(
+        "AWS::DynamoDB::GlobalTable",
+        {
+            "Properties": {
+                "BillingMode": "PAY_PER_REQUEST",
+                "StreamSpecification": Match.object_equals({"StreamViewType": "NEW_AND_OLD_IMAGES"}),
+                "TimeToLiveSpecification": Match.object_equals({"AttributeName": "time_to_live", "Enabled": True}),
+                "Replicas": [
+                    {
+                        "PointInTimeRecoverySpecification": Match.object_equals({"PointInTimeRecoveryEnabled": True}),
+                        "DeletionProtectionEnabled": True,
+                    }
+                ],
+            },
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+        },
+    )
 
 
 def test_imported_table_creates_nothing_and_grants_cover_its_indexes() -> None:
@@ -91,4 +104,4 @@ def render(value: Any) -> str:
 @pytest.mark.parametrize("name", ["", "   "])
 def test_blank_existing_name_is_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="existing_table_name"):
-        synth(existing_table_name=name)
+        table_template(existing_table_name=name)

@@ -16,17 +16,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk.assertions import Match, Template
 
+from tests.helpers import REPO_ROOT
 from tests.security_synth import NagSynth
 
 pytestmark = pytest.mark.unit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKS = ("AwsSolutions", "Serverless")
 
 # ---- cdk-nag --------------------------------------------------------------------------------------
@@ -158,8 +158,10 @@ def test_the_llm_keys_are_referenced_by_arn_only(nag_synth: NagSynth) -> None:
     env = {name: value for _, name, value in environments(nag_synth.template)}
     assert "OLLAMA_API_KEY" not in env and "LANGSMITH_API_KEY" not in env
     assert isinstance(env["OLLAMA_API_KEY_SECRET_ARN"], dict)  # a Ref to the secret, resolved at deploy time
-    secrets = [r for r in nag_synth.template["Resources"].values() if r["Type"] == "AWS::SecretsManager::Secret"]
-    assert secrets and all("GenerateSecretString" in s["Properties"] for s in secrets)
+    # at least one secret, and every one generated (never a value)
+    Template.from_json(nag_synth.template).all_resources_properties(
+        "AWS::SecretsManager::Secret", {"GenerateSecretString": Match.any_value()}
+    )
 
 
 # ---- IAM ----------------------------------------------------------------------------------------
@@ -192,9 +194,7 @@ def test_no_iam_statement_grants_a_wildcard_action(nag_synth: NagSynth) -> None:
         assert actions, logical_id
         for action in actions:
             assert isinstance(action, str) and "*" not in action, f"{logical_id}: {action}"
-    for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::IAM::Role":
-            assert "ManagedPolicyArns" not in resource["Properties"]
+    Template.from_json(template).all_resources_properties("AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()})
     # ... and none is excused: every IAM5 acknowledgement is for a wildcard resource.
     acknowledged = [k.split(" ", 1)[1] for k in acknowledgements(nag_synth)]
     assert any(rule.startswith("AwsSolutions::AwsSolutions-IAM5[Resource::") for rule in acknowledged)

@@ -17,7 +17,7 @@ import pytest
 from cdk_nag import AwsSolutionsChecks
 
 from app import build_app
-from tests.conftest import cdk_json_context
+from tests.helpers import cdk_json_context
 
 pytestmark = pytest.mark.unit
 

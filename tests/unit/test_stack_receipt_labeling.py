@@ -14,6 +14,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk.assertions import Capture, Match, Template
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from app import build_app
@@ -24,7 +25,7 @@ from constructs.create_labels_step_function import (
     stage_list_receipts_code,
 )
 from constructs.receipt_labeling_stack import PipelineSettings
-from tests.conftest import REPO_ROOT, cdk_json_context, synth_app
+from tests.helpers import REPO_ROOT, cdk_json_context, synth_app
 
 pytestmark = pytest.mark.unit
 
@@ -240,22 +241,37 @@ def test_manifest_bucket_is_encrypted_private_tls_only_and_expires_objects(templ
 
 
 # ---- list Lambda ----------------------------------------------------------------------------------
-def test_list_function_is_an_arm64_python312_zip(template: dict[str, Any]) -> None:
-    _, function = lambda_function(template, "receipt-labeling-dev-create-labels-list")
-    props = function["Properties"]
-    assert props["Runtime"] == "python3.12"
-    assert props["Architectures"] == ["arm64"]
-    assert props["Handler"] == "handler.lambda_handler"
-    assert "PackageType" not in props  # zip
+def test_list_function_is_an_arm64_python312_zip_with_lambdas_json_logs(template: dict[str, Any]) -> None:
     (table_id,) = resources(template, "AWS::DynamoDB::GlobalTable")
-    assert props["Environment"]["Variables"] == {
-        "DYNAMODB_TABLE_NAME": {"Ref": table_id},
-        "MANIFEST_BUCKET": {
-            "Ref": next(k for k in template["Resources"] if k.startswith("CreateLabelsManifestBucket"))
+    log_group = Capture()
+    assertions = Template.from_json(template)
+    assertions.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "FunctionName": "receipt-labeling-dev-create-labels-list",
+            "Runtime": "python3.12",
+            "Architectures": ["arm64"],
+            "Handler": "handler.lambda_handler",
+            "PackageType": Match.absent(),  # zip
+            "Environment": {
+                "Variables": Match.object_equals(
+                    {
+                        "DYNAMODB_TABLE_NAME": {"Ref": table_id},
+                        "MANIFEST_BUCKET": {"Ref": Match.string_like_regexp("^CreateLabelsManifestBucket")},
+                    }
+                )
+            },
+            "LoggingConfig": Match.object_equals(
+                {
+                    "LogGroup": {"Ref": log_group},
+                    "LogFormat": "JSON",
+                    "ApplicationLogLevel": "INFO",
+                    "SystemLogLevel": "WARN",
+                }
+            ),
         },
-    }
-    log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
-    assert template["Resources"][log_group_id]["Properties"] == {
+    )
+    assert template["Resources"][log_group.as_string()]["Properties"] == {
         "LogGroupName": "/aws/lambda/receipt-labeling-dev-create-labels-list",
         "RetentionInDays": 14,
         "Tags": [{"Key": "project", "Value": "receipt-labeling"}, {"Key": "stage", "Value": "dev"}],
@@ -451,14 +467,8 @@ def test_no_action_star_and_resource_star_only_where_required(template: dict[str
             assert set(actions) <= allowed, (logical_id, actions)
 
 
-def test_depends_on_keeps_the_policies_and_drops_only_what_a_reference_enforces(template: dict[str, Any]) -> None:
-    """A function or state machine must not start before its role's policy exists (DependsOn), and no
-    DependsOn entry repeats a Ref/GetAtt of the same resource (cfn-lint W3005)."""
-    for logical_id, resource in template["Resources"].items():
-        referenced = set(
-            re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"([A-Za-z0-9]+)"', json.dumps(resource.get("Properties", {})))
-        )
-        assert not referenced & set(resource.get("DependsOn", [])), logical_id
+def test_functions_and_state_machine_wait_for_their_role_policies(template: dict[str, Any]) -> None:
+    """A function or state machine must not start before its role's policy exists (DependsOn)."""
     users = [
         one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-list"),
         one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-process"),

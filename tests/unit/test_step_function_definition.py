@@ -23,7 +23,7 @@ from receipt_label import (
     LLMTransientError,
     TimeBudgetExceededError,
 )
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -314,8 +314,27 @@ def test_preflight_runs_once_before_the_map_and_retries_only_transient_errors(
 
 
 def test_preflight_payload_is_the_handlers_preflight_field(definition: dict[str, Any]) -> None:
-    constants = module_constants(REPO_ROOT / "lambdas/process_receipt/handler.py")
-    assert definition["States"]["Preflight"]["Parameters"]["Payload"] == {constants["PREFLIGHT_FIELD"]: True}
+    """The process handler tells a preflight by ``event.get(<field>) is True``: the payload sets that field."""
+    path = REPO_ROOT / "lambdas/process_receipt/handler.py"
+    constants = module_constants(path)
+
+    def literal(node: ast.expr) -> Any:
+        return node.value if isinstance(node, ast.Constant) else constants.get(getattr(node, "id", ""))
+
+    fields = {
+        literal(node.left.args[0])
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Compare)
+        and isinstance(node.ops[0], ast.Is)
+        and isinstance(node.comparators[0], ast.Constant)
+        and node.comparators[0].value is True
+        and isinstance(node.left, ast.Call)
+        and isinstance(node.left.func, ast.Attribute)
+        and node.left.func.attr == "get"
+        and node.left.args
+    }
+    (field,) = fields
+    assert definition["States"]["Preflight"]["Parameters"]["Payload"] == {field: True}
 
 
 def test_process_receipt_retries_only_what_is_transient(definition: dict[str, Any], process_function: str) -> None:

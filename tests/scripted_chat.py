@@ -1,6 +1,6 @@
 """A scripted fake chat model for tests and benchmarks (no network), and well-formed answers.
 
-    from receipt_label.testing import ScriptedChatModel, well_formed_answer
+    from tests.scripted_chat import ScriptedChatModel, well_formed_answer
     llm = ScriptedChatModel(answers=['not json', well_formed_answer(details, lambda w: "PRODUCT_NAME")])
     result = label_receipt(details, llm=llm)
     llm.calls            # the message lists the model received, one per call

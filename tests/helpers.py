@@ -1,0 +1,104 @@
+"""Test scaffolding shared by every test module: the repository root, synthesis, handlers and template queries.
+
+- ``REPO_ROOT``; ``cdk_json_context()``, ``build_cdk_app(outdir, **context)`` (built, not synthesized)
+  and ``synth_app(outdir, **context)`` (the cloud assembly), all with cdk.json's context as
+  ``cdk synth`` passes it (local_pipeline/template.py holds the one implementation);
+- ``load_handler(path, name)`` with ``LIST_HANDLER`` / ``PROCESS_HANDLER``, a ``LambdaContext`` and
+  ``Calls`` (the AWS operations a boto3 client made);
+- ``resources_of_type(template, *types)`` and ``one_resource(template, type_, **properties)`` over
+  a template dict; ``aws_cdk.assertions.Template.from_json(template)`` says the rest;
+- ``cfn_lint(template_text, regions)``: cfn-lint's findings with the repository's .cfnlintrc.yaml.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from local_pipeline.template import (
+    LIST_HANDLER,
+    PROCESS_HANDLER,
+    REPO_ROOT,
+    build_cdk_app,
+    cdk_json_context,
+    load_handler,
+    resources_of_type,
+    synth_app,
+)
+
+__all__ = [
+    "CFN_LINT_CONFIG",
+    "LIST_HANDLER",
+    "PROCESS_HANDLER",
+    "REPO_ROOT",
+    "WRITE_OPERATIONS",
+    "Calls",
+    "LambdaContext",
+    "build_cdk_app",
+    "cdk_json_context",
+    "cfn_lint",
+    "load_handler",
+    "one_resource",
+    "resources_of_type",
+    "synth_app",
+]
+
+WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+CFN_LINT_CONFIG = REPO_ROOT / ".cfnlintrc.yaml"
+
+
+def one_resource(template: dict[str, Any], type_: str, **properties: Any) -> tuple[str, dict[str, Any]]:
+    """The one resource of ``type_`` whose properties equal ``properties``: (logical id, resource).
+
+    Fails the test when none or several match.
+    """
+    matches = [
+        (logical_id, resource)
+        for logical_id, resource in resources_of_type(template, type_).items()
+        if all(resource.get("Properties", {}).get(name) == value for name, value in properties.items())
+    ]
+    assert len(matches) == 1, (type_, properties, [logical_id for logical_id, _ in matches])
+    return matches[0]
+
+
+def cfn_lint(template_text: str, regions: list[str]) -> list[str]:
+    """cfn-lint's findings (``"<rule id> <message>"``) for a template, with the repository's .cfnlintrc.yaml."""
+    from cfnlint.api import ManualArgs, lint
+
+    # ``config_file`` is read by cfn-lint's ConfigMixIn though ManualArgs does not declare it.
+    config = ManualArgs(regions=regions, config_file=str(CFN_LINT_CONFIG))  # type: ignore[typeddict-unknown-key]
+    return [f"{m.rule.id} {m.message}" for m in lint(template_text, config=config)]
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of a Lambda context object that the handlers read."""
+
+    function_name: str = "ProcessReceipt"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ProcessReceipt"
+    memory_limit_in_mb: int = 1536
+    aws_request_id: str = "req-local"
+    log_group_name: str = "/aws/lambda/ProcessReceipt"
+    log_stream_name: str = "stream"
+    timeout_seconds: float = 600.0
+    _start: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        """As Lambda's: the milliseconds left before the function's timeout, counting down from creation."""
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._start)) * 1000))
+
+
+@dataclass
+class Calls:
+    """AWS API operations a client made (one per API call, not per HTTP attempt); register ``hook``
+    on the client's ``before-call`` event."""
+
+    names: list[str] = field(default_factory=list)
+
+    def hook(self, model: Any, **_: Any) -> None:
+        self.names.append(model.name)
+
+    def writes(self) -> list[str]:
+        return [n for n in self.names if n in WRITE_OPERATIONS]
