@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed-stamp
 STAMP_NODE := node_modules/.installed-stamp
-PY_REQS := requirements.txt requirements-dev.txt lambdas/process_receipt/requirements.txt
+PY_REQS := requirements.txt requirements-dev.txt lambdas/requirements.txt
 # checkov pins boto3 (and urllib3/packaging/networkx) to versions that conflict with .venv: own tool venv.
 CHECKOV_VENV := .venv-checkov
 STAMP_CHECKOV := $(CHECKOV_VENV)/.installed-stamp
@@ -78,8 +78,9 @@ lint: $(STAMP_PY) ## ruff, mypy and hadolint
 	@echo ">> mypy (the first run builds .mypy_cache: about a minute; later runs a few seconds)"
 	@$(BIN)/mypy
 	@echo ">> hadolint"
-	@for f in $$(git ls-files '*Dockerfile*' 2>/dev/null || find lambdas -name Dockerfile); do \
-	  echo "   $$f"; $(BIN)/hadolint "$$f"; done
+	@for f in $$(git ls-files --cached --others --exclude-standard '*Dockerfile*' 2>/dev/null | sort -u \
+	    || find lambdas -name Dockerfile); do \
+	  if [ -f "$$f" ]; then echo "   $$f"; $(BIN)/hadolint "$$f"; fi; done
 
 # Without credentials (or with BASE=<git ref> / TEMPLATE=<file>) the working tree is compared with main,
 # synthesized locally from a temporary git worktree; the state machines' definitions as a readable diff.
@@ -110,8 +111,8 @@ bench: cdk-tools ## Print the benchmark table (ratios and counts)
 	@echo ">> benchmarks"
 	@$(BIN)/python -m bench
 
-run-local: cdk-tools ## Run the pipeline locally (moto server + a real Ollama endpoint)
-	@$(BIN)/python -m local_pipeline $(if $(RECEIPTS),--receipts $(RECEIPTS),)
+run-local: cdk-tools ## Run the pipeline locally (moto server + a real Ollama endpoint; VALIDATE=1 also judges)
+	@$(BIN)/python -m local_pipeline $(if $(RECEIPTS),--receipts $(RECEIPTS),) $(if $(VALIDATE),--validate,)
 
 demo: cdk-tools ## The whole pipeline over the fixtures with a scripted stand-in model (no LLM, no AWS)
 	@$(BIN)/python -m local_pipeline.demo
@@ -119,13 +120,13 @@ demo: cdk-tools ## The whole pipeline over the fixtures with a scripted stand-in
 local-table: $(STAMP_PY) ## A local DynamoDB-compatible endpoint with the receipt table, for receipt_dynamo load
 	@$(BIN)/python -m local_pipeline.local_table $(if $(TABLE),--table $(TABLE),)
 
-# The image's fully pinned lock: linux/arm64 CPython 3.12, binary wheels only, sha256 of every wheel of
-# each release. Existing pins are kept unless requirements.txt needs others; IMAGE_LOCK_ARGS=--upgrade
-# re-resolves every transitive dependency to its newest release.
-IMAGE_REQS := lambdas/process_receipt/requirements.txt
-IMAGE_LOCK := lambdas/process_receipt/requirements.lock
+# The worker images' one fully pinned lock (process_receipt and validate_labels install it): linux/arm64
+# CPython 3.12, binary wheels only, sha256 of every wheel of each release. Existing pins are kept unless
+# requirements.txt needs others; IMAGE_LOCK_ARGS=--upgrade re-resolves every transitive dependency.
+IMAGE_REQS := lambdas/requirements.txt
+IMAGE_LOCK := lambdas/requirements.lock
 IMAGE_LOCK_ARGS ?=
-image-lock: $(STAMP_PY) ## Refresh the image's requirements.lock from its requirements.txt (IMAGE_LOCK_ARGS=--upgrade)
+image-lock: $(STAMP_PY) ## Refresh the images' lambdas/requirements.lock from requirements.txt (IMAGE_LOCK_ARGS=--upgrade)
 	@echo ">> $(IMAGE_REQS) -> $(IMAGE_LOCK) (linux/arm64, CPython 3.12, wheels, hashes)"
 	@$(BIN)/uv pip compile $(IMAGE_REQS) --output-file $(IMAGE_LOCK) --python-platform aarch64-manylinux2014 \
 	  --python-version 3.12 --only-binary :all: --generate-hashes --custom-compile-command "make image-lock" \

@@ -1,23 +1,7 @@
 """AWS cost per 1,000 receipts, the LLM excluded: a model over the synthesized template and the fixtures.
 
-Nothing here calls AWS. The model (docs/cost.md) multiplies quantities by the prices in ``PRICES``:
-
-- Step Functions: the states one execution enters, walked from the synthesized definition of the
-  state machine whose name ends in ``-sf`` (a Choice follows the branch that reaches the Map); a
-  Distributed Map is billed one transition per child execution it starts, plus each STANDARD
-  child's own transitions (its ``ItemProcessor`` states); the Map state itself is one transition of
-  the parent, its ItemReader and ResultWriter none (they are billed as S3 requests). Each retry is
-  one more transition;
-- Lambda: requests and GB-seconds at the template's ``MemorySize`` and architecture, the process
-  function at a stated LLM latency per receipt;
-- DynamoDB on-demand: the process handler's Query (item sizes of the fixtures through
-  ``parse_receipt_document`` and ``to_item``, its consistency as the handler calls it), one
-  conditional PutItem per label (1 WRU per KB on the table plus one per index the item is in,
-  from the item's attributes and ``receipt_dynamo.schema.GLOBAL_SECONDARY_INDEXES``) and the
-  completion marker's UpdateItem;
-- S3 requests and storage, CloudWatch Logs ingestion (state machine: ALL events with execution
-  data; the process function's own lines) and X-Ray traces.
-
+Nothing here calls AWS: quantities taken from the synthesized definition, the handlers and the fixtures
+are multiplied by the prices in ``PRICES``; the model, its assumptions and sources are in docs/cost.md.
 Rows are informational (no target): they are arithmetic, not measurements of this machine.
 """
 

@@ -1,23 +1,7 @@
-"""DynamoDB requests and capacity units to read a 300-word receipt and to write 300 labels (moto),
-and the write bound of the one GSI3 partition key every new label goes to.
+"""DynamoDB requests and capacity units to read a 300-word receipt and write 300 labels; the PENDING key's rate.
 
-Requests are counted with a botocore ``before-call`` hook on the client DynamoClient uses.
-Capacity units are computed from the items' sizes with DynamoDB's published rules (moto's
-``ConsumedCapacity`` is a fixed placeholder, not a measurement):
-- item size: attribute name bytes + value bytes (S: UTF-8 length; N: ~1 byte per 2 digits + 1;
-  M: 3 bytes + 1 per element + the elements);
-- Query: per page, 1 RCU per 4 KB of the items returned if strongly consistent (the default of
-  ``get_receipt_details``), 0.5 RCU per 4 KB if eventually consistent, rounded up;
-- PutItem: 1 WCU per KB of the item on the table plus 1 WCU per KB for each index the item is
-  written to (an index holds the items carrying its key attributes, ``schema.GLOBAL_SECONDARY_INDEXES``;
-  labels: GSI3 only); a failed condition is charged 1 WCU per KB, no index write;
-- TransactWriteItems (the alternative, not used): 2 WCU per KB on the table, plus the index writes.
-
-PENDING key: every label the pipeline writes has ``GSI3PK = VALIDATION_STATUS#PENDING``, so all
-label writes of all concurrent receipts land on one GSI3 partition key, which DynamoDB serves at up
-to 1,000 write units per second per partition (and a throttled GSI write throttles the base-table
-PutItem). The rate is computed for a stated LLM latency per receipt and the fixtures' words per
-receipt (every word labeled: an upper bound), at several Distributed Map ``max_concurrency`` values.
+Requests are counted with a botocore ``before-call`` hook; capacity units are computed from item sizes
+with DynamoDB's published rules (docs/benchmarks.md#dynamo-capacity-units). Results: docs/data-layer.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The process_receipt container image: cold import time of the handler and arm64 dependency size.
 
-Also the shared helpers of the image tests (tests/integration/test_image_*.py): they resolve,
-download or install ``lambdas/process_receipt/requirements.txt`` exactly as the Dockerfile does.
-
-Installed and downloaded dependencies are cached outside the repository, under
-``$RECEIPT_LABELING_CACHE`` (default ``${XDG_CACHE_HOME:-~/.cache}/receipt-labeling-pipeline``),
-in folders keyed on the requirements file's hash, the platform and the Python version, so
-repeated runs reuse them and a changed requirements file gets a fresh folder.
+Also the image tests' helpers (tests/integration/test_image_*.py): they resolve, download or install
+``lambdas/requirements.txt`` (both worker images' requirements) as the image build does, cached under
+``$RECEIPT_LABELING_CACHE`` (default ``${XDG_CACHE_HOME:-~/.cache}/receipt-labeling-pipeline``) in
+folders keyed on the requirements file's hash, the platform and the Python version.
 """
 
 from __future__ import annotations
@@ -27,9 +24,8 @@ from pathlib import Path
 from bench import Row
 from local_pipeline.template import REPO_ROOT
 
-PROCESS_DIR = REPO_ROOT / "lambdas" / "process_receipt"
-IMAGE_REQUIREMENTS = PROCESS_DIR / "requirements.txt"
-DOCKERFILE = PROCESS_DIR / "Dockerfile"
+#: The worker images' requirements (locked in lambdas/requirements.lock, shared by both images).
+IMAGE_REQUIREMENTS = REPO_ROOT / "lambdas" / "requirements.txt"
 #: What the Dockerfile copies into ${LAMBDA_TASK_ROOT} besides the dependencies.
 IMAGE_CODE = ("receipt_dynamo", "receipt_label", "lambdas/process_receipt/handler.py")
 

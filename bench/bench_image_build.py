@@ -11,11 +11,17 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import Row
 from local_pipeline.template import REPO_ROOT
 
-DOCKERFILE = "lambdas/process_receipt/Dockerfile"
+
+def _process_image() -> dict[str, Any]:
+    """The process worker image's ``dockerfile_path``, ``source_paths`` and ``build_args``, as the stack gives them."""
+    from constructs.create_labels_step_function import CREATE_LABELS
+
+    return CREATE_LABELS.image_build()
 
 
 def _repository_files() -> int:
@@ -35,7 +41,7 @@ def _synth(outdir: str) -> tuple[int, str, float]:
     image = CodeBuildDockerImage(
         stack,
         "Image",
-        dockerfile_path=DOCKERFILE,
+        **_process_image(),
         lambda_function_name="bench-process-receipt",
         lambda_config=LambdaConfig(timeout=600, memory_size=1536),
     )
@@ -144,16 +150,16 @@ def rows() -> list[Row]:
         template_b = (Path(second) / "ImageOnly.template.json").read_text()
     from constructs.docker_build_context import resolve_context
 
-    context = resolve_context(
-        root=REPO_ROOT, dockerfile_path=DOCKERFILE, source_paths=None, build_args={}, platform="linux/arm64"
-    )
+    image = _process_image()
+    context = resolve_context(root=REPO_ROOT, platform="linux/arm64", **image)
+    dockerfile = REPO_ROOT / image["dockerfile_path"]
     shipped, total = len(context.files), _repository_files()
     calls = _noop_redeploy_calls()
     # A change to the labeling code only (requirements.lock unchanged), as the buildspec builds it
     # (registry cache, mode=max) and as an inline cache would (final stage only).
     source_change = {"receipt_label/graph.py"}
-    max_reused, max_rerun = _cache_plan(REPO_ROOT / DOCKERFILE, source_change, all_stages=True)
-    inline_reused, inline_rerun = _cache_plan(REPO_ROOT / DOCKERFILE, source_change, all_stages=False)
+    max_reused, max_rerun = _cache_plan(dockerfile, source_change, all_stages=True)
+    inline_reused, inline_rerun = _cache_plan(dockerfile, source_change, all_stages=False)
     pip_max = any("pip install" in step for step in max_rerun)
     pip_inline = any("pip install" in step for step in inline_rerun)
     runs = "; ".join(step[:40] for step in max_rerun)

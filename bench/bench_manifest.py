@@ -1,21 +1,8 @@
 """The ListReceipts manifest (JSON Lines): its size per receipt, the handler's memory and time, its limits.
 
-Rows:
-- bytes per receipt of the manifest (one ``{"image_id","receipt_id"}`` line each);
-- ListReceipts peak traced Python memory (tracemalloc) for 100,000 and 1,000,000 receipts, and
-  their ratio (flat: at most two DynamoDB pages are held at once, the manifest goes to a temporary file);
-- ListReceipts wall time for 1,000,000 receipts, without tracemalloc;
-- how many receipts each bound allows (the function's /tmp, one PutObject, the item reader's file
-  size) and the documented item-reader limits, each with the page it is from.
-
-DynamoDB and S3 are stood in for at 1,000,000 receipts: the DynamoDB stand-in answers the
-handler's Query with pages of as many keys as fit in DynamoDB's 1 MB page (computed from the size
-of a receipt item, which the GSITYPE index projects whole); the S3 stand-in reads the PutObject
-body in 64 KiB chunks as an upload does and counts its bytes and lines. moto is too slow for that
-many: its Query filters the whole table for every page, and loading 1,000,000 items alone takes
-longer than the whole benchmark; a row measures its rate on a small table to show it. The stand-ins
-leave out the network and botocore's request signing and response parsing, so the wall time is the
-handler's own work; on AWS the Query round trips (one per page) come on top.
+Rows: bytes per receipt; peak traced memory (tracemalloc) at 100,000 and 1,000,000 receipts and their
+ratio; wall time at 1,000,000; the receipts each bound allows and the item reader's documented limits.
+DynamoDB and S3 are stood in for, moto being too slow at that size (docs/benchmarks.md#manifest-stand-ins).
 """
 
 from __future__ import annotations

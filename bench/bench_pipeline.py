@@ -1,23 +1,8 @@
 """The whole pipeline, measured with local_pipeline (the synthesized state machine on moto, real handlers).
 
-Rows (each with its target):
-- synth time of this app against an empty CDK app, same run, two ways, 3 runs each interleaved,
-  median: through the CDK CLI as users run it (``make synth`` = ``cdk synth --quiet --output``;
-  both apps with ``--app``, the empty one in a directory holding the same cdk.json context), and
-  by a fresh ``python -c`` subprocess each (no CLI); the app's phases (import, build, synth) say
-  what dominates;
-- LLM calls per receipt: the fixtures through the state machine with the real ChatOllama against
-  the loopback Ollama server (calls counted by the server);
-- DynamoDB requests per receipt (first run and re-run), counted with a botocore ``before-call``
-  hook on the default session the handlers' clients come from; target: receipt_dynamo's documented
-  bound (1 Query per receipt page of 1 MB, 1 conditional PutItem per proposed label, 1 UpdateItem per
-  labeled receipt for the completion marker, no other call);
-- handler time per receipt with an instant LLM (informational);
-- parent execution history events for 100, 1,000 and 10,000 receipts (the real ListReceipts
-  handler over the moto table; ProcessReceipt routed to an instant stand-in), and the same
-  definition transformed to an inline Map (the list Lambda returns the items in its payload)
-  run for 100 and 1,000 receipts and extrapolated linearly to 10,000 (events = a + b * N).
-The image's arm64 dependency size and cold import time are bench_image.py's rows.
+Rows: synth time against an empty CDK app, LLM calls and DynamoDB requests per receipt, handler time
+per receipt, parent history events by receipt count (and an inline Map's, for comparison). How each is
+measured: docs/benchmarks.md#pipeline-measurement; the values: docs/running-locally.md.
 """
 
 from __future__ import annotations
@@ -440,7 +425,7 @@ def inline_history(template: dict[str, Any], count: int) -> int:
     from local_pipeline.template import LocalStack
 
     stack = LocalStack(template)
-    state_machine_id = stack.labeling_state_machine()
+    state_machine_id = stack.state_machine("create")
     transformed = copy.deepcopy(template)
     transformed["Resources"][state_machine_id]["Properties"]["DefinitionString"] = json.dumps(
         inline_definition(stack.definition(state_machine_id))
@@ -460,7 +445,7 @@ def inline_history(template: dict[str, Any], count: int) -> int:
         transformed,
         ollama_base_url="http://127.0.0.1:9",
         handlers={"ListReceipts": list_inline, "ProcessReceipt": _instant_process},
-        state_machine_id=state_machine_id,
+        kinds=["create"],  # still found by its worker: the inline Map runs ProcessReceipt too
     ) as local:
         run = local.run(timeout=1800)
     if run.status != "SUCCEEDED":

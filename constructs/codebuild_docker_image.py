@@ -47,9 +47,9 @@ from constructs.docker_image_buildspec import CACHE_TAG, build_spec_object
 SOURCE_RESOURCE_TYPE = "Custom::CodeBuildDockerImageSource"
 TRIGGER_RESOURCE_TYPE = "Custom::CodeBuildDockerImage"
 
-_PROJECT_DIR = Path(__file__).resolve().parent.parent  # relative build context paths start here
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # relative build context paths start here
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-TRIGGER_CODE_DIR = _PROJECT_DIR / "lambdas" / "image_build_trigger"
+TRIGGER_CODE_DIR = PROJECT_DIR / "lambdas" / "image_build_trigger"
 
 PLATFORMS: dict[str, lambda_.Architecture] = {
     "linux/arm64": lambda_.Architecture.ARM_64,
@@ -290,7 +290,7 @@ class CodeBuildDockerImage(Construct):
         build_args = dict(build_args or {})
         root = Path(build_context_path)
         self.build_context: BuildContext = resolve_context(
-            root=root if root.is_absolute() else _PROJECT_DIR / root,
+            root=root if root.is_absolute() else PROJECT_DIR / root,
             dockerfile_path=dockerfile_path,
             source_paths=source_paths,
             build_args=build_args,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Acknowledgment, CfnOutput, RemovalPolicy, Stack, Tags, Validations
 from aws_cdk import aws_iam as iam
@@ -13,8 +14,10 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 
 from constructs import Construct
-from constructs.create_labels_step_function import CreateLabelsStepFunction, MapLimits
+from constructs.create_labels_step_function import CreateLabelsStepFunction
+from constructs.labeling_state_machine import MapLimits
 from constructs.receipt_table import ReceiptTable
+from constructs.validate_pending_labels_step_function import ValidatePendingLabelsStepFunction
 
 EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+")
 
@@ -40,7 +43,8 @@ class PipelineSettings:
         if not self.stage or not self.stage.replace("-", "").isalnum():
             raise ValueError(f"stage must be letters, digits and '-', got {self.stage!r}")
         if len(self.name) > 36:
-            # The longest derived name, "<name>-create-labels-process", must fit Lambda's 64 characters.
+            # The longest derived names, "<name>-create-labels-process" and "<name>-validate-labels-judge",
+            # must fit Lambda's 64 characters.
             raise ValueError(f"stage must be at most {36 - len('receipt-labeling-')} characters, got {self.stage!r}")
         MapLimits(self.max_concurrency, self.tolerated_failure_percentage, self.tolerated_failure_count)
         if self.alarm_email is not None and not EMAIL.fullmatch(self.alarm_email):
@@ -60,7 +64,7 @@ class PipelineSettings:
 
 
 class ReceiptLabelingStack(Stack):
-    """The receipt table, the LLM key secrets and the labeling state machine, with their outputs."""
+    """The receipt table, the LLM key secrets and the two state machines (create, validate), with their outputs."""
 
     def __init__(self, scope: Construct, id_: str, *, settings: PipelineSettings, **kwargs: object) -> None:
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
@@ -91,32 +95,43 @@ class ReceiptLabelingStack(Stack):
         )
 
         self.alarm_topic = self._alarm_topic(name, settings.alarm_email)
-        self.create_labels = CreateLabelsStepFunction(
-            self,
-            "CreateLabels",
-            name=name,
-            table=self.receipt_table.table,
-            ollama_api_key_secret=self.ollama_api_key_secret,
-            ollama_model=settings.ollama_model,
-            ollama_base_url=settings.ollama_base_url,
-            langsmith_api_key_secret=self.langsmith_api_key_secret,
-            max_concurrency=settings.max_concurrency,
-            tolerated_failure_percentage=settings.tolerated_failure_percentage,
-            tolerated_failure_count=settings.tolerated_failure_count,
-            wait_for_build=settings.wait_for_build,
-            alarm_topic=self.alarm_topic,
-        )
-        labels = self.create_labels
+        # The same table, secrets, model, map limits and alarm topic for both state machines.
+        shared: dict[str, Any] = {
+            "name": name,
+            "table": self.receipt_table.table,
+            "ollama_api_key_secret": self.ollama_api_key_secret,
+            "ollama_model": settings.ollama_model,
+            "ollama_base_url": settings.ollama_base_url,
+            "langsmith_api_key_secret": self.langsmith_api_key_secret,
+            "max_concurrency": settings.max_concurrency,
+            "tolerated_failure_percentage": settings.tolerated_failure_percentage,
+            "tolerated_failure_count": settings.tolerated_failure_count,
+            "wait_for_build": settings.wait_for_build,
+            "alarm_topic": self.alarm_topic,
+        }
+        self.create_labels = CreateLabelsStepFunction(self, "CreateLabels", **shared)
+        self.validate_labels = ValidatePendingLabelsStepFunction(self, "ValidateLabels", **shared)
+        labels, validate = self.create_labels, self.validate_labels
         outputs = {
             "StateMachineArn": (labels.state_machine.state_machine_arn, "Start executions here"),
             "ListFunctionName": (labels.list_function.function_name, "Writes the receipt manifest"),
-            "ProcessFunctionName": (labels.process_function.function_name, "Labels one receipt"),
-            "RepositoryUri": (labels.process_image.repository.repository_uri, "The process Lambda's images"),
-            "PipelineName": (labels.process_image.pipeline.pipeline_name, "Builds the process Lambda's image"),
+            "ProcessFunctionName": (labels.worker_function.function_name, "Labels one receipt"),
+            "RepositoryUri": (labels.worker_image.repository.repository_uri, "The process Lambda's images"),
+            "PipelineName": (labels.worker_image.pipeline.pipeline_name, "Builds the process Lambda's image"),
             "TableName": (self.receipt_table.table.table_name, "The receipt table"),
             "ManifestBucketName": (labels.manifest_bucket.bucket_name, "Manifests and per-receipt results"),
             "OllamaApiKeySecretArn": (self.ollama_api_key_secret.secret_arn, "Holds the Ollama API key"),
             "AlarmTopicArn": (self.alarm_topic.topic_arn, "Failed image builds and labeling runs (subscribe here)"),
+            "ValidateStateMachineArn": (validate.state_machine.state_machine_arn, "Start validation runs here"),
+            "ValidateStateMachineName": (validate.state_machine.state_machine_name, "The validation state machine"),
+            "ValidateListFunctionName": (validate.list_function.function_name, "Writes the PENDING receipts' manifest"),
+            "ValidateJudgeFunctionName": (
+                validate.worker_function.function_name,
+                "Judges one receipt's PENDING labels",
+            ),
+            "ValidateRepositoryUri": (validate.worker_image.repository.repository_uri, "The judge Lambda's images"),
+            "ValidatePipelineName": (validate.worker_image.pipeline.pipeline_name, "Builds the judge Lambda's image"),
+            "ValidateManifestBucketName": (validate.manifest_bucket.bucket_name, "Validation manifests and results"),
         }
         if self.langsmith_api_key_secret is not None:
             outputs["LangSmithApiKeySecretArn"] = (self.langsmith_api_key_secret.secret_arn, "Holds the LangSmith key")

@@ -1,12 +1,13 @@
 """``make run-local`` / ``python -m local_pipeline``: the pipeline on this machine against a real Ollama endpoint.
 
 A moto server on loopback is the DynamoDB-, S3-, Secrets Manager- and Step Functions-compatible
-endpoint; the synthesized state machine runs there with the real handlers in this process. Library
+endpoint; the synthesized CreateLabels state machine runs there with the real handlers in this
+process, and with ``--validate`` the ValidatePendingLabels one after it, over the same table. Library
 and handler log lines (INFO and up) go to ``<results dir>/run.log``, never between the progress
 lines; ``--verbose`` shows the handlers' own lines on the terminal too.
-The execution's output and per-receipt results are copied to the results directory (default
+Each execution's output and per-receipt results are copied to the results directory (default
 ``local-run/<execution name>/``), which stays after the moto server is gone.
-Exit status: 0 every receipt labeled; 1 the run finished with failed receipts (or failed);
+Exit status: 0 every receipt labeled (and judged); 1 a run finished with failed receipts (or failed);
 2 bad arguments or receipt files, no Ollama endpoint answers, or it does not serve the model.
 """
 
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from local_pipeline.template import REPO_ROOT, cdk_json_context
+from local_pipeline.template import REPO_ROOT, WORKER_STATES, cdk_json_context
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -51,6 +52,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default=os.environ.get("OLLAMA_MODEL") or None, help="default: the stack's model")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per LLM read (OLLAMA_TIMEOUT_SECONDS)")
     parser.add_argument("--template", type=Path, help="a synthesized template to run instead of synthesizing now")
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="then run the validation state machine: judge the PENDING labels VALID, INVALID or NEEDS_REVIEW",
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="show the handlers' log lines on the terminal too (they are in run.log)"
     )
@@ -152,6 +158,10 @@ def probe_ollama(base_url: str, api_key: str | None) -> list[str]:
 
 #: The execution statuses the stack's EventBridge rule sends to the alarm topic.
 ALARM_STATUSES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
+#: The list Task state of each kind of run (the worker's: local_pipeline.template.WORKER_STATES).
+LIST_STATES = {"create": "ListReceipts", "validate": "ListPendingReceipts"}
+#: How the summary names each kind of execution.
+RUN_TITLES = {"create": "Execution", "validate": "Validation execution"}
 
 
 def retried_errors(definition: dict[str, Any]) -> dict[str, frozenset[str]]:
@@ -169,7 +179,7 @@ class Progress:
     """One line per attempt as its Lambda invocation ends; the counter counts receipts, not attempts.
 
     A receipt keeps the number it got on its first attempt, so a retried attempt shows the same
-    ``[n/total]`` and says that it will be retried.
+    ``[n/total]`` and says that it will be retried. The list state's count replaces ``total``.
     """
 
     def __init__(self, total: int, out: TextIO, retried: dict[str, frozenset[str]] | None = None) -> None:
@@ -202,17 +212,19 @@ class Progress:
                         flush=True,
                     )
                 return
-            if invocation.state == "ListReceipts":
+            if invocation.state in LIST_STATES.values():
                 if invocation.ok:
                     result = invocation.result
+                    self.total = result["receipt_count"]
                     print(
-                        f"ListReceipts: {result['receipt_count']} receipts -> "
+                        f"{invocation.state}: {result['receipt_count']} receipts -> "
                         f"s3://{result['manifest_bucket']}/{result['manifest_key']}",
                         file=self.out,
                         flush=True,
                     )
                 else:
-                    print(f"ListReceipts FAILED: {invocation.error_type}: {invocation.error_message}", file=self.out)
+                    message = f"{invocation.error_type}: {invocation.error_message}"
+                    print(f"{invocation.state} FAILED: {message}", file=self.out, flush=True)
                 return
             event = invocation.event
             key = f"{event.get('image_id')}#{event.get('receipt_id')}"
@@ -221,15 +233,7 @@ class Progress:
                 self.numbers[key] = self.done
             prefix = f"[{self.numbers[key]:>{len(str(self.total))}}/{self.total}] {key}"
             if invocation.ok:
-                r = invocation.result
-                if r.get("already_labeled"):
-                    what = "already labeled by this pipeline: skipped, no LLM call"
-                else:
-                    calls = r["llm_calls"]
-                    what = (
-                        f"{r['labels_added']} labels added, {r['labels_skipped_existing']} existing kept, "
-                        f"{r['labels_rejected']} rejected, {calls} LLM call{'s' if calls != 1 else ''}"
-                    )
+                what = outcome_text(invocation.state, invocation.result)
                 print(f"{prefix}  ok      {what} ({invocation.seconds:.1f} s)", file=self.out, flush=True)
             else:
                 message = (invocation.error_message or "").splitlines()[0][:160] if invocation.error_message else ""
@@ -237,13 +241,76 @@ class Progress:
                 print(f"{prefix}  {status}  {invocation.error_type}: {message}", file=self.out, flush=True)
 
 
+def _calls(count: int) -> str:
+    return f"{count} LLM call{'s' if count != 1 else ''}"
+
+
+def outcome_text(state: str, r: dict[str, Any]) -> str:
+    """What one receipt's worker result says, in a progress line."""
+    if state == WORKER_STATES["validate"]:
+        if not r["labels_pending"]:
+            return "no PENDING label of this pipeline: skipped, no LLM call"
+        return (
+            f"{r['labels_pending']} labels judged: {r['labels_valid']} VALID, {r['labels_invalid']} INVALID, "
+            f"{r['labels_needs_review']} NEEDS_REVIEW, {r['labels_skipped_changed']} skipped (changed), "
+            f"{_calls(r['llm_calls'])}"
+        )
+    if r.get("already_labeled"):
+        return "already labeled by this pipeline: skipped, no LLM call"
+    return (
+        f"{r['labels_added']} labels added, {r['labels_skipped_existing']} existing kept, "
+        f"{r['labels_rejected']} rejected, {_calls(r['llm_calls'])}"
+    )
+
+
+def _render(rows: list[tuple[str, ...]], left: set[int]) -> str:
+    """Rows as columns (the first row the header, the last the totals, each under a rule)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        pairs = enumerate(zip(row, widths, strict=True))
+        cells = [cell.ljust(w) if i in left else cell.rjust(w) for i, (cell, w) in pairs]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0 or index == len(rows) - 2:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _last_attempts(run: Any, state: str) -> dict[tuple[str, int], Any]:
+    """Receipt key -> its last ``state`` invocation (the results files are not written when the map run fails,
+    e.g. above the tolerated failure percentage)."""
+    return {(i.event.get("image_id"), i.event.get("receipt_id")): i for i in run.invocations_of(state)}
+
+
+def _result_text(invocation: Any) -> str:
+    if invocation is None:
+        return "not run"
+    return "ok" if invocation.ok else f"FAILED {invocation.error_type}"
+
+
+def validation_table(keys: list[tuple[str, int]], run: Any) -> str:
+    """One row per receipt: the labels judged VALID, INVALID, NEEDS_REVIEW, skipped, and the LLM calls."""
+    attempts = _last_attempts(run, WORKER_STATES["validate"])
+    columns = ("labels_pending", "labels_valid", "labels_invalid", "labels_needs_review", "labels_skipped_changed")
+    rows: list[tuple[str, ...]] = [
+        ("receipt", "judged", "VALID", "INVALID", "NEEDS_REVIEW", "skipped", "LLM calls", "result")
+    ]
+    totals: Counter[str] = Counter()
+    for image_id, receipt_id in keys:
+        invocation = attempts.get((image_id, receipt_id))
+        result = invocation.result if invocation is not None and invocation.ok else {}
+        counts = [int(result.get(c, 0)) for c in (*columns, "llm_calls")]
+        totals.update(dict(zip((*columns, "llm_calls"), counts, strict=True)))
+        cells = [str(c) for c in counts] if result else ["-"] * len(counts)
+        outcome = _result_text(invocation) if invocation is not None else "not judged"
+        rows.append((f"{image_id}#{receipt_id}", *cells, outcome))
+    rows.append(("total", *(str(totals[c]) for c in (*columns, "llm_calls")), ""))
+    return _render(rows, {0, 7})
+
+
 def summary_table(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> str:
-    # Each receipt's outcome is its last ProcessReceipt attempt (the results files are not written
-    # when the map run fails, e.g. above the tolerated failure percentage).
-    outcome: dict[tuple[str, int], str] = {}
-    for invocation in run.invocations_of("ProcessReceipt"):
-        key = (invocation.event.get("image_id"), invocation.event.get("receipt_id"))
-        outcome[key] = "ok" if invocation.ok else f"FAILED {invocation.error_type}"
+    """One row per receipt: its words, its labels by status in the table, and its last attempt's outcome."""
+    attempts = _last_attempts(run, WORKER_STATES["create"])
     store = pipeline.dynamo()
     rows: list[tuple[str, ...]] = [("receipt", "words", "PENDING", "VALID", "other", "result")]
     totals: Counter[str] = Counter()
@@ -253,22 +320,51 @@ def summary_table(pipeline: Any, keys: list[tuple[str, int]], run: Any) -> str:
         pending, valid = statuses.pop("PENDING", 0), statuses.pop("VALID", 0)
         other = sum(statuses.values())
         totals.update({"words": len(details.words), "PENDING": pending, "VALID": valid, "other": other})
-        result = outcome.get((image_id, receipt_id), "not run")
+        result = _result_text(attempts.get((image_id, receipt_id)))
         rows.append((f"{image_id}#{receipt_id}", str(len(details.words)), str(pending), str(valid), str(other), result))
     rows.append(("total", *(str(totals[k]) for k in ("words", "PENDING", "VALID", "other")), ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [cell.ljust(w) if i in (0, 5) else cell.rjust(w) for i, (cell, w) in pairs]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0 or index == len(rows) - 2:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _render(rows, {0, 5})
 
 
-#: Called with (pipeline, receipt keys, run) once the run ended, while the local table still exists.
+def execution_line(run: Any) -> str:
+    """``Execution SUCCEEDED: 8 succeeded, 0 failed of 8`` (or the error and cause of a failed execution)."""
+    head = f"{RUN_TITLES[run.kind]} {run.status}"
+    if run.output:
+        counts = run.output
+        return f"{head}: {counts['succeeded']} succeeded, {counts['failed']} failed of {counts['receipt_count']}"
+    return f"{head}: {run.error}: {(run.cause or '')[:300]}"
+
+
+#: Called with (pipeline, receipt keys, run) once the last run ended, while the local table still exists.
 AfterRun = Callable[[Any, list[tuple[str, int]], Any], None]
+
+
+def run_once(pipeline: Any, kind: str, keys: list[tuple[str, int]], args: argparse.Namespace, out: TextIO) -> Any:
+    """One execution of the ``kind`` state machine with progress lines, its summary, and its results saved."""
+    machine = pipeline.machine(kind)
+    progress = Progress(len(keys), out, retried_errors(machine.definition))
+    pipeline.router.listeners.append(progress)
+    suffix = "" if kind == "create" else f"-{kind}"
+    execution_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}{suffix}"
+    results_dir = args.results_dir / execution_name
+    try:
+        with logs_to_file(results_dir / "run.log", echo=pipeline.handler_loggers if args.verbose else ()):
+            run = pipeline.run(name=execution_name, kind=kind)
+    finally:
+        pipeline.router.listeners.remove(progress)
+    print("", file=out)
+    print(summary_table(pipeline, keys, run) if kind == "create" else validation_table(keys, run), file=out)
+    print("", file=out)
+    print(execution_line(run), file=out)
+    copied = save_results(results_dir, run)
+    print(f"Results: {copied} (output.json, results.json, run.log)", file=out)
+    if run.status in ALARM_STATUSES:
+        print(
+            f"Deployed, this run would raise the stack's alarm: execution {run.status} is sent to the "
+            "alarm topic (output AlarmTopicArn).",
+            file=out,
+        )
+    return run
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, *, after_run: AfterRun | None = None) -> int:
@@ -349,38 +445,27 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, *, after_run: 
                 file=out,
                 flush=True,
             )
-            pipeline.router.listeners.append(Progress(len(keys), out, retried_errors(pipeline.definition)))
-            execution_name = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
-            results_dir = args.results_dir / execution_name
-            with logs_to_file(results_dir / "run.log", echo=pipeline.handler_loggers if args.verbose else ()):
-                run = pipeline.run(name=execution_name)
-            print("", file=out)
-            print(summary_table(pipeline, keys, run), file=out)
+            runs: list[Any] = []
+            for kind in ("create", "validate") if args.validate else ("create",):
+                if runs:
+                    if runs[-1].status != "SUCCEEDED":
+                        print(f"\nValidation not run: the labeling execution {runs[-1].status}.", file=out)
+                        break
+                    machine = pipeline.machine(kind)
+                    print(
+                        f"\nValidating the PENDING labels: state machine {machine.arn.rsplit(':', 1)[-1]}",
+                        file=out,
+                        flush=True,
+                    )
+                runs.append(run_once(pipeline, kind, keys, args, out))
             if after_run is not None:
-                after_run(pipeline, keys, run)
-            print("", file=out)
-            counts = run.output or {}
-            print(f"Execution {run.status}", file=out, end="")
-            if run.output:
-                print(
-                    f": {counts['succeeded']} succeeded, {counts['failed']} failed of {counts['receipt_count']}",
-                    file=out,
-                )
-            else:
-                print(f": {run.error}: {(run.cause or '')[:300]}", file=out)
-            copied = save_results(results_dir, run)
-            print(f"Results: {copied} (output.json, results.json, run.log)", file=out)
-            if run.status in ALARM_STATUSES:
-                print(
-                    f"Deployed, this run would raise the stack's alarm: execution {run.status} is sent to the "
-                    "alarm topic (output AlarmTopicArn).",
-                    file=out,
-                )
+                after_run(pipeline, keys, runs[-1])
             print(
-                f"{len(run.history)} events in the execution history; {time.perf_counter() - started:.1f} s in all",
+                f"{sum(len(r.history) for r in runs)} events in the execution histories; "
+                f"{time.perf_counter() - started:.1f} s in all",
                 file=out,
             )
-            ok = run.status == "SUCCEEDED" and not run.failed_results
+            ok = all(run.status == "SUCCEEDED" and not run.failed_results for run in runs)
             return 0 if ok else 1
     finally:
         server.stop()

@@ -1,18 +1,21 @@
-"""Run the synthesized labeling state machine locally: moto Step Functions, DynamoDB, S3 and Secrets Manager.
+"""Run the synthesized labeling state machines locally: moto Step Functions, DynamoDB, S3 and Secrets Manager.
 
 ::
 
     with LocalPipeline(ollama_base_url=server.url) as pipeline:      # synthesizes the app
         pipeline.load_receipts(documents)                           # receipt JSON documents
-        run = pipeline.run()                                        # one execution, to its end
+        run = pipeline.run()                                        # one CreateLabels execution, to its end
+        judged = pipeline.run(kind="validate")                      # one ValidatePendingLabels execution
         run.status, run.output, run.results, run.history, run.invocations
 
 How it works:
 
-- the definition comes from the synthesized template (``local_pipeline.template``): the one state
-  machine with a Distributed Map, its intrinsics resolved to local names and ARNs; the Lambda
-  functions it invokes, their environment (``DYNAMODB_TABLE_NAME``, ``MANIFEST_BUCKET``, the
-  Ollama settings, ...) and the table and buckets come from the same template;
+- the definitions come from the synthesized template (``local_pipeline.template``): each labeling
+  state machine (``create``, ``validate``: found by the worker its Map runs), its intrinsics
+  resolved to local names and ARNs; the Lambda functions it invokes, their environment
+  (``DYNAMODB_TABLE_NAME``, ``MANIFEST_BUCKET``, ``RECEIPT_SELECTION``, the Ollama settings, ...)
+  and the table and buckets come from the same template; a run sets its own state machine's
+  environment (the two list functions differ in theirs);
 - ``local_pipeline.moto_shims`` adapts the definition and moto where moto differs from AWS (the
   one documented place); the state machine is created in moto with execution enabled;
 - every Lambda invocation the state machine makes reaches moto's Lambda service, which this
@@ -49,6 +52,8 @@ from local_pipeline.template import (
     LIST_HANDLER,
     PROCESS_HANDLER,
     REGION,
+    VALIDATE_HANDLER,
+    WORKER_STATES,
     LocalStack,
     TemplateError,
     lambda_tasks,
@@ -56,11 +61,19 @@ from local_pipeline.template import (
     synthesize_template,
 )
 
-#: The handler file of the function each Task state invokes (state name -> file).
-HANDLER_FILES: dict[str, Path] = {"ListReceipts": LIST_HANDLER, "ProcessReceipt": PROCESS_HANDLER}
-PROCESS_STATE = "ProcessReceipt"
+#: The handler file of the function each Task state invokes (state name -> file); the list function
+#: of each state machine runs the same file, told apart by its environment (RECEIPT_SELECTION).
+HANDLER_FILES: dict[str, Path] = {
+    "ListReceipts": LIST_HANDLER,
+    "ProcessReceipt": PROCESS_HANDLER,
+    "ListPendingReceipts": LIST_HANDLER,
+    "ValidateReceipt": VALIDATE_HANDLER,
+}
+PROCESS_STATE = WORKER_STATES["create"]
+VALIDATE_STATE = WORKER_STATES["validate"]
 LIST_STATE = "ListReceipts"
-#: Invokes the process function with {"preflight": true}: one route serves both states.
+LIST_PENDING_STATE = "ListPendingReceipts"
+#: Invokes the worker function with {"preflight": true}: one route serves both states.
 PREFLIGHT_STATE = "Preflight"
 MOTO_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
@@ -90,7 +103,7 @@ class LambdaContext:
 class Invocation:
     """One Lambda invocation the state machine made."""
 
-    state: str  # the Task state whose function was invoked (ListReceipts, ProcessReceipt)
+    state: str  # the Task state whose function was invoked (ListReceipts, ProcessReceipt, ValidateReceipt, ...)
     function_name: str
     event: Any
     result: Any
@@ -198,6 +211,7 @@ class LambdaRouter:
 
 @dataclass
 class RunResult:
+    kind: str  # the state machine that ran: create or validate
     execution_arn: str
     status: str
     output: dict[str, Any] | None
@@ -221,13 +235,32 @@ class RunResult:
         return [i for i in self.invocations if i.state == state]
 
 
+@dataclass
+class LocalStateMachine:
+    """One labeling state machine as created in moto, with what a run of it needs."""
+
+    kind: str
+    logical_id: str
+    definition: dict[str, Any]
+    moto_definition: dict[str, Any]
+    tolerances: dict[str, moto_shims.MapTolerance]
+    arn: str = ""
+    #: Its functions' environment from the template, with the local Ollama settings (set during its runs).
+    environment: dict[str, str] = field(default_factory=dict)
+
+
 def load_handler_module(path: Path, tag: str) -> ModuleType:
     """A fresh copy of the handler file, under a module name of its own (its cached clients start empty)."""
     return load_handler(path, f"local_pipeline_handler_{tag}_{uuid.uuid4().hex[:8]}")
 
 
 class LocalPipeline:
-    """The synthesized pipeline on moto with the real handlers (see the module docstring)."""
+    """The synthesized pipeline on moto with the real handlers (see the module docstring).
+
+    ``kinds``: the state machines to create (default: every labeling state machine of the template);
+    the first is the one ``run()`` starts without ``kind``. ``handlers``: Task state name -> a handler
+    used instead of the file. ``chat_model``: a LangChain chat model every worker uses instead of Ollama.
+    """
 
     def __init__(
         self,
@@ -244,7 +277,7 @@ class LocalPipeline:
         stack_name: str = "local",
         poll_seconds: float = 0.05,
         moto_log_level: int = logging.CRITICAL,
-        state_machine_id: str | None = None,
+        kinds: Iterable[str] | None = None,
     ) -> None:
         self.template = template
         self.ollama_base_url = ollama_base_url
@@ -258,16 +291,12 @@ class LocalPipeline:
         self.stack_name = stack_name
         self.poll_seconds = poll_seconds
         self.moto_log_level = moto_log_level
-        self.state_machine_id = state_machine_id
+        self.kinds = None if kinds is None else list(kinds)
         self.router = LambdaRouter()
         self.modules: dict[str, ModuleType] = {}
         self._exit = ExitStack()
         self.stack: LocalStack
-        self.state_machine_arn = ""
-        self.definition: dict[str, Any] = {}
-        self.moto_definition: dict[str, Any] = {}
-        self.tolerances: dict[str, moto_shims.MapTolerance] = {}
-        self.environment: dict[str, str] = {}
+        self.machines: dict[str, LocalStateMachine] = {}
         self.table_name = ""
         self.buckets: list[str] = []
 
@@ -291,10 +320,15 @@ class LocalPipeline:
 
     def start(self) -> None:
         self.stack = LocalStack(self.template if self.template is not None else synthesize_template(), self.stack_name)
-        state_machine_id = self.state_machine_id or self.stack.labeling_state_machine()
-        self.definition = self.stack.definition(state_machine_id)
-        self.moto_definition, self.tolerances = moto_shims.prepare_definition(self.definition)
-        tasks = lambda_tasks(self.definition)
+        found = self.stack.state_machines()
+        kinds = self.kinds if self.kinds is not None else list(found)
+        if not kinds:
+            raise TemplateError("the template has no labeling state machine (a Map running a known worker)")
+        for kind in kinds:
+            logical_id = found.get(kind) or self.stack.state_machine(kind)  # the latter raises, naming the kind
+            definition = self.stack.definition(logical_id)
+            moto_definition, tolerances = moto_shims.prepare_definition(definition)
+            self.machines[kind] = LocalStateMachine(kind, logical_id, definition, moto_definition, tolerances)
 
         self._exit.enter_context(_preserved_logger_levels())
         # moto logs every failed state at ERROR with a repr of the whole state (the run result carries the errors)
@@ -303,26 +337,62 @@ class LocalPipeline:
         self._exit.enter_context(moto_shims.installed(self.tolerances))
         self._exit.enter_context(self.router.installed())
         self._create_resources()
-
-        function_ids = {state: self.stack.function_id_for_arn(arn) for state, arn in tasks.items()}
-        self.environment = self._environment(function_ids.values())
-        self._exit.enter_context(_environ(self.environment))
-        preflight_function = function_ids.get(PREFLIGHT_STATE)
-        for state, function_id in function_ids.items():
-            if state == PREFLIGHT_STATE and function_ids.get(PROCESS_STATE) == function_id:
-                continue  # served by the ProcessReceipt route
-            route = self._route(state, function_id)
-            route.also_preflight = state == PROCESS_STATE and function_id == preflight_function
-            self.router.add(route)
-
+        # The first state machine's environment holds outside runs too (as before there were two).
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        props = self.stack.resource(state_machine_id)["Properties"]
-        self.state_machine_arn = sfn.create_state_machine(
-            name=self.stack.physical_name(state_machine_id),
-            definition=json.dumps(self.moto_definition),
-            roleArn=self.stack.resolve(props["RoleArn"]),
-            type=props.get("StateMachineType", "STANDARD"),
-        )["stateMachineArn"]
+        for index, machine in enumerate(self.machines.values()):
+            self._add_routes(machine)
+            if index == 0:
+                self._exit.enter_context(_environ(machine.environment))
+            props = self.stack.resource(machine.logical_id)["Properties"]
+            machine.arn = sfn.create_state_machine(
+                name=self.stack.physical_name(machine.logical_id),
+                definition=json.dumps(machine.moto_definition),
+                roleArn=self.stack.resolve(props["RoleArn"]),
+                type=props.get("StateMachineType", "STANDARD"),
+            )["stateMachineArn"]
+
+    def _add_routes(self, machine: LocalStateMachine) -> None:
+        """Route the functions ``machine`` invokes; each handler file is loaded in the machine's environment."""
+        function_ids = {
+            state: self.stack.function_id_for_arn(arn) for state, arn in lambda_tasks(machine.definition).items()
+        }
+        machine.environment = self._environment(function_ids.values())
+        worker = WORKER_STATES[machine.kind]
+        preflight_function = function_ids.get(PREFLIGHT_STATE)
+        with _environ(machine.environment):  # a handler may read its environment on import (RECEIPT_SELECTION)
+            for state, function_id in function_ids.items():
+                if state == PREFLIGHT_STATE and function_ids.get(worker) == function_id:
+                    continue  # served by the worker's route
+                route = self._route(state, function_id)
+                route.also_preflight = state == worker and function_id == preflight_function
+                self.router.add(route)
+
+    # the default state machine (the first of ``kinds``) ------------------------------------------
+    def machine(self, kind: str | None = None) -> LocalStateMachine:
+        """The state machine of ``kind`` (default: the first created)."""
+        if kind is None:
+            return next(iter(self.machines.values()))
+        try:
+            return self.machines[kind]
+        except KeyError:
+            raise TemplateError(f"no {kind!r} state machine in this local pipeline: {list(self.machines)}") from None
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.machine().arn
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        return self.machine().definition
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return self.machine().environment
+
+    @property
+    def tolerances(self) -> dict[str, moto_shims.MapTolerance]:
+        """Map state name -> its tolerated failure thresholds, over every state machine."""
+        return {name: t for machine in self.machines.values() for name, t in machine.tolerances.items()}
 
     @contextmanager
     def _moto(self) -> Iterator[None]:
@@ -393,7 +463,7 @@ class LocalPipeline:
             self.modules[state] = module
             if isinstance(getattr(module, "logger", None), logging.Logger):  # as Lambda's application log level
                 self._exit.enter_context(_logger_level(module.logger, self.handler_log_level))
-            if state == PROCESS_STATE and self.chat_model is not None:
+            if state in WORKER_STATES.values() and self.chat_model is not None:
                 setattr(module, "_chat_model", self.chat_model)  # noqa: B010 - the handler's LLM, replaced
             handler = module.lambda_handler
         return Route(
@@ -407,9 +477,9 @@ class LocalPipeline:
 
     @property
     def handler_loggers(self) -> list[logging.Logger]:
-        """The module-level ``logger`` of each handler loaded (``list_receipts``, ``process_receipt``)."""
+        """The module-level ``logger`` of each handler loaded (``list_receipts``, ``process_receipt``, ...), once."""
         loggers = [getattr(module, "logger", None) for module in self.modules.values()]
-        return [logger for logger in loggers if isinstance(logger, logging.Logger)]
+        return list(dict.fromkeys(logger for logger in loggers if isinstance(logger, logging.Logger)))
 
     # data -----------------------------------------------------------------------------------------
     def dynamo(self) -> Any:
@@ -427,30 +497,42 @@ class LocalPipeline:
 
     # runs -----------------------------------------------------------------------------------------
     def run(
-        self, execution_input: dict[str, Any] | None = None, *, name: str | None = None, timeout: float = 900
+        self,
+        execution_input: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        timeout: float = 900,
+        kind: str | None = None,
     ) -> RunResult:
-        """Start one execution (named: moto leaves ``$$.Execution.Name`` empty otherwise) and wait for its end."""
+        """Start one execution of the ``kind`` state machine (default: the first) and wait for its end.
+
+        The execution is named (moto leaves ``$$.Execution.Name`` empty otherwise); the state
+        machine's function environment is set while it runs.
+        """
+        machine = self.machine(kind)
         sfn = boto3.client("stepfunctions", region_name=REGION)
         first_invocation = len(self.router.invocations)
         started = time.perf_counter()
-        execution_arn = sfn.start_execution(
-            stateMachineArn=self.state_machine_arn,
-            name=name or f"local-{uuid.uuid4()}",
-            input=json.dumps(execution_input or {}),
-        )["executionArn"]
-        deadline = time.monotonic() + timeout
-        while True:
-            described = sfn.describe_execution(executionArn=execution_arn)
-            if described["status"] in TERMINAL:
-                break
-            if time.monotonic() > deadline:
-                sfn.stop_execution(executionArn=execution_arn, error="LocalTimeout", cause=f"over {timeout} s")
-                raise TimeoutError(f"{execution_arn} still {described['status']} after {timeout} s")
-            time.sleep(self.poll_seconds)
+        with _environ(machine.environment):
+            execution_arn = sfn.start_execution(
+                stateMachineArn=machine.arn,
+                name=name or f"local-{uuid.uuid4()}",
+                input=json.dumps(execution_input or {}),
+            )["executionArn"]
+            deadline = time.monotonic() + timeout
+            while True:
+                described = sfn.describe_execution(executionArn=execution_arn)
+                if described["status"] in TERMINAL:
+                    break
+                if time.monotonic() > deadline:
+                    sfn.stop_execution(executionArn=execution_arn, error="LocalTimeout", cause=f"over {timeout} s")
+                    raise TimeoutError(f"{execution_arn} still {described['status']} after {timeout} s")
+                time.sleep(self.poll_seconds)
         seconds = time.perf_counter() - started
         output = json.loads(described["output"]) if described.get("output") else None
         manifest, results = self._results(output)
         return RunResult(
+            kind=machine.kind,
             execution_arn=execution_arn,
             status=described["status"],
             output=output,

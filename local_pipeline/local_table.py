@@ -1,13 +1,7 @@
 """``make local-table`` / ``python -m local_pipeline.local_table``: a local receipt table for ``receipt_dynamo load``.
 
-Starts a DynamoDB-compatible endpoint on loopback (a moto server, in memory: everything is gone
-when it stops), creates the table as deployed (``receipt_dynamo.schema.create_table_kwargs``) and
-prints the environment to use it; then runs until Ctrl-C (or SIGTERM). In another shell::
-
-    export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:PORT AWS_DEFAULT_REGION=us-east-1 \\
-        AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
-    .venv/bin/python -m receipt_dynamo load tests/fixtures/*.json --table receipts
-
+Starts an in-memory moto server on loopback, creates the table as deployed, prints the environment
+to export in another shell (docs/running-locally.md) and runs until Ctrl-C or SIGTERM.
 Exit status: 0 stopped by Ctrl-C / SIGTERM; 2 the port is taken or the table cannot be created.
 """
 

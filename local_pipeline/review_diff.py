@@ -1,17 +1,11 @@
 """``make diff`` / ``python -m local_pipeline.review_diff``: review a change, with or without AWS.
 
-With AWS credentials (and neither ``--base`` nor ``--template``): ``cdk diff`` against the deployed
-stack. Without credentials, or with ``--base REF`` / ``--template FILE``: the working tree is
-synthesized locally and compared with a base: the git ref ``main`` by default (synthesized from a
-temporary ``git worktree``, removed afterwards), another ref, or a template file. ``cdk diff
---template`` prints the resource changes; then the state machines' definitions are printed as a
-unified diff of their pretty-printed JSON (``cdk diff`` shows a definition as one long string),
-references rendered as ``${LogicalId}`` / ``${LogicalId.Attr}``.
-
-Extra arguments (e.g. ``-c stage=prod``) are passed to the app as CDK context, both sides.
-``--require-credentials`` (used by ``make deploy``) prints one line and exits 2 without credentials.
+With AWS credentials and neither ``--base`` nor ``--template``: ``cdk diff`` against the deployed stack.
+Otherwise the working tree against a locally synthesized base (``--base REF``, default ``main``) or a
+template (``--template FILE``): ``cdk diff --template``, then the state machine definitions as a JSON
+diff (docs/deploying.md). Extra arguments (``-c key=value``) are CDK context for both sides.
 Exit status: 0 the comparison ran (differences or not); 2 bad arguments, a base that does not
-synthesize, or missing credentials with ``--require-credentials``.
+synthesize, or no credentials with ``--require-credentials`` (used by ``make deploy``).
 """
 
 from __future__ import annotations

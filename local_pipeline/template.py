@@ -1,12 +1,14 @@
-"""The synthesized template, read as deployed: the labeling state machine and its Lambdas, with local names.
+"""The synthesized template, read as deployed: the labeling state machines and their Lambdas, with local names.
 
 ``synth_app()`` builds the CDK app exactly as ``cdk synth`` does (``app.build_app`` with cdk.json's
 context) and returns the cloud assembly; ``synthesize_template()`` returns its single stack's
 template. ``LocalStack`` (not the product: a tiny resolver) gives every resource a local physical
-name and renders the intrinsics the state machine definition and the Lambda environments use
+name and renders the intrinsics the state machine definitions and the Lambda environments use
 (``Fn::Join``, ``Fn::GetAtt``, ``Ref``, ``Fn::Sub``, ``Fn::Select``, ``Fn::Split``) into the names
 and ARNs the local moto account uses. Nothing here knows the logical ids: resources are found by
-type and by what the definition references. ``load_handler()`` imports a Lambda handler file.
+type and by what the definitions reference; ``LocalStack.state_machine(kind)`` finds a labeling
+state machine by the worker its Map runs (``WORKER_STATES``). ``load_handler()`` imports a Lambda
+handler file.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIST_HANDLER = REPO_ROOT / "lambdas" / "list_receipts" / "handler.py"
 PROCESS_HANDLER = REPO_ROOT / "lambdas" / "process_receipt" / "handler.py"
+VALIDATE_HANDLER = REPO_ROOT / "lambdas" / "validate_labels" / "handler.py"
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
 PARTITION = "aws"
 
 STATE_MACHINE_TYPE = "AWS::StepFunctions::StateMachine"
 LAMBDA_INVOKE_RESOURCE = "arn:aws:states:::lambda:invoke"
+#: Kind of labeling state machine -> the Task state its Map runs per receipt (CreateLabels, ValidatePendingLabels).
+WORKER_STATES: dict[str, str] = {"create": "ProcessReceipt", "validate": "ValidateReceipt"}
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -248,16 +253,31 @@ class LocalStack:
     def resources_of_type(self, *types: str) -> list[str]:
         return sorted(resources_of_type(self.template, *types))
 
-    def labeling_state_machine(self) -> str:
-        """The logical id of the state machine that runs a Distributed Map (the labeling pipeline)."""
-        found = []
-        for logical_id in self.resources_of_type(STATE_MACHINE_TYPE):
-            definition = self.definition(logical_id)
-            if any(_is_distributed_map(state) for state in iter_states(definition)):
-                found.append(logical_id)
+    def state_machine(self, kind: str) -> str:
+        """The logical id of the labeling state machine of ``kind`` (``create``, ``validate``).
+
+        It is the one state machine whose Map runs that kind's worker Task state (``WORKER_STATES``).
+        """
+        if kind not in WORKER_STATES:
+            raise TemplateError(f"unknown state machine kind {kind!r}; known: {', '.join(WORKER_STATES)}")
+        found = [logical_id for logical_id, found_kind in self._labeling_state_machines() if found_kind == kind]
         if len(found) != 1:
-            raise TemplateError(f"expected one state machine with a Distributed Map, found {found}")
+            worker = WORKER_STATES[kind]
+            raise TemplateError(f"expected one state machine whose Map runs {worker} ({kind}), found {found}")
         return found[0]
+
+    def state_machines(self) -> dict[str, str]:
+        """Kind -> logical id of every labeling state machine in the template (in ``WORKER_STATES`` order)."""
+        found = {kind for _, kind in self._labeling_state_machines()}
+        return {kind: self.state_machine(kind) for kind in WORKER_STATES if kind in found}
+
+    def _labeling_state_machines(self) -> list[tuple[str, str]]:
+        kinds = {worker: kind for kind, worker in WORKER_STATES.items()}
+        out: list[tuple[str, str]] = []
+        for logical_id in self.resources_of_type(STATE_MACHINE_TYPE):
+            workers = map_workers(self.definition(logical_id))
+            out.extend((logical_id, kinds[worker]) for worker in sorted(workers) if worker in kinds)
+        return out
 
     def definition(self, state_machine_id: str) -> dict[str, Any]:
         props = self.resource(state_machine_id).get("Properties", {})
@@ -289,10 +309,14 @@ def iter_states(definition: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from iter_states(branch)
 
 
-def _is_distributed_map(state: dict[str, Any]) -> bool:
-    return state.get("Type") == "Map" and (
-        state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
-    )
+def map_workers(definition: dict[str, Any]) -> set[str]:
+    """The names of the Task states inside the item processors of a definition's Map states."""
+    workers: set[str] = set()
+    for state in iter_states(definition):
+        processor = (state.get("ItemProcessor") or state.get("Iterator")) if state.get("Type") == "Map" else None
+        if processor:
+            workers.update(s["_name"] for s in iter_states(processor) if s.get("Type") == "Task")
+    return workers
 
 
 def lambda_tasks(definition: dict[str, Any]) -> dict[str, str]:

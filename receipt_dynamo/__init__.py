@@ -1,6 +1,6 @@
 """DynamoDB single-table data layer for receipts and their word labels (runtime deps: boto3 + stdlib)."""
 
-from receipt_dynamo.client import DynamoClient, LabelWriteResult
+from receipt_dynamo.client import DynamoClient, LabelWriteResult, ValidationWriteResult
 from receipt_dynamo.document import (
     RECEIPT_DOCUMENT_SCHEMA,
     parse_receipt_document,
@@ -9,6 +9,9 @@ from receipt_dynamo.document import (
 )
 from receipt_dynamo.entities import (
     GEOMETRY_TOLERANCE,
+    JUDGED_STATUSES,
+    PIPELINE_PROPOSER_PREFIX,
+    LabelJudgement,
     Receipt,
     ReceiptDetails,
     ReceiptLine,
@@ -34,6 +37,8 @@ from receipt_dynamo.errors import (
 
 __all__ = [
     "GEOMETRY_TOLERANCE",
+    "JUDGED_STATUSES",
+    "PIPELINE_PROPOSER_PREFIX",
     "RECEIPT_DOCUMENT_SCHEMA",
     "THROTTLING_ERROR_CODES",
     "AwsTransientError",
@@ -42,6 +47,7 @@ __all__ = [
     "DynamoThrottledError",
     "EntityValidationError",
     "ItemWriteError",
+    "LabelJudgement",
     "LabelWriteError",
     "LabelWriteResult",
     "Receipt",
@@ -53,6 +59,7 @@ __all__ = [
     "ReceiptWord",
     "ReceiptWordLabel",
     "ValidationStatus",
+    "ValidationWriteResult",
     "parse_receipt_document",
     "receipt_document",
     "receipt_document_schema",

@@ -2,14 +2,15 @@
 
 Labels are written with one conditional ``PutItem`` each (``attribute_not_exists(PK)``: never
 overwritten), retried in rounds with backoff and full jitter; the completion marker is one
-conditional ``UpdateItem`` written after the labels. Why this pattern, what each call costs and how
-it retries: docs/data-layer.md.
+conditional ``UpdateItem`` written after the labels; a judgement is one conditional ``UpdateItem``
+of a PENDING label of the pipeline. Why this pattern, what each call costs and how it retries:
+docs/data-layer.md.
 
 Errors: throttling that outlasts the retries raises :class:`DynamoThrottledError`, other transient
 failures (5xx, connection errors) :class:`AwsTransientError`, for the receipt read and every write;
 label writes raise :class:`LabelWriteError` (it names what was written), loading
-:class:`ItemWriteError`. ``iter_receipt_keys`` / ``iter_receipt_markers`` let botocore's errors through
-(ListReceipts' contract). Permanent errors are raised as botocore's.
+:class:`ItemWriteError`. ``iter_receipt_keys`` / ``iter_receipt_markers`` / ``iter_pending_receipts``
+let botocore's errors through (ListReceipts' contract). Permanent errors are raised as botocore's.
 """
 
 from __future__ import annotations
@@ -19,18 +20,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from receipt_dynamo import keys
 from receipt_dynamo.document import parse_receipt_document
 from receipt_dynamo.entities import (
+    PIPELINE_PROPOSER_PREFIX,
     Item,
+    LabelJudgement,
     Receipt,
     ReceiptDetails,
     ReceiptLine,
     ReceiptWord,
     ReceiptWordLabel,
+    ValidationStatus,
     utc_now_iso,
+    validation_stamp,
 )
 from receipt_dynamo.errors import (
     THROTTLING_ERROR_CODES,
@@ -55,6 +60,8 @@ RETRYABLE_ERROR_CODES = frozenset(
     }
 )
 BATCH_WRITE_MAX_ITEMS = 25
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -63,12 +70,35 @@ class LabelWriteResult:
     skipped_existing: list[ReceiptWordLabel] = field(default_factory=list)
 
 
+@dataclass
+class ValidationWriteResult:
+    """What :meth:`DynamoClient.set_label_validations` did: ``updated`` judgements, and those
+    ``skipped_changed`` (the label was no longer a PENDING label of the pipeline, or is gone)."""
+
+    updated: list[LabelJudgement] = field(default_factory=list)
+    skipped_changed: list[LabelJudgement] = field(default_factory=list)
+
+
 def _error_code(exc: Exception) -> str | None:
     return error_code(exc)
 
 
 def _key_tuple(key: Item) -> tuple[str, str]:
     return (key["PK"]["S"], key["SK"]["S"])
+
+
+L = TypeVar("L", ReceiptWordLabel, LabelJudgement)
+
+
+def _with_repeats(items: Iterable[L], type_: type[L]) -> Iterator[tuple[L, bool]]:
+    """Each item and whether its key came earlier in ``items``; TypeError at the first not of ``type_``."""
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        if not isinstance(item, type_):
+            raise TypeError(f"expected {type_.__name__}, got {type(item).__name__}")
+        key = _key_tuple(item.key)
+        yield item, key in seen
+        seen.add(key)
 
 
 class DynamoClient:
@@ -149,6 +179,28 @@ class DynamoClient:
             if line_id is None:
                 labeled_by = item.get("labeled_by", {}).get("S")
                 yield keys.parse_pk(item["PK"]["S"]), receipt_id, labeled_by
+
+    def iter_pending_receipts(self, *, page_size: int | None = None) -> Iterator[tuple[str, int]]:
+        """Yield ``(image_id, receipt_id)`` of every receipt with a PENDING label, once each, in index order.
+
+        A paginated, eventually consistent Query on GSI3 (``GSI3PK = VALIDATION_STATUS#PENDING``, keys
+        only); a receipt's labels are adjacent in the index (``GSI3SK`` starts with its keys).
+        """
+        kwargs: dict[str, Any] = {
+            "IndexName": keys.GSI_STATUS_INDEX,
+            "KeyConditionExpression": "#status = :status",
+            "ExpressionAttributeNames": {"#status": "GSI3PK", "#pk": "PK", "#sk": "SK"},
+            "ExpressionAttributeValues": {":status": {"S": keys.validation_status_pk(ValidationStatus.PENDING.value)}},
+            "ProjectionExpression": "#pk, #sk",
+        }
+        if page_size is not None:
+            kwargs["Limit"] = page_size
+        previous: tuple[str, int] | None = None
+        for item in self._query(**kwargs):
+            receipt = (keys.parse_pk(item["PK"]["S"]), keys.parse_sk(item["SK"]["S"])[0])
+            if receipt != previous:
+                previous = receipt
+                yield receipt
 
     def get_receipt_details(self, image_id: str, receipt_id: int, *, consistent_read: bool = True) -> ReceiptDetails:
         """The receipt with its lines, words and labels (sorted by ids), from one paginated Query.
@@ -276,16 +328,26 @@ class DynamoClient:
             "ExpressionAttributeNames": {"#pk": "PK", "#by": "labeled_by", "#at": "labeled_at"},
             "ExpressionAttributeValues": {":by": {"S": proposed_by}, ":at": {"S": labeled_at}},
         }
+        if not self._conditional_update(request):
+            raise ReceiptNotFoundError(image_id, receipt_id)
+        return receipt
+
+    def _conditional_update(self, request: dict[str, Any]) -> bool:
+        """One conditional ``UpdateItem``, retried in rounds; False when its condition failed.
+
+        Throttling beyond the rounds: :class:`DynamoThrottledError`; other transient failures:
+        :class:`AwsTransientError`; anything else as botocore raised it.
+        """
         attempt = 0
         with typed_aws_errors():
             while True:
                 try:
                     self.client.update_item(**request)
-                    return receipt
+                    return True
                 except Exception as exc:
                     code = _error_code(exc)
                     if code == "ConditionalCheckFailedException":
-                        raise ReceiptNotFoundError(image_id, receipt_id) from None
+                        return False
                     if code not in RETRYABLE_ERROR_CODES:
                         raise
                     attempt += 1
@@ -295,6 +357,60 @@ class DynamoClient:
                     if code in THROTTLING_ERROR_CODES:
                         raise DynamoThrottledError("UpdateItem", code, f"{exc} ({attempt} attempts)") from exc
                     raise
+
+    # --- judgements (conditional UpdateItem, one per judged label) ---------------------------------
+
+    def set_label_validations(
+        self, judgements: Iterable[LabelJudgement], *, validated_by: str, validated_at: str | None = None
+    ) -> ValidationWriteResult:
+        """Record each judgement on its label, only while the label is a PENDING label of the pipeline.
+
+        One ``UpdateItem`` per judgement, conditional on ``validation_status = PENDING`` and
+        ``label_proposed_by`` starting with ``receipt_label:``; it sets ``validation_status``,
+        ``GSI3PK = VALIDATION_STATUS#<status>`` (the label leaves the PENDING index key),
+        ``validation_reason``, ``validated_by`` and ``validated_at`` (default now, ISO 8601 UTC). A
+        failed condition (a person's decision, another proposer's label, a concurrent change, a
+        deleted label) leaves the label as it is: ``skipped_changed``. Errors as
+        :meth:`mark_receipt_labeled`; the judgements updated before an error stay updated.
+        """
+        pending: list[LabelJudgement] = []
+        for judgement, repeated in _with_repeats(judgements, LabelJudgement):
+            if repeated:
+                raise ValueError(f"label judged twice: {judgement.describe()}")
+            pending.append(judgement)
+        by, at = validation_stamp(validated_by, validated_at)
+        self.client  # noqa: B018 - create the boto3 client here, not racing in the worker threads
+        applied = self._map(lambda j: self._conditional_update(self._validation_request(j, by, at)), pending)
+        result = ValidationWriteResult()
+        for judgement, done in zip(pending, applied, strict=True):
+            (result.updated if done else result.skipped_changed).append(judgement)
+        return result
+
+    def _validation_request(self, judgement: LabelJudgement, validated_by: str, validated_at: str) -> dict[str, Any]:
+        status = judgement.status.value
+        return {
+            "TableName": self.table_name,
+            "Key": judgement.key,
+            "UpdateExpression": "SET #status = :status, #gsi3pk = :gsi3pk, #reason = :reason, #by = :by, #at = :at",
+            "ConditionExpression": "#status = :pending AND begins_with(#proposed_by, :pipeline)",
+            "ExpressionAttributeNames": {
+                "#status": "validation_status",
+                "#gsi3pk": "GSI3PK",
+                "#reason": "validation_reason",
+                "#by": "validated_by",
+                "#at": "validated_at",
+                "#proposed_by": "label_proposed_by",
+            },
+            "ExpressionAttributeValues": {
+                ":status": {"S": status},
+                ":gsi3pk": {"S": keys.validation_status_pk(status)},
+                ":reason": {"S": judgement.reason},
+                ":by": {"S": validated_by},
+                ":at": {"S": validated_at},
+                ":pending": {"S": ValidationStatus.PENDING.value},
+                ":pipeline": {"S": PIPELINE_PROPOSER_PREFIX},
+            },
+        }
 
     # --- labels (conditional PutItem, one per label) -----------------------------------------------
 
@@ -327,16 +443,9 @@ class DynamoClient:
         self.client  # noqa: B018 - create the boto3 client here, not racing in the worker threads
         result = LabelWriteResult()
         pending: list[ReceiptWordLabel] = []
-        seen: set[tuple[str, str]] = set()
-        for label in labels:
-            if not isinstance(label, ReceiptWordLabel):
-                raise TypeError(f"expected ReceiptWordLabel, got {type(label).__name__}")
-            key = _key_tuple(label.key)
-            if key in seen:
-                result.skipped_existing.append(label)  # the same key earlier in this call wins
-            else:
-                seen.add(key)
-                pending.append(label)
+        for label, repeated in _with_repeats(labels, ReceiptWordLabel):
+            # A key repeated in this call: the first one wins, the others are skipped.
+            (result.skipped_existing if repeated else pending).append(label)
         attempt = 0
         while pending:
             outcomes = self._run_puts(pending)
@@ -377,7 +486,11 @@ class DynamoClient:
         return result
 
     def _run_puts(self, labels: list[ReceiptWordLabel]) -> list[tuple[str, Exception | None]]:
-        if self.concurrency <= 1 or len(labels) <= 1:
-            return [self._put_label(label) for label in labels]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(labels))) as pool:
-            return list(pool.map(self._put_label, labels))
+        return self._map(self._put_label, labels)
+
+    def _map(self, call: Callable[[T], R], items: list[T]) -> list[R]:
+        """``call`` on every item, up to ``concurrency`` at once; results in order (the first error is raised)."""
+        if self.concurrency <= 1 or len(items) <= 1:
+            return [call(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(call, items))

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 
 from receipt_dynamo import keys
 from receipt_dynamo.errors import EntityValidationError
@@ -30,6 +30,13 @@ class ValidationStatus(StrEnum):
     VALID = "VALID"
     INVALID = "INVALID"
     NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+#: The statuses a judgement may give a PENDING label.
+JUDGED_STATUSES: Final = frozenset({ValidationStatus.VALID, ValidationStatus.INVALID, ValidationStatus.NEEDS_REVIEW})
+
+#: ``label_proposed_by`` (and ``labeled_by``) of everything the labeling pipeline writes starts with this.
+PIPELINE_PROPOSER_PREFIX: Final = "receipt_label:"
 
 
 def utc_now_iso() -> str:
@@ -187,6 +194,15 @@ def _check_label(entity: str, value: object) -> None:
         raise _fail(entity, "label", f"must be upper case (A-Z, 0-9, _), got {value!r}")
 
 
+def _check_word_label_key(entity: str, item: ReceiptWordLabel | LabelJudgement) -> None:
+    """The fields that name a word's label: image, receipt, line and word ids, and the label."""
+    _check_image_id(entity, item.image_id)
+    _check_id(entity, "receipt_id", item.receipt_id)
+    _check_id(entity, "line_id", item.line_id)
+    _check_id(entity, "word_id", item.word_id)
+    _check_label(entity, item.label)
+
+
 def _check_timestamp(entity: str, value: object, name: str = "timestamp_added") -> None:
     if not isinstance(value, str):
         raise _fail(entity, name, f"must be an ISO 8601 string, got {type(value).__name__}")
@@ -196,6 +212,14 @@ def _check_timestamp(entity: str, value: object, name: str = "timestamp_added") 
         raise _fail(entity, name, f"must be ISO 8601, got {value!r}") from None
     if parsed.tzinfo is None or parsed.utcoffset() != UTC.utcoffset(None):
         raise _fail(entity, name, f"must be in UTC (Z or +00:00), got {value!r}")
+
+
+def validation_stamp(validated_by: object, validated_at: object = None) -> tuple[str, str]:
+    """``(validated_by, validated_at)``, checked (errors name the field); ``validated_at`` defaults to now."""
+    _check_text("LabelJudgement", "validated_by", validated_by)
+    at = utc_now_iso() if validated_at is None else validated_at
+    _check_timestamp("LabelJudgement", at, "validated_at")
+    return str(validated_by), str(at)
 
 
 # --- attribute-value helpers ----------------------------------------------------------------------
@@ -396,11 +420,18 @@ class ReceiptWord:
         return cls(image_id, receipt_id, line_id, word_id, item["text"]["S"], bounding_box, confidence)
 
 
+#: The optional attributes a judgement sets on a label (stored only when set).
+_VALIDATION_FIELDS = ("validation_reason", "validated_by", "validated_at")
+
+
 @dataclass(frozen=True)
 class ReceiptWordLabel:
     """A word label. Its item carries no ``TYPE`` attribute, so it is not in the GSITYPE index (only
     GSI3, by validation status): the sort key (``...#LABEL#<LABEL>``) says what it is. Items written
     by earlier versions carry ``TYPE = RECEIPT_WORD_LABEL``; :meth:`from_item` reads both.
+
+    ``validation_reason``, ``validated_by`` and ``validated_at`` (ISO 8601 UTC) are set by
+    :meth:`DynamoClient.set_label_validations` when a PENDING label is judged.
     """
 
     image_id: str
@@ -413,17 +444,16 @@ class ReceiptWordLabel:
     validation_status: ValidationStatus
     label_proposed_by: str | None = None
     label_consolidated_from: str | None = None
+    validation_reason: str | None = None
+    validated_by: str | None = None
+    validated_at: str | None = None
 
     #: The TYPE of label items written by earlier versions (new label items carry no TYPE).
     TYPE: ClassVar[str] = keys.TYPE_RECEIPT_WORD_LABEL
 
     def __post_init__(self) -> None:
         entity = "ReceiptWordLabel"
-        _check_image_id(entity, self.image_id)
-        _check_id(entity, "receipt_id", self.receipt_id)
-        _check_id(entity, "line_id", self.line_id)
-        _check_id(entity, "word_id", self.word_id)
-        _check_label(entity, self.label)
+        _check_word_label_key(entity, self)
         _check_text(entity, "reasoning", self.reasoning, allow_empty=True)
         _check_timestamp(entity, self.timestamp_added)
         status: object = self.validation_status
@@ -438,6 +468,11 @@ class ReceiptWordLabel:
             object.__setattr__(self, "validation_status", status)
         _check_optional_text(entity, "label_proposed_by", self.label_proposed_by)
         _check_optional_text(entity, "label_consolidated_from", self.label_consolidated_from)
+        if self.validation_reason is not None:
+            _check_text(entity, "validation_reason", self.validation_reason, allow_empty=True)
+        _check_optional_text(entity, "validated_by", self.validated_by)
+        if self.validated_at is not None:
+            _check_timestamp(entity, self.validated_at, "validated_at")
 
     @property
     def key(self) -> Item:
@@ -475,6 +510,10 @@ class ReceiptWordLabel:
             item["label_proposed_by"] = _s(self.label_proposed_by)
         if self.label_consolidated_from is not None:
             item["label_consolidated_from"] = _s(self.label_consolidated_from)
+        for name in _VALIDATION_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = _s(value)
         return item
 
     @classmethod
@@ -493,7 +532,53 @@ class ReceiptWordLabel:
             validation_status=ValidationStatus(item["validation_status"]["S"]),
             label_proposed_by=_opt_s(item, "label_proposed_by"),
             label_consolidated_from=_opt_s(item, "label_consolidated_from"),
+            validation_reason=_opt_s(item, "validation_reason"),
+            validated_by=_opt_s(item, "validated_by"),
+            validated_at=_opt_s(item, "validated_at"),
         )
+
+
+@dataclass(frozen=True)
+class LabelJudgement:
+    """A decision on one PENDING label: ``status`` VALID, INVALID or NEEDS_REVIEW, with a short ``reason``."""
+
+    image_id: str
+    receipt_id: int
+    line_id: int
+    word_id: int
+    label: str
+    status: ValidationStatus
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        entity = "LabelJudgement"
+        _check_word_label_key(entity, self)
+        _check_text(entity, "reason", self.reason, allow_empty=True)
+        try:
+            status: ValidationStatus | None = ValidationStatus(self.status)
+        except (ValueError, TypeError):
+            status = None
+        if status not in JUDGED_STATUSES:
+            allowed = ", ".join(sorted(JUDGED_STATUSES))
+            raise _fail(entity, "status", f"must be one of {allowed}, got {self.status!r}")
+        object.__setattr__(self, "status", status)
+
+    @classmethod
+    def of(cls, label: ReceiptWordLabel, status: ValidationStatus, reason: str = "") -> Self:
+        """The judgement of ``label``."""
+        return cls(label.image_id, label.receipt_id, label.line_id, label.word_id, label.label, status, reason)
+
+    @property
+    def key(self) -> Item:
+        """The judged label's key."""
+        return {
+            "PK": _s(keys.image_pk(self.image_id)),
+            "SK": _s(keys.label_sk(self.receipt_id, self.line_id, self.word_id, self.label)),
+        }
+
+    def describe(self) -> str:
+        """``<image_id>/1/3/2/TAX=VALID``."""
+        return f"{self.image_id}/{self.receipt_id}/{self.line_id}/{self.word_id}/{self.label}={self.status.value}"
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,37 +20,52 @@ from receipt_label.taxonomy import CORE_LABELS
 MAX_ANSWER_CHARS = 2_000_000
 """Answers longer than this are not parsed (a runaway generation); they count as unusable."""
 
-ANSWER_JSON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "labels": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "line_id": {"type": "integer"},
-                    "word_id": {"type": "integer"},
-                    "label": {"type": "string", "enum": list(CORE_LABELS)},
-                    "reasoning": {"type": "string"},
+
+def answer_json_schema(key: str, labels: Iterable[str], **fields: dict[str, Any]) -> dict[str, Any]:
+    """An answer's JSON schema (Ollama's ``format``): ``{key: [{line_id, word_id, label, **fields}]}``.
+
+    Every item key is required and no other is allowed; ``label`` is one of ``labels``, in their order.
+    """
+    properties = {
+        "line_id": {"type": "integer"},
+        "word_id": {"type": "integer"},
+        "label": {"type": "string", "enum": list(labels)},
+        **fields,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            key: {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": properties,
+                    "required": list(properties),
+                    "additionalProperties": False,
                 },
-                "required": ["line_id", "word_id", "label", "reasoning"],
-                "additionalProperties": False,
-            },
-        }
-    },
-    "required": ["labels"],
-    "additionalProperties": False,
-}
+            }
+        },
+        "required": [key],
+        "additionalProperties": False,
+    }
 
 
-class LabelProposal(BaseModel):
-    """One item of the answer: a label the model proposes for the word `[line_id:word_id]`."""
+ANSWER_JSON_SCHEMA: dict[str, Any] = answer_json_schema("labels", CORE_LABELS, reasoning={"type": "string"})
+
+
+class WordLabelItem(BaseModel):
+    """An answer item's word `[line_id:word_id]` and label, as the model wrote them (other keys ignored)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     line_id: int
     word_id: int
     label: str
+
+
+class LabelProposal(WordLabelItem):
+    """One item of the labeling answer: a label the model proposes for the word `[line_id:word_id]`."""
+
     reasoning: str = ""
 
 
@@ -60,7 +76,7 @@ class ParsedAnswer:
 
 
 class AnswerFormatError(ValueError):
-    """The answer is not JSON, or not an object with a `labels` array."""
+    """The answer is not JSON, or not an object with the expected array (`labels`, `judgements`)."""
 
 
 _FENCE_RE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -77,8 +93,11 @@ def _embedded_object(text: str) -> Any:
         return None
 
 
-def parse_answer(text: str) -> ParsedAnswer:
-    """Parse the model's text; raise AnswerFormatError if it cannot be used at all."""
+def load_answer_object(text: str, key: str) -> list[Any]:
+    """The ``key`` array of the JSON object in the model's text (fenced or wrapped in prose is fine).
+
+    Raises AnswerFormatError when the text is too long, empty, not JSON or has no such array.
+    """
     if len(text) > MAX_ANSWER_CHARS:
         raise AnswerFormatError(f"the answer is {len(text)} characters long, more than the limit of {MAX_ANSWER_CHARS}")
     if not text.strip():
@@ -96,19 +115,27 @@ def parse_answer(text: str) -> ParsedAnswer:
             ) from None
     if not isinstance(data, dict):
         raise AnswerFormatError(
-            f'the answer must be a JSON object {{"labels": [...]}}, got a JSON {type(data).__name__}'
+            f'the answer must be a JSON object {{"{key}": [...]}}, got a JSON {type(data).__name__}'
         )
-    items = data.get("labels")
+    items = data.get(key)
     if not isinstance(items, list):
-        raise AnswerFormatError('the answer must have a "labels" array')
+        raise AnswerFormatError(f'the answer must have a "{key}" array')
+    return items
+
+
+def item_problems(error: ValidationError) -> str:
+    """One line naming each problem of a malformed item."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'item'}: {err['msg']}" for err in error.errors())
+
+
+def parse_answer(text: str) -> ParsedAnswer:
+    """Parse the model's text; raise AnswerFormatError if it cannot be used at all."""
+    items = load_answer_object(text, "labels")
     proposals: list[LabelProposal] = []
     malformed: list[tuple[int, str]] = []
     for index, item in enumerate(items):
         try:
             proposals.append(LabelProposal.model_validate(item))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'item'}: {err['msg']}" for err in exc.errors()
-            )
-            malformed.append((index, problems))
+            malformed.append((index, item_problems(exc)))
     return ParsedAnswer(proposals=proposals, malformed=malformed)

@@ -9,6 +9,7 @@
 - build_prompt: system instructions (taxonomy, rules, answer form) + the receipt's words, row by row
   as printed when they have geometry (`receipt_label.layout`), else by OCR line.
 - call_model: one chat call (`invoke_with_retries`: small in-process retries for transient errors).
+  The loop itself (call, verdict, repair, fail) is `receipt_label.chat_graph`, shared with judging.
 - validate: parse the JSON; check each proposal (word exists, label in the taxonomy, word not
   already labeled, one label per word unless the taxonomy lets the labels share it, no duplicates).
   Unusable answers (not JSON, wrong shape) and answers with too many invalid items go to one
@@ -27,38 +28,31 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.runnables import Runnable, RunnableConfig
-from langgraph.graph import END, START, StateGraph
+from langchain_core.runnables import Runnable
 from langgraph.graph.state import CompiledStateGraph
 
-from receipt_dynamo import ReceiptDetails, ReceiptWordLabel, ValidationStatus
+from receipt_dynamo import PIPELINE_PROPOSER_PREFIX, ReceiptDetails, ReceiptWordLabel, ValidationStatus
 from receipt_label import prompts
 from receipt_label.answer import AnswerFormatError, LabelProposal, parse_answer
-from receipt_label.errors import LLMOutputError
-from receipt_label.llm import RATE_LIMIT_ATTEMPTS, RETRY_DELAY_SECONDS, TRANSIENT_ATTEMPTS, invoke_with_retries
-from receipt_label.state import LabelingState, RejectedProposal, Verdict
+from receipt_label.chat_graph import ChatCallOptions, build_answer_graph, cut_answer_errors, fresh_counters
+from receipt_label.state import LabelingState, RejectedProposal
 from receipt_label.taxonomy import CORE_LABELS, labels_may_share_a_word
 
 logger = logging.getLogger(__name__)
 
-PROPOSED_BY_PREFIX = "receipt_label:"
+PROPOSED_BY_PREFIX = PIPELINE_PROPOSER_PREFIX
 
 
 @dataclass(frozen=True)
-class LabelingOptions:
-    """Tuning of the workflow; the defaults are what the pipeline uses."""
+class LabelingOptions(ChatCallOptions):
+    """Tuning of the workflow (and of its answer loop); the defaults are what the pipeline uses."""
 
-    max_repair_calls: int = 1
     repair_min_invalid: int = 3
     """An answer needs a repair when its invalid items reach this count AND ..."""
     repair_invalid_fraction: float = 0.1
     """... this share of its items (unknown word, unknown label, malformed item, conflicting labels)."""
     repair_min_unlabeled_for_empty: int = 5
     """An empty first answer gets a repair call when at least this many words have no label yet."""
-    transient_attempts: int = TRANSIENT_ATTEMPTS
-    rate_limit_attempts: int = RATE_LIMIT_ATTEMPTS
-    retry_delay_seconds: float = RETRY_DELAY_SECONDS
     max_reasoning_chars: int = 500
 
 
@@ -148,141 +142,70 @@ def build_labeling_graph(
             "existing": existing,
             "messages": messages,
             "prompt_chars": chars,
-            "llm_calls": 0,
-            "repair_calls": 0,
+            **fresh_counters(),
             "accepted": [],
             "rejected": [],
         }
 
-    def after_prompt(state: LabelingState) -> str:
-        unlabeled = sum((w.line_id, w.word_id) not in state["existing"] for w in state["details"].words)
-        return "call_model" if unlabeled else "build_labels"  # nothing left to label: no call at all
-
-    def call_model(state: LabelingState, config: RunnableConfig) -> dict[str, Any]:
-        answer, attempts = invoke_with_retries(
-            llm,
-            state["messages"],
-            config=config,
-            transient_attempts=opts.transient_attempts,
-            rate_limit_attempts=opts.rate_limit_attempts,
-            retry_delay_seconds=opts.retry_delay_seconds,
-        )
-        text = answer.content if isinstance(answer.content, str) else answer.text
-        usage = getattr(answer, "usage_metadata", None) or {}
-        input_tokens, output_tokens = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-        cut = (answer.response_metadata or {}).get("done_reason") == "length"
-        logger.info(
-            "chat call done: %d attempt(s), %d answer characters, %d input / %d output tokens%s",
-            attempts,
-            len(text),
-            input_tokens,
-            output_tokens,
-            " (cut at the output limit)" if cut else "",
-        )
-        return {
-            "answer_text": text,
-            "answer_cut": cut,
-            "llm_calls": state.get("llm_calls", 0) + attempts,
-            "input_tokens": state.get("input_tokens", 0) + input_tokens,
-            "output_tokens": state.get("output_tokens", 0) + output_tokens,
-        }
-
-    def validate(state: LabelingState) -> dict[str, Any]:
+    def validate(state: LabelingState) -> tuple[dict[str, Any], list[str]]:
         details = state["details"]
         word_ids = {(w.line_id, w.word_id) for w in details.words}
         review = review_answer(state["answer_text"], word_ids, state["existing"])
-        errors: list[str]
-        if review.unusable is not None:
-            errors = [review.unusable]
-            if state.get("answer_cut"):
-                errors.insert(0, "the answer was cut off at the output token limit: keep each reasoning to a few words")
-        elif review.invalid >= max(opts.repair_min_invalid, math.ceil(opts.repair_invalid_fraction * review.total)):
-            errors = [
-                f"{review.invalid} of {review.total} items are invalid",
-                *(r.describe() for r in review.rejected if not r.reason.startswith(("duplicate", "word already"))),
-            ]
-        elif review.total == 0 and state.get("repair_calls", 0) < opts.max_repair_calls:
-            unlabeled = sum((w.line_id, w.word_id) not in state["existing"] for w in details.words)
-            # an empty list for a receipt with words to label is the typical lazy answer: ask once more,
-            # and accept an empty list the second time (some receipts have nothing to label)
-            errors = (
-                [f"the answer labels no word, but {unlabeled} words have no label yet"]
-                if unlabeled >= opts.repair_min_unlabeled_for_empty
-                else []
-            )
-        else:
-            errors = []
-        verdict: Verdict
-        if not errors:
-            verdict = "ok"
-        elif state.get("repair_calls", 0) < opts.max_repair_calls:
-            verdict = "repair"
-        else:
-            verdict = "fail"
-        update: dict[str, Any] = {
-            "accepted": review.accepted,
-            "rejected": review.rejected,
-            "errors": errors,
-            "verdict": verdict,
-        }
-        if errors and not state.get("first_errors"):
-            update["first_errors"] = errors
-        if errors:
-            logger.info("answer needs %s: %s", verdict, "; ".join(errors[:3]))
-        return update
-
-    def repair(state: LabelingState) -> dict[str, Any]:
-        messages = [
-            *state["messages"],
-            AIMessage(content=state["answer_text"]),
-            HumanMessage(content=prompts.repair_prompt(state["errors"])),
-        ]
-        return {"messages": messages, "repair_calls": state.get("repair_calls", 0) + 1}
-
-    def fail(state: LabelingState) -> dict[str, Any]:
-        calls = state.get("llm_calls", 0)
-        errors = state["errors"]
-        raise LLMOutputError(
-            f"the model's answer was unusable after {calls} call(s): {'; '.join(errors[:5])}",
-            errors=list(errors),
-            llm_calls=calls,
-        )
+        return {"accepted": review.accepted, "rejected": review.rejected}, _answer_errors(state, review, opts)
 
     def build_labels(state: LabelingState) -> dict[str, Any]:
-        details = state["details"]
-        proposed_by = PROPOSED_BY_PREFIX + state["model_name"]
-        now = datetime.now(UTC).isoformat()
-        labels = [
-            ReceiptWordLabel(
-                image_id=details.receipt.image_id,
-                receipt_id=details.receipt.receipt_id,
-                line_id=p.line_id,
-                word_id=p.word_id,
-                label=p.label,
-                reasoning=" ".join(p.reasoning.split())[: opts.max_reasoning_chars],
-                timestamp_added=now,
-                validation_status=ValidationStatus.PENDING,
-                label_proposed_by=proposed_by,
-            )
-            for p in state["accepted"]
+        return {"labels": _pending_labels(state, opts)}
+
+    return build_answer_graph(
+        LabelingState,
+        llm=llm,
+        options=opts,
+        prepare=("build_prompt", build_prompt),
+        needs_call=lambda state: _unlabeled(state) > 0,  # nothing left to label: no call at all
+        check=("validate", validate),
+        finish=("build_labels", build_labels),
+        repair_prompt=prompts.repair_prompt,
+        name="receipt_label",
+    )
+
+
+def _unlabeled(state: LabelingState) -> int:
+    return sum((w.line_id, w.word_id) not in state["existing"] for w in state["details"].words)
+
+
+def _answer_errors(state: LabelingState, review: Review, opts: LabelingOptions) -> list[str]:
+    """Why the answer needs a repair (or fails); empty when it is kept."""
+    if review.unusable is not None:
+        return cut_answer_errors(state, [review.unusable])
+    if review.invalid >= max(opts.repair_min_invalid, math.ceil(opts.repair_invalid_fraction * review.total)):
+        return [
+            f"{review.invalid} of {review.total} items are invalid",
+            *(r.describe() for r in review.rejected if not r.reason.startswith(("duplicate", "word already"))),
         ]
-        return {"labels": labels}
+    if review.total == 0 and state.get("repair_calls", 0) < opts.max_repair_calls:
+        unlabeled = _unlabeled(state)
+        # an empty list for a receipt with words to label is the typical lazy answer: ask once more,
+        # and accept an empty list the second time (some receipts have nothing to label)
+        if unlabeled >= opts.repair_min_unlabeled_for_empty:
+            return [f"the answer labels no word, but {unlabeled} words have no label yet"]
+    return []
 
-    def route(state: LabelingState) -> str:
-        return state["verdict"]
 
-    builder: StateGraph[LabelingState, Any, Any, Any] = StateGraph(LabelingState)
-    builder.add_node("build_prompt", build_prompt)
-    builder.add_node("call_model", call_model)
-    builder.add_node("validate", validate)
-    builder.add_node("repair", repair)
-    builder.add_node("fail", fail)
-    builder.add_node("build_labels", build_labels)
-    builder.add_edge(START, "build_prompt")
-    builder.add_conditional_edges("build_prompt", after_prompt, ["call_model", "build_labels"])
-    builder.add_edge("call_model", "validate")
-    builder.add_conditional_edges("validate", route, {"ok": "build_labels", "repair": "repair", "fail": "fail"})
-    builder.add_edge("repair", "call_model")
-    builder.add_edge("build_labels", END)
-    builder.add_edge("fail", END)
-    return builder.compile(name="receipt_label")
+def _pending_labels(state: LabelingState, opts: LabelingOptions) -> list[ReceiptWordLabel]:
+    details = state["details"]
+    proposed_by = PROPOSED_BY_PREFIX + state["model_name"]
+    now = datetime.now(UTC).isoformat()
+    return [
+        ReceiptWordLabel(
+            image_id=details.receipt.image_id,
+            receipt_id=details.receipt.receipt_id,
+            line_id=p.line_id,
+            word_id=p.word_id,
+            label=p.label,
+            reasoning=" ".join(p.reasoning.split())[: opts.max_reasoning_chars],
+            timestamp_added=now,
+            validation_status=ValidationStatus.PENDING,
+            label_proposed_by=proposed_by,
+        )
+        for p in state["accepted"]
+    ]

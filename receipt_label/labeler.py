@@ -10,9 +10,11 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tracers.langchain import LangChainTracer
+from langgraph.graph.state import CompiledStateGraph
 from langsmith import tracing_context
 
-from receipt_dynamo import ReceiptDetails
+from receipt_dynamo import Receipt, ReceiptDetails
+from receipt_label.chat_graph import call_stats
 from receipt_label.graph import LabelingOptions, build_labeling_graph
 from receipt_label.llm import model_name_of
 from receipt_label.state import LabelingResult
@@ -51,6 +53,26 @@ def _tracing_scope(config: RunnableConfig | None) -> Iterator[None]:
         yield
 
 
+def invoke_graph(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    state: dict[str, Any],
+    run_name: str,
+    receipt: Receipt,
+    model: str,
+    config: RunnableConfig | None,
+) -> dict[str, Any]:
+    """Run a receipt's graph as the run ``run_name`` (tag ``receipt_label``; image, receipt and model as
+    metadata), merged with the caller's ``config``, under the tracing rules of :func:`tracing_enabled`."""
+    metadata = {"image_id": receipt.image_id, "receipt_id": receipt.receipt_id, "model": model}
+    run_config: RunnableConfig = {"run_name": run_name, "tags": ["receipt_label"], "metadata": metadata}
+    if config:
+        run_config = {**run_config, **config}
+        run_config["tags"] = ["receipt_label", *(config.get("tags") or [])]
+        run_config["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    with _tracing_scope(config):
+        return dict(graph.invoke(state, config=run_config))
+
+
 def label_receipt(
     details: ReceiptDetails,
     *,
@@ -71,32 +93,9 @@ def label_receipt(
     name = model_name or model_name_of(llm)
     graph = build_labeling_graph(llm, model_name=name, options=options)
     receipt = details.receipt
-    run_config: RunnableConfig = {
-        "run_name": "label_receipt",
-        "tags": ["receipt_label"],
-        "metadata": {"image_id": receipt.image_id, "receipt_id": receipt.receipt_id, "model": name},
-    }
-    if config:
-        run_config = {**run_config, **config}
-        run_config["tags"] = ["receipt_label", *(config.get("tags") or [])]
-        run_config["metadata"] = {
-            **(config.get("metadata") or {}),
-            "image_id": receipt.image_id,
-            "receipt_id": receipt.receipt_id,
-            "model": name,
-        }
-    with _tracing_scope(config):
-        final = graph.invoke({"details": details, "model_name": name}, config=run_config)
+    final = invoke_graph(graph, {"details": details, "model_name": name}, "label_receipt", receipt, name, config)
     result = LabelingResult(
-        labels=list(final["labels"]),
-        rejected=list(final.get("rejected", [])),
-        llm_calls=int(final.get("llm_calls", 0)),
-        model_name=name,
-        repaired=final.get("repair_calls", 0) > 0,
-        prompt_chars=int(final.get("prompt_chars", 0)),
-        errors=list(final.get("first_errors", [])),
-        input_tokens=int(final.get("input_tokens", 0)),
-        output_tokens=int(final.get("output_tokens", 0)),
+        labels=list(final["labels"]), rejected=list(final.get("rejected", [])), **call_stats(final, name)
     )
     logger.info(
         "labeled receipt %s/%s: %d labels, %d rejected, %d llm call(s)%s",

@@ -150,6 +150,11 @@ def check_endpoint(llm: Runnable[Any, Any], *, config: RunnableConfig | None = N
     return attempts
 
 
+def with_answer_format(llm: Runnable[Any, Any], schema: dict[str, Any]) -> Runnable[Any, Any]:
+    """``llm`` answering in ``schema`` (Ollama's ``format``, instead of the labeling answer's); other models as is."""
+    return llm.bind(format=schema) if _is_ollama(llm) else llm
+
+
 def model_name_of(llm: Runnable[Any, Any]) -> str:
     """The model's name for `label_proposed_by`: `.model` / `.model_name` of the model (or of a bound model)."""
     target = _unwrap(llm)

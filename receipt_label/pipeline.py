@@ -1,4 +1,4 @@
-"""The ProcessReceipt work for one event, with its collaborators passed in (docs/handlers.md).
+"""The per-receipt work of both pipelines, with its collaborators passed in (docs/handlers.md).
 
     request = parse_event({"image_id": "...", "receipt_id": 1})
     result = process_receipt(request, dynamo=DynamoClient(table), models=KeyedChatModels(build, read_key))
@@ -6,7 +6,8 @@
 
 ``process_receipt`` reads the receipt, skips it when this pipeline's completion marker is set
 (unless ``force``), labels it, writes the labels (never overwriting) and only then sets the marker.
-``run_preflight`` is the one capped chat call run before a map of receipts.
+``validate_receipt`` judges the receipt's PENDING labels of this pipeline and records each judgement
+(never over a person's decision). ``run_preflight`` is the one capped chat call run before a map.
 """
 
 from __future__ import annotations
@@ -18,19 +19,27 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar, overload
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-from receipt_dynamo import LabelWriteResult, Receipt, ReceiptDetails, ReceiptWordLabel
+from receipt_dynamo import (
+    LabelJudgement,
+    LabelWriteResult,
+    Receipt,
+    ReceiptDetails,
+    ReceiptWordLabel,
+    ValidationStatus,
+    ValidationWriteResult,
+)
 from receipt_label.budget import TimeBudget, time_budget
 from receipt_label.config import OllamaSettings
 from receipt_label.errors import LLMAuthError, LLMError, LLMModelNotFoundError, LLMRequestError, LLMTransientError
 from receipt_label.graph import PROPOSED_BY_PREFIX
 from receipt_label.labeler import label_receipt
 from receipt_label.llm import check_endpoint
-from receipt_label.state import LabelingResult
+from receipt_label.validation import judge_receipt, labels_to_judge
 
 MAX_RECEIPT_ID = 99_999  # ids are zero-padded to 5 digits in the table's sort keys
 MAX_LOGGED_REJECTIONS = 50
@@ -61,22 +70,34 @@ def _canonical_uuid(value: Any) -> Any:
     raise ValueError("must be a UUID like 3f2a6c1e-8b7d-4e51-9a0c-2d4b6e8f1a3c")
 
 
-class ProcessReceiptEvent(BaseModel):
-    """The event of one Distributed Map item."""
+class ValidateReceiptEvent(BaseModel):
+    """The event of one Distributed Map item of ValidatePendingLabels: the receipt's keys."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     image_id: Annotated[str, BeforeValidator(_canonical_uuid), Field(min_length=36, max_length=36)]
     receipt_id: Annotated[StrictInt, Field(gt=0, le=MAX_RECEIPT_ID)]
+
+
+class ProcessReceiptEvent(ValidateReceiptEvent):
+    """The event of one Distributed Map item of CreateLabels: the receipt's keys and ``force``."""
+
     force: StrictBool = False
 
 
-def parse_event(event: Any) -> ProcessReceiptEvent:
-    """Validate the event; raise InvalidEventError naming every bad field, never echoing a value."""
+E = TypeVar("E", bound=ValidateReceiptEvent)
+
+
+@overload
+def parse_event(event: Any) -> ProcessReceiptEvent: ...
+@overload
+def parse_event(event: Any, model: type[E]) -> E: ...
+def parse_event(event: Any, model: type[ValidateReceiptEvent] = ProcessReceiptEvent) -> ValidateReceiptEvent:
+    """Validate the event as ``model``; raise InvalidEventError naming every bad field, never echoing a value."""
     if not isinstance(event, dict):
         raise InvalidEventError(f"event: expected a JSON object, got {type(event).__name__}")
     try:
-        return ProcessReceiptEvent.model_validate(event)
+        return model.model_validate(event)
     except ValidationError as error:
         problems = []
         for item in error.errors(include_input=False, include_url=False):
@@ -116,6 +137,26 @@ class PreflightResult:
         return {"preflight": "ok", "model": self.model, "base_url": self.base_url, "llm_calls": self.llm_calls}
 
 
+@dataclass(frozen=True)
+class ValidationResult:
+    """What ``validate_receipt`` did; ``to_dict()`` is the Lambda's return value.
+
+    The four status counts add up to ``labels_pending``: each judged label was updated or skipped.
+    """
+
+    image_id: str
+    receipt_id: int
+    labels_pending: int = 0
+    labels_valid: int = 0
+    labels_invalid: int = 0
+    labels_needs_review: int = 0
+    labels_skipped_changed: int = 0
+    llm_calls: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 # ---- collaborators ------------------------------------------------------------------------------
 
 
@@ -129,6 +170,18 @@ class ReceiptStore(Protocol):
     def add_receipt_word_labels(self, labels: Iterable[ReceiptWordLabel]) -> LabelWriteResult: ...
 
     def mark_receipt_labeled(self, image_id: str, receipt_id: int, *, proposed_by: str) -> Receipt: ...
+
+
+class JudgementStore(Protocol):
+    """The data layer calls ``validate_receipt`` makes (``receipt_dynamo.DynamoClient``)."""
+
+    def get_receipt_details(
+        self, image_id: str, receipt_id: int, *, consistent_read: bool = True
+    ) -> ReceiptDetails: ...
+
+    def set_label_validations(
+        self, judgements: Iterable[LabelJudgement], *, validated_by: str, validated_at: str | None = None
+    ) -> ValidationWriteResult: ...
 
 
 class ChatModels(Protocol):
@@ -192,9 +245,9 @@ class _ContextLog(logging.LoggerAdapter):
         return msg, kwargs
 
 
-def receipt_log(base: logging.Logger, request: ProcessReceiptEvent) -> logging.LoggerAdapter:
-    """``base`` with ``image_id``, ``receipt_id`` and ``force`` on every record."""
-    return _ContextLog(base, {"image_id": request.image_id, "receipt_id": request.receipt_id, "force": request.force})
+def receipt_log(base: logging.Logger, request: ValidateReceiptEvent) -> logging.LoggerAdapter:
+    """``base`` with the event's fields on every record (``image_id``, ``receipt_id``, and ``force`` if any)."""
+    return _ContextLog(base, request.model_dump())
 
 
 def preflight_log(base: logging.Logger) -> logging.LoggerAdapter:
@@ -336,20 +389,26 @@ def already_labeled(details: ReceiptDetails) -> bool:
     return details.receipt.is_labeled_by(PROPOSED_BY_PREFIX)
 
 
-def _label(
-    details: ReceiptDetails,
+def _ask(
+    work: Callable[[ChatModel, RunnableConfig | None], T],
     models: ChatModels,
     tracer: Any,
     budget: TimeBudget | None,
     log: logging.LoggerAdapter,
-) -> LabelingResult:
+) -> T:
+    """``work(model, config)`` under the budget, with a re-read key after an auth error; traces flushed."""
     config: RunnableConfig | None = {"callbacks": [tracer]} if tracer is not None else None
     try:
         with time_budget(budget):
-            return _with_fresh_key(models, lambda llm: label_receipt(details, llm=llm, config=config), log)
+            return _with_fresh_key(models, lambda llm: work(llm, config), log)
     finally:
         if tracer is not None:
             flush_traces(tracer, log)
+
+
+def _log_counts(out: logging.LoggerAdapter, message: str, result: ReceiptResult | ValidationResult) -> None:
+    """``message`` with the result's counts: its fields but the receipt's keys, which ``out`` carries."""
+    out.info(message, extra={k: v for k, v in result.to_dict().items() if k not in ("image_id", "receipt_id")})
 
 
 def process_receipt(
@@ -377,7 +436,7 @@ def process_receipt(
             "receipt already labeled by this pipeline; skipped", extra={**skipped, "labeled_at": receipt.labeled_at}
         )
         return ReceiptResult(request.image_id, request.receipt_id, already_labeled=True)
-    labeling = _label(details, models, tracer, budget, out)
+    labeling = _ask(lambda llm, config: label_receipt(details, llm=llm, config=config), models, tracer, budget, out)
     if labeling.rejected:
         rejected = [
             {"line_id": r.line_id, "word_id": r.word_id, "label": r.label, "reason": r.reason}
@@ -396,6 +455,46 @@ def process_receipt(
         labels_rejected=len(labeling.rejected),
         llm_calls=labeling.llm_calls,
     )
-    counts = {k: v for k, v in result.to_dict().items() if k not in ("image_id", "receipt_id")}
-    out.info("receipt labeled", extra=counts)
+    _log_counts(out, "receipt labeled", result)
+    return result
+
+
+# ---- one receipt's PENDING labels --------------------------------------------------------------
+
+
+def validate_receipt(
+    request: ValidateReceiptEvent,
+    *,
+    dynamo: JudgementStore,
+    models: ChatModels,
+    tracer: Any = None,
+    budget: TimeBudget | None = None,
+    log: logging.Logger = logger,
+) -> ValidationResult:
+    """Judge the receipt's PENDING labels of this pipeline, then record the judgements.
+
+    No such label: no LLM call, no write. A judging failure raises before any write. The writes
+    are ``set_label_validations`` only (conditional: a label changed since the read is skipped).
+    ``tracer`` and ``budget`` as in :func:`process_receipt`.
+    """
+    out = receipt_log(log, request)
+    details = dynamo.get_receipt_details(request.image_id, request.receipt_id, consistent_read=True)
+    pending = labels_to_judge(details)
+    if not pending:
+        out.info("no pending label of this pipeline; skipped", extra={"labels": len(details.labels)})
+        return ValidationResult(request.image_id, request.receipt_id)
+    judging = _ask(lambda llm, config: judge_receipt(details, llm=llm, config=config), models, tracer, budget, out)
+    written = dynamo.set_label_validations(judging.judgements, validated_by=f"{PROPOSED_BY_PREFIX}{judging.model_name}")
+    statuses = [j.status for j in written.updated]
+    result = ValidationResult(
+        request.image_id,
+        request.receipt_id,
+        labels_pending=len(pending),
+        labels_valid=statuses.count(ValidationStatus.VALID),
+        labels_invalid=statuses.count(ValidationStatus.INVALID),
+        labels_needs_review=statuses.count(ValidationStatus.NEEDS_REVIEW),
+        labels_skipped_changed=len(written.skipped_changed),
+        llm_calls=judging.llm_calls,
+    )
+    _log_counts(out, "receipt validated", result)
     return result

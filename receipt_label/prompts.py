@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
@@ -100,13 +101,37 @@ def receipt_listing(details: ReceiptDetails, existing: Mapping[tuple[int, int], 
     return _listing(prompt_rows(details), existing)
 
 
-def user_prompt(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
+@dataclass(frozen=True)
+class ReceiptView:
+    """The receipt as a prompt shows it: the listing and what the user message says about it."""
+
+    listing: str
+    lines: int
+    rows: int
+    words: int
+    printed: bool
+
+    @property
+    def shown(self) -> str:
+        return "as printed, one row per line" if self.printed else "one OCR line per line"
+
+    @property
+    def size(self) -> str:
+        return f"{self.lines} OCR lines in {self.rows} rows and {self.words} words"
+
+
+def receipt_view(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> ReceiptView:
+    """The listing (:func:`receipt_listing`) and its counts; the layout is worked out once."""
+    rows, printed = _rows(details)
     lines = len({w.line_id for w in details.words})
-    rows, printed = _rows(details)  # the layout is worked out once per prompt
-    shown = "as printed, one row per line" if printed else "one OCR line per line"
+    return ReceiptView(_listing(rows, existing), lines, len(rows), len(details.words), printed)
+
+
+def user_prompt(details: ReceiptDetails, existing: Mapping[tuple[int, int], Sequence[str]]) -> str:
+    view = receipt_view(details, existing)
     return (
-        f"Receipt with {lines} OCR lines in {len(rows)} rows and {len(details.words)} words "
-        f"({len(existing)} already labeled), shown {shown}. Label the words:\n\n{_listing(rows, existing)}"
+        f"Receipt with {view.size} ({len(existing)} already labeled), shown {view.shown}. "
+        f"Label the words:\n\n{view.listing}"
     )
 
 
@@ -114,16 +139,21 @@ def initial_messages(details: ReceiptDetails, existing: Mapping[tuple[int, int],
     return [SystemMessage(content=system_prompt()), HumanMessage(content=user_prompt(details, existing))]
 
 
-def repair_prompt(errors: Iterable[str]) -> str:
+def problem_listing(errors: Iterable[str]) -> str:
+    """``- <problem>`` lines, at most :data:`MAX_ERRORS_SHOWN`, then how many more there were."""
     problems = list(errors)
     shown = problems[:MAX_ERRORS_SHOWN]
     more = len(problems) - len(shown)
     listing = "\n".join(f"- {p}" for p in shown)
     if more > 0:
         listing += f"\n- ... and {more} more problems of the same kinds"
+    return listing
+
+
+def repair_prompt(errors: Iterable[str]) -> str:
     return (
         "Your previous answer could not be used:\n"
-        f"{listing}\n\n"
+        f"{problem_listing(errors)}\n\n"
         "Answer again with the complete JSON for the whole receipt (all labels, not only the corrections), "
         "following the rules above: only ids and labels that exist, one label per word (except the permitted "
         "pair). JSON only."

@@ -33,30 +33,39 @@ class RejectedProposal:
         return f"{where} {self.label or '?'}: {self.reason}"
 
 
-@dataclass
-class LabelingResult:
-    """What `label_receipt` returns.
+@dataclass(kw_only=True)
+class ChatCallStats:
+    """The chat calls behind a result, from the answer loop's counters (``chat_graph.call_stats``).
 
-    labels: new `ReceiptWordLabel`s (PENDING), at most one per word, sorted by (line_id, word_id).
-    rejected: proposals of the model's final answer that were dropped, each with `.reason`.
     llm_calls: HTTP chat calls made (1 normally; 2 with a repair; failed retried attempts count too).
+    errors: the problems that caused the repair call, if any. Tokens: as reported by the server
+    (Ollama: prompt_eval_count / eval_count), summed over calls.
     """
 
-    labels: list[ReceiptWordLabel]
-    rejected: list[RejectedProposal]
     llm_calls: int
     model_name: str = ""
     repaired: bool = False
     prompt_chars: int = 0
-    errors: list[str] = field(default_factory=list)  # the problems that caused the repair call, if any
-    input_tokens: int = 0  # reported by the server (Ollama: prompt_eval_count), summed over calls
+    errors: list[str] = field(default_factory=list)
+    input_tokens: int = 0
     output_tokens: int = 0
 
 
-class LabelingState(TypedDict, total=False):
-    details: ReceiptDetails
-    model_name: str
-    existing: dict[tuple[int, int], list[str]]  # (line_id, word_id) -> labels the word already has
+@dataclass
+class LabelingResult(ChatCallStats):
+    """What `label_receipt` returns, with the chat calls' :class:`ChatCallStats`.
+
+    labels: new `ReceiptWordLabel`s (PENDING), at most one per word, sorted by (line_id, word_id).
+    rejected: proposals of the model's final answer that were dropped, each with `.reason`.
+    """
+
+    labels: list[ReceiptWordLabel]
+    rejected: list[RejectedProposal]
+
+
+class ChatState(TypedDict, total=False):
+    """The keys of the shared answer loop (``receipt_label.chat_graph``)."""
+
     messages: list[BaseMessage]
     prompt_chars: int
     answer_text: str
@@ -65,9 +74,15 @@ class LabelingState(TypedDict, total=False):
     output_tokens: int
     llm_calls: int
     repair_calls: int
-    accepted: list[LabelProposal]
-    rejected: list[RejectedProposal]
     errors: list[str]  # problems of the latest answer that make it unusable or call for a repair
     first_errors: list[str]
     verdict: Verdict
+
+
+class LabelingState(ChatState, total=False):
+    details: ReceiptDetails
+    model_name: str
+    existing: dict[tuple[int, int], list[str]]  # (line_id, word_id) -> labels the word already has
+    accepted: list[LabelProposal]
+    rejected: list[RejectedProposal]
     labels: list[ReceiptWordLabel]

@@ -1,12 +1,8 @@
 """Fault injection helpers for the fault and abuse suite (tests/*/test_faults_*.py, test_security_*.py).
 
-- :class:`HttpFaults` answers chosen AWS API calls with an error *at the HTTP layer* (a botocore
-  ``before-send`` hook registered before moto's), so botocore's own retries, error parsing and
-  the caller's handling all run as they would against AWS.
-- :class:`ProcessWorld` / :func:`process_world`: the ProcessReceipt handler on moto (DynamoDB,
-  Secrets Manager) and the loopback Ollama server, with no real sleeps (every ``time.sleep``,
-  botocore's retry sleeps included, is recorded instead), and helpers to read the table.
-- :func:`load_handler`: a fresh copy of a Lambda handler module, loaded from its file.
+:class:`HttpFaults` fails chosen AWS API calls at the HTTP layer, so botocore's retries and error
+parsing and the caller's handling run as against AWS; :func:`process_world` runs the ProcessReceipt
+handler on moto and the loopback Ollama server.
 """
 
 from __future__ import annotations
@@ -132,6 +128,11 @@ class HttpFaults:
 
 @dataclass
 class ProcessWorld:
+    """The ProcessReceipt handler on moto (DynamoDB, Secrets Manager) and the loopback Ollama server.
+
+    Nothing sleeps: every ``time.sleep`` (botocore's retry sleeps included) is appended to ``sleeps``.
+    """
+
     handler: ModuleType
     server: OllamaServer
     ddb: Any  # the boto3 DynamoDB client the handler uses (fault hooks go on it)

@@ -7,11 +7,15 @@
   ``Calls`` (the AWS operations a boto3 client made);
 - ``resources_of_type(template, *types)`` and ``one_resource(template, type_, **properties)`` over
   a template dict; ``aws_cdk.assertions.Template.from_json(template)`` says the rest;
-- ``cfn_lint(template_text, regions)``: cfn-lint's findings with the repository's .cfnlintrc.yaml.
+- ``cfn_lint(template_text, regions)``: cfn-lint's findings with the repository's .cfnlintrc.yaml;
+- ``FIXTURES`` and ``fixture_receipt(name)``: a receipt of tests/fixtures as the data layer reads it;
+- ``direct_labeling_props(stack, **overrides)``: the keyword arguments of a labeling state machine
+  construct used on its own (an imported table and key, no cdk.json).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +30,11 @@ from local_pipeline.template import (
     resources_of_type,
     synth_app,
 )
+from receipt_dynamo import ReceiptDetails, parse_receipt_document
 
 __all__ = [
     "CFN_LINT_CONFIG",
+    "FIXTURES",
     "LIST_HANDLER",
     "PROCESS_HANDLER",
     "REPO_ROOT",
@@ -38,6 +44,8 @@ __all__ = [
     "build_cdk_app",
     "cdk_json_context",
     "cfn_lint",
+    "direct_labeling_props",
+    "fixture_receipt",
     "load_handler",
     "one_resource",
     "resources_of_type",
@@ -46,6 +54,12 @@ __all__ = [
 
 WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 CFN_LINT_CONFIG = REPO_ROOT / ".cfnlintrc.yaml"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+
+
+def fixture_receipt(name: str = "receipt_grocery.json") -> ReceiptDetails:
+    """The receipt document ``tests/fixtures/<name>``, parsed as ``get_receipt_details`` returns it."""
+    return parse_receipt_document(json.loads((FIXTURES / name).read_text()))
 
 
 def one_resource(template: dict[str, Any], type_: str, **properties: Any) -> tuple[str, dict[str, Any]]:
@@ -102,3 +116,24 @@ class Calls:
 
     def writes(self) -> list[str]:
         return [n for n in self.names if n in WRITE_OPERATIONS]
+
+
+def direct_labeling_props(stack: Any, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``CreateLabelsStepFunction`` / ``ValidatePendingLabelsStepFunction`` in ``stack``.
+
+    The table ``receipts`` and the secret ``ollama/api-key`` are imported once per stack (ids ``Table``
+    and ``Key``); ``overrides`` replace or add arguments.
+    """
+    from aws_cdk import aws_dynamodb as dynamodb
+    from aws_cdk import aws_secretsmanager as secretsmanager
+
+    table = stack.node.try_find_child("Table") or dynamodb.TableV2.from_table_name(stack, "Table", "receipts")
+    key = stack.node.try_find_child("Key") or secretsmanager.Secret.from_secret_name_v2(stack, "Key", "ollama/api-key")
+    props = {
+        "name": "receipt-labeling-direct",
+        "table": table,
+        "ollama_api_key_secret": key,
+        "ollama_model": "gpt-oss:120b",
+        "ollama_base_url": "https://ollama.com",
+    }
+    return {**props, **overrides}

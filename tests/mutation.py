@@ -46,35 +46,56 @@ class Group:
 
 GROUPS: tuple[Group, ...] = (
     Group(
-        "data-layer",
-        ("receipt_dynamo/client.py", "receipt_dynamo/entities.py"),
+        "data-entities",
+        ("receipt_dynamo/entities.py",),
         (
             "tests/unit/test_dynamo_entities.py",
-            "tests/unit/test_dynamo_requests.py",
-            "tests/unit/test_dynamo_errors.py",
             "tests/unit/test_dynamo_document.py",
-            "tests/integration/test_dynamo_client.py",
+            "tests/unit/test_dynamo_validations.py",
         ),
         deselect=("tests/unit/test_dynamo_entities.py::test_runtime_modules_import_only_stdlib_and_boto3",),
     ),
     Group(
+        "data-client",
+        ("receipt_dynamo/client.py",),
+        (
+            "tests/unit/test_dynamo_requests.py",
+            "tests/unit/test_dynamo_errors.py",
+            "tests/unit/test_dynamo_validations.py",
+            "tests/integration/test_dynamo_client.py",
+        ),
+    ),
+    Group(
         "labeling",
-        ("receipt_label/graph.py", "receipt_label/answer.py", "receipt_label/errors.py"),
+        (
+            "receipt_label/chat_graph.py",
+            "receipt_label/graph.py",
+            "receipt_label/validation.py",
+            "receipt_label/answer.py",
+            "receipt_label/errors.py",
+        ),
         (
             "tests/unit/test_label_graph.py",
             "tests/unit/test_label_validation.py",
             "tests/unit/test_label_config.py",
             "tests/unit/test_label_budget.py",
             "tests/unit/test_label_prompts.py",
-            "tests/integration/test_label_ollama.py",
+            "tests/unit/test_validate_judging.py",
         ),
     ),
     Group(
         "process-handler",
-        ("receipt_label/pipeline.py", "lambdas/process_receipt/handler.py"),
+        (
+            "receipt_label/pipeline.py",
+            "receipt_label/lambda_wiring.py",
+            "lambdas/process_receipt/handler.py",
+            "lambdas/validate_labels/handler.py",
+        ),
         (
             "tests/unit/test_receipt_pipeline.py",
+            "tests/unit/test_validate_pipeline.py",
             "tests/unit/test_handler_process_receipt.py",
+            "tests/unit/test_handler_validate_labels.py",
             "tests/unit/test_log_convention.py",
         ),
     ),
@@ -86,23 +107,27 @@ GROUPS: tuple[Group, ...] = (
     Group(
         "build-trigger",
         ("lambdas/image_build_trigger/handler.py",),
-        ("tests/unit/test_codebuild_docker_image_trigger.py", "tests/integration/test_image_build_trigger_moto.py"),
+        ("tests/unit/test_codebuild_docker_image_trigger.py",),
     ),
     Group(
         "state-machine-settings",
-        ("constructs/create_labels_step_function.py",),
-        ("tests/unit/test_step_function_definition.py", "tests/unit/test_faults_state_machine.py"),
+        ("constructs/labeling_state_machine.py",),
+        (
+            "tests/unit/test_step_function_definition.py",
+            "tests/unit/test_validate_state_machine.py",
+            "tests/unit/test_faults_state_machine.py",
+        ),
         # the retry and threshold settings only: every other mutant of a construct costs a synthesis
         only=tuple(
-            f"constructs.create_labels_step_function.*{function}__mutmut_*"
+            f"constructs.labeling_state_machine.*{function}__mutmut_*"
             for function in (
                 "x__add_retry",
-                "x__add_process_function_retries",
-                "_label_receipts_map",
+                "x__add_worker_function_retries",
+                "_receipts_map",
                 "__post_init__",
                 "_list_receipts_task",
                 "_preflight_task",
-                "_process_receipt_task",
+                "_worker_task",
             )
         ),
         max_children=1,
@@ -156,7 +181,13 @@ def _scratch_copy(group: Group) -> Path:
     return work
 
 
-_STRING_ONLY = re.compile(r"""(["'])(XX.*XX|.*)\1""")
+#: Prints the diff of each mutant named on stdin (one process instead of one ``mutmut show`` per mutant).
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({name: get_diff_for_mutant(name, path=find_mutant(name).path) for name in names}))
+"""
 
 
 def _is_text_only(diff: str) -> bool:
@@ -193,12 +224,20 @@ def run_group(group: Group) -> dict[str, object]:
     if group.only:
         patterns = [re.compile(re.escape(p).replace(r"\*", ".*") + "$") for p in group.only]
         statuses = {n: s for n, s in statuses.items() if any(p.match(n) for p in patterns)}
-    survivors = []
-    for name in sorted(n for n, s in statuses.items() if s in {"survived", "no tests"}):
-        diff = subprocess.run(
-            [*MUTMUT, "show", name], cwd=work, env=env, capture_output=True, text=True, check=True
-        ).stdout
-        survivors.append({"name": name, "status": statuses[name], "text_only": _is_text_only(diff), "diff": diff})
+    names = sorted(n for n, s in statuses.items() if s in {"survived", "no tests"})
+    diffs = subprocess.run(
+        [sys.executable, "-c", _DIFFS],
+        cwd=work,
+        env=env,
+        input=json.dumps(names),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    survivors = [
+        {"name": name, "status": statuses[name], "text_only": _is_text_only(diff), "diff": diff}
+        for name, diff in json.loads(diffs).items()
+    ]
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1

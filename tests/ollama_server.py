@@ -1,66 +1,11 @@
 """A loopback HTTP server that speaks Ollama's `/api/chat`, for tests and benchmarks.
 
-It runs in-process (a `ThreadingHTTPServer` on 127.0.0.1, a free port), answers with scripted
-responses, and records every request (method, path, headers, JSON body) so tests can assert what
-the real `ChatOllama` sent.
+In-process on 127.0.0.1 (a free port): answers with scripted responses and records every request. In
+pytest use the `ollama_server` fixture (tests/conftest.py); elsewhere `with OllamaServer() as server:`::
 
-Usage with the pytest fixture `ollama_server` (registered in `tests/conftest.py`; a fresh
-started server per test, stopped afterwards)::
-
-    from tests.ollama_server import OllamaServer, ScriptedResponse
-
-    def test_something(ollama_server: OllamaServer) -> None:
-        ollama_server.script(ScriptedResponse.answer({"labels": []}))   # 1st /api/chat call
-        ollama_server.script(ScriptedResponse.http_error(429, "slow down"))  # 2nd call
-        llm = create_chat_model(OllamaSettings(base_url=ollama_server.url, timeout_seconds=30), api_key="k")
-        ...
-        request = ollama_server.chat_requests[0]
-        assert request.headers["authorization"] == "Bearer k"   # header names are lower case
-        assert request.json["format"] == ANSWER_JSON_SCHEMA
-
-Outside pytest: `with OllamaServer() as server: ...` (or `start()` / `stop()`).
-
-A responder that raises fails its test: that request is answered HTTP 500 (so the client does not
-hang) and the exception is raised again when the server's `with` block ends (the fixture's
-teardown), or earlier by `raise_responder_error()`. Deliberate 500s are scripted with
-`ScriptedResponse.http_error(500, ...)`, never by raising.
-
-API
-- `OllamaServer(*, default=None, responder=None, model="loopback-model")`
-  - `.url`: `http://127.0.0.1:<port>` (use as `OLLAMA_BASE_URL` / `base_url`).
-  - `.script(*responses)`: queue responses; each `/api/chat` request takes the next one (FIFO).
-  - `.responder`: `Callable[[RecordedRequest], ScriptedResponse]` used when the queue is empty
-    (e.g. `label_words_responder(...)` below); settable at any time.
-  - `.default`: a `ScriptedResponse` used when the queue is empty and there is no responder.
-    With neither, the server answers HTTP 500 `{"error": "loopback: no scripted response left"}`.
-  - `.requests` (every request) / `.chat_requests` (POST /api/chat only): `RecordedRequest`
-    with `.method`, `.path`, `.headers` (dict, lower-case names), `.body` (bytes), `.json`,
-    `.messages` (the chat messages) and `.prompt_chars` (characters of all message contents).
-  - `.pending`: scripted responses not consumed yet; `.clear()` forgets requests and the queue.
-  - `.responder_errors`: exceptions the responder raised, in order; `.raise_responder_error()`
-    raises the first one (once) and does nothing when there is none.
-  - GET `/api/tags` and `/api/version` answer too (for clients that probe the server).
-- `ScriptedResponse` fields (all optional; combine freely):
-  - `content`: the assistant message text; a dict or list is JSON-encoded.
-  - `status` / `error`: a non-200 status answers `{"error": error}` with that status.
-  - `stream`: `None` follows the request's `"stream"` (Ollama's default is true: NDJSON with
-    chunked transfer encoding, then a final `"done": true` line); `True`/`False` force a mode.
-  - `chunks`: how many NDJSON message chunks the content is split into (default 3).
-  - `delay`: seconds to wait before answering (longer than the client timeout -> a timeout).
-  - `chunk_delay`: seconds between streamed chunks.
-  - `drop`: send the status line, headers and part of the body, then close the connection.
-  - `reset`: close the connection with a TCP RST without answering (connection reset).
-  - `truncate`: streaming only: end the body cleanly but without the final `done` line.
-  - `stream_error`: streaming only: an `{"error": ...}` line after the first chunk (how Ollama
-    reports failures mid-stream).
-  - `headers`: extra response headers (e.g. `{"Retry-After": "3"}`).
-  - `done_reason`, `prompt_eval_count`, `eval_count`: fields of the final chunk.
-  - Shortcuts: `ScriptedResponse.answer(content, **kw)`, `.http_error(status, message, **kw)`.
-- `label_words_responder(label_for)`: a responder that reads the `[line:word] text` words of the
-  prompt and answers `{"labels": [...]}` with `label_for(text)` for each word (words
-  for which it returns None, and words the prompt shows as already labeled, are left out).
-  Handy for end-to-end runs with well-formed answers. `words_in_prompt(request)` gives the
-  parsed `PromptWord(line_id, word_id, text, labels)` list.
+    server.script(ScriptedResponse.answer({"labels": []}), ScriptedResponse.http_error(429, "slow down"))
+    llm = create_chat_model(OllamaSettings(base_url=server.url, timeout_seconds=30), api_key="k")
+    assert server.chat_requests[0].headers["authorization"] == "Bearer k"  # header names are lower case
 """
 
 from __future__ import annotations
@@ -92,28 +37,45 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ScriptedResponse:
+    """One answer to an `/api/chat` request; every field is optional and they combine freely."""
+
+    #: The assistant message text; a dict or list is JSON-encoded.
     content: str | dict[str, Any] | list[Any] = ""
+    #: A status other than 200 answers ``{"error": error}`` with that status.
     status: int = 200
     error: str | None = None
+    #: None follows the request's ``"stream"`` (Ollama's default is true: NDJSON with chunked transfer
+    #: encoding, then a final ``"done": true`` line); True / False force a mode.
     stream: bool | None = None
+    #: How many NDJSON message chunks the content is split into.
     chunks: int = 3
+    #: Seconds to wait before answering (longer than the client's timeout: a timeout).
     delay: float = 0.0
+    #: Seconds between streamed chunks.
     chunk_delay: float = 0.0
+    #: Send the status line, headers and part of the body, then close the connection.
     drop: bool = False
+    #: Close the connection with a TCP RST without answering.
     reset: bool = False
+    #: Streaming only: end the body cleanly but without the final ``done`` line.
     truncate: bool = False
+    #: Streaming only: an ``{"error": ...}`` line after the first chunk (how Ollama reports a failure mid-stream).
     stream_error: str | None = None
+    #: Extra response headers, e.g. ``{"Retry-After": "3"}``.
     headers: dict[str, str] = field(default_factory=dict)
+    #: This and the two counts: fields of the final chunk.
     done_reason: str = "stop"
     prompt_eval_count: int = 0
     eval_count: int = 0
 
     @classmethod
     def answer(cls, content: str | dict[str, Any] | list[Any], **kwargs: Any) -> ScriptedResponse:
+        """A 200 answer with ``content``."""
         return cls(content=content, **kwargs)
 
     @classmethod
     def http_error(cls, status: int, message: str = "error", **kwargs: Any) -> ScriptedResponse:
+        """A ``status`` answer with body ``{"error": message}``."""
         return cls(status=status, error=message, **kwargs)
 
     @property
@@ -123,6 +85,8 @@ class ScriptedResponse:
 
 @dataclass(frozen=True)
 class RecordedRequest:
+    """One request as received (header names lower case); ``json``, ``messages`` and ``prompt_chars`` parse its body."""
+
     method: str
     path: str
     headers: dict[str, str]
@@ -305,7 +269,14 @@ def _now() -> str:
 
 
 class OllamaServer:
-    """See the module docstring."""
+    """The server: each `/api/chat` request takes the next response queued by :meth:`script` (FIFO).
+
+    With the queue empty, ``responder(request)`` answers (e.g. :func:`label_words_responder`), else
+    ``default``, else HTTP 500 ``loopback: no scripted response left``; both are settable at any time.
+    A responder that raises gets a 500 answer (so the client does not hang) and the exception is raised
+    again when the ``with`` block ends, or by :meth:`raise_responder_error`: script deliberate 500s with
+    ``ScriptedResponse.http_error(500, ...)``, never by raising. GET `/api/tags` and `/api/version` answer too.
+    """
 
     def __init__(
         self,
@@ -357,6 +328,7 @@ class OllamaServer:
 
     @property
     def url(self) -> str:
+        """``http://127.0.0.1:<port>``, the ``OLLAMA_BASE_URL`` / ``base_url``; RuntimeError when not started."""
         if self._server is None:
             raise RuntimeError("the loopback Ollama server is not running; call start()")
         host, port = self._server.server_address[:2]
@@ -364,22 +336,26 @@ class OllamaServer:
 
     # scripting and inspection
     def script(self, *responses: ScriptedResponse) -> OllamaServer:
+        """Queue ``responses``, one per `/api/chat` request to come, in order."""
         with self._lock:
             self._queue.extend(responses)
         return self
 
     @property
     def pending(self) -> list[ScriptedResponse]:
+        """Scripted responses not consumed yet."""
         with self._lock:
             return list(self._queue)
 
     @property
     def requests(self) -> list[RecordedRequest]:
+        """Every request received, in order."""
         with self._lock:
             return list(self._requests)
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
+        """The POST `/api/chat` requests, in order."""
         return [r for r in self.requests if r.method == "POST" and r.path == "/api/chat"]
 
     def clear(self) -> None:
@@ -390,6 +366,7 @@ class OllamaServer:
 
     @property
     def responder_errors(self) -> list[Exception]:
+        """Exceptions the responder raised, in order (not yet raised again)."""
         with self._lock:
             return list(self._responder_errors)
 
@@ -456,8 +433,10 @@ def words_in_prompt(request: RecordedRequest) -> list[PromptWord]:
 
 
 def label_words_responder(label_for: Callable[[str], str | tuple[str, ...] | None]) -> Responder:
-    """A responder answering well-formed labels: `label_for(text)` for each word of the prompt not yet labeled
-    (a tuple of labels gives the word one answer item per label)."""
+    """A responder answering well-formed labels: `label_for(text)` for each word of the prompt not yet labeled.
+
+    A tuple of labels gives the word one answer item per label; None leaves the word out.
+    """
 
     def respond(request: RecordedRequest) -> ScriptedResponse:
         labels = []

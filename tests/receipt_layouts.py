@@ -1,39 +1,11 @@
 """Receipt documents that look like real OCR output, built from a printed-row spec, with their ground truth.
 
-Real OCR (Apple Vision) does not hand back one line per printed row. It splits a row into a left
-line (the item name) and a right line (its price) and, within a block of such rows, numbers all the
-left lines first and then all the right ones: names on lines 12-33, their prices on lines 36-56.
-Its coordinates carry float noise (``x = -7e-09``, ``x = -0.00037``, a right edge at ``1.0004``) and
-a scan is slightly rotated, so a printed row climbs or falls from its left end to its right end.
-The fixtures built here have all of that, and the generator also returns which OCR lines share a
-printed row (:class:`Truth`), so a test can check row grouping against the real answer.
-
-Spec: a list of :class:`Row` (top to bottom), each a tuple of :class:`Segment` (left to right); a
-segment is the text of one OCR line and its left edge ``x`` (a fraction of the receipt's width).
-:class:`Layout` holds the options: seed, skew, line-id numbering, row height, margins, noise.
-
-Geometry (the document's convention, see ``receipt_dynamo/document.py``): normalized to the receipt,
-origin at the bottom-left, **y grows upwards**; ``y`` is a box's bottom edge, ``y + height`` its top.
-
-1. Words: each segment's text is split on whitespace; the receipt font is monospace, so a word
-   starts at ``segment.x + offset * char_width`` (``offset``: its character offset in the segment)
-   and is ``len(word) * char_width`` wide (one space = one character of gap). Row ``i`` is centred at
-   ``1 - margin_top - (i + 0.5) * row_height`` (plus any blank ``gap_before`` rows).
-2. Skew: each word box's centre is rotated by ``skew_degrees`` (counter-clockwise: positive lifts
-   a row's right end) about the receipt's centre, in physical units (one row is ``line_spacing``
-   characters tall, so the receipt is ``line_spacing * char_width / row_height`` times as tall as it
-   is wide); the boxes stay axis
-   aligned, as OCR reports them. The result is scaled back onto the unrotated extents, as the
-   receipt's crop would be.
-3. Noise: every box edge is jittered (a Gaussian with sigma ``jitter``, cut at 2.5 sigma) and kept
-   within ``NATURAL_NOISE_LIMIT`` of the receipt; then each :class:`Overshoot` sets an exact edge
-   (``x = -7e-09``). Everything else is rounded to 6 decimals. Word confidences are 0.9-0.995, and
-   0.41-0.66 for a word with Cyrillic letters (a look-alike misread).
-4. Lines: a line's box encloses its words, its confidence is their mean; line ids follow
-   ``numbering`` ("reading order" or "columns"), word ids run 1.. left to right in each line.
-
-``python -m tests.receipt_layouts --write`` rewrites the fixtures in :data:`FIXTURES`;
-``--check`` exits 1 when a committed file differs from what the generator builds.
+As Apple Vision does, a printed row is split into OCR lines (name left, price right), a block's lines
+can be numbered column by column, coordinates carry float noise and overshoots, and the scan is
+slightly rotated. :class:`Truth` says which OCR lines share a row. Spec: a list of :class:`Row` (top
+to bottom) of :class:`Segment` (left to right); :class:`Layout` holds the options. Coordinates as in
+``receipt_dynamo/document.py`` (y grows upwards). ``python -m tests.receipt_layouts --write`` rewrites
+the fixtures in :data:`FIXTURES`; ``--check`` exits 1 when a committed file differs from the generator's.
 """
 
 from __future__ import annotations
@@ -273,7 +245,9 @@ def build_receipt(
     pitch = layout.row_height or (1.0 - layout.margin_top - layout.margin_bottom) / total
     text_h = pitch * layout.text_height
 
-    # 1. nominal word boxes: words[row][segment] = [(text, box), ...]
+    # 1. nominal word boxes: words[row][segment] = [(text, box), ...]. Monospace: a word starts at
+    # segment.x + offset * char_width and is len(word) * char_width wide; row i is centred at
+    # 1 - margin_top - (i + 0.5) * row_height, plus any blank gap_before rows; y is a box's bottom edge.
     words: list[list[list[tuple[str, _Box]]]] = []
     offset = 0.0
     for spec_row in rows:
@@ -291,7 +265,9 @@ def build_receipt(
         )
     boxes = [box for row_words in words for segment_words in row_words for _, box in segment_words]
 
-    # 2. skew: rotate the centres about the receipt's centre in physical units, then crop back
+    # 2. skew: rotate the centres about the receipt's centre in physical units (counter-clockwise:
+    # positive lifts a row's right end; a row is line_spacing characters tall), boxes kept axis aligned
+    # as OCR reports them, then scaled back onto the unrotated extents as the receipt's crop would be
     if layout.skew_degrees:
         aspect = layout.line_spacing * cw / pitch  # physical height / width
         before = _extents(boxes)
@@ -308,7 +284,8 @@ def build_receipt(
             box.x, box.w = before[0] + (box.x - after[0]) * sx, box.w * sx
             box.y, box.h = before[2] + (box.y - after[2]) * sy, box.h * sy
 
-    # 3. noise: jitter every edge, keep it near the receipt; round
+    # 3. noise: jitter every edge (Gaussian, cut at 2.5 sigma), keep it within NATURAL_NOISE_LIMIT, round;
+    # confidences lower for a word with Cyrillic letters (a look-alike misread); overshoots set exact edges
     def jitter() -> float:
         limit = 2.5 * layout.jitter
         return max(-limit, min(limit, rng.gauss(0.0, layout.jitter)))
@@ -344,7 +321,7 @@ def build_receipt(
                 f"{o} moves its word by {shift:.4f}, more than {MAX_OVERSHOOT_SHIFT}: pick a word at the edge"
             )
 
-    # 4. lines, numbered
+    # 4. lines, numbered by layout.numbering: a line's box encloses its words, its confidence is their mean
     order = _line_order(rows, layout.numbering)
     line_id = {key: n for n, key in enumerate(order, start=1)}
     lines: list[dict[str, Any]] = []

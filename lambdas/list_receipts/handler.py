@@ -1,6 +1,8 @@
-"""ListReceipts Lambda: write every receipt key to a JSON Lines manifest in S3 for the Distributed Map.
+"""ListReceipts Lambda: write receipt keys to a JSON Lines manifest in S3 for the Distributed Map.
 
-Contract (environment, event, manifest format, result, errors) and memory bounds: docs/handlers.md.
+``RECEIPT_SELECTION``: ``all`` (default, CreateLabels: every receipt) or ``pending`` (ValidatePendingLabels:
+every receipt with a PENDING label). Contract (environment, event, manifest format, result, errors)
+and memory bounds: docs/handlers.md.
 Imports only the standard library, boto3 and receipt_dynamo (the function's zip holds nothing else).
 """
 
@@ -19,7 +21,7 @@ from typing import IO, Any
 
 import boto3
 
-from receipt_dynamo import DynamoClient
+from receipt_dynamo import PIPELINE_PROPOSER_PREFIX, DynamoClient
 
 #: The event field that carries the Step Functions execution name (pass ``$$.Execution.Name``).
 EXECUTION_NAME_FIELD = "execution_name"
@@ -28,7 +30,9 @@ MANIFEST_PREFIX = "manifests/"
 MANIFEST_FILE_NAME = "receipts.jsonl"
 #: The completion marker of a receipt this pipeline finished labeling starts with this
 #: (receipt_label.PROPOSED_BY_PREFIX; this function's code asset does not hold receipt_label).
-LABELING_PIPELINE_PREFIX = "receipt_label:"
+LABELING_PIPELINE_PREFIX = PIPELINE_PROPOSER_PREFIX
+SELECTION_ENV = "RECEIPT_SELECTION"
+SELECTIONS = ("all", "pending")
 #: The JSON Lines media type (jsonlines.org). Step Functions reads the file by the map's InputType,
 #: not by this header; it tells anyone downloading the object what it holds.
 MANIFEST_CONTENT_TYPE = "application/jsonl"
@@ -43,6 +47,18 @@ class InvalidEventError(ValueError):
 
 
 logger = logging.getLogger("list_receipts")
+
+
+def receipt_selection(environ: Mapping[str, str] | None = None) -> str:
+    """``RECEIPT_SELECTION``: ``all`` (unset or empty) or ``pending``; RuntimeError names the variable otherwise."""
+    raw = (os.environ if environ is None else environ).get(SELECTION_ENV, "").strip()
+    if raw in ("", *SELECTIONS):
+        return raw or "all"
+    raise RuntimeError(f"environment variable {SELECTION_ENV} must be one of {', '.join(SELECTIONS)}, got {raw[:40]!r}")
+
+
+#: Read at cold start: a wrong value fails the function's initialisation, naming the variable.
+SELECTION = receipt_selection()
 
 # Created on first use, once per container; tests replace them.
 _s3_client: Any = None
@@ -117,7 +133,7 @@ def write_manifest(keys: Iterable[tuple[str, int]], out: IO[bytes], *, limit: in
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    """List every receipt key into the run's manifest; return its counts and location (docs/handlers.md)."""
+    """List the selected receipt keys into the run's manifest; return its counts and location (docs/handlers.md)."""
     try:
         limit, execution_name = parse_event(event)
     except InvalidEventError as error:
@@ -129,6 +145,11 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
     def listed() -> Iterator[tuple[str, int]]:
         nonlocal to_label
+        if SELECTION == "pending":  # each listed receipt has a PENDING label to judge
+            for image_id, receipt_id in dynamo().iter_pending_receipts():
+                to_label += 1
+                yield image_id, receipt_id
+            return
         for image_id, receipt_id, labeled_by in dynamo().iter_receipt_markers():
             if not (labeled_by or "").startswith(LABELING_PIPELINE_PREFIX):
                 to_label += 1
@@ -148,6 +169,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "manifest_key": key,
             "manifest_bytes": size,
             "limit": limit,
+            "selection": SELECTION,
         },
     )
     return {"receipt_count": count, "receipts_to_label": to_label, "manifest_bucket": bucket, "manifest_key": key}

@@ -85,7 +85,7 @@ def build(app: cdk.App) -> IntegTest:
     )
     stack = ReceiptLabelingStack(app, "IntegPipeline", settings=settings, description="Integration test: pipeline")
     stand_in = OllamaStandIn(stack, "OllamaStandIn", api_key_secret=stack.ollama_api_key_secret, model=MODEL)
-    stack.create_labels.process_function.add_environment("OLLAMA_BASE_URL", stand_in.base_url)
+    stack.create_labels.worker_function.add_environment("OLLAMA_BASE_URL", stand_in.base_url)
 
     integ = IntegTest(app, "PipelineInteg", test_cases=[stack], diff_assets=True)
     assertions = integ.assertions

@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from moto import mock_aws
 
 from receipt_dynamo import (
     DynamoClient,
+    DynamoThrottledError,
     ItemWriteError,
+    LabelJudgement,
     LabelWriteError,
     Receipt,
     ReceiptLine,
@@ -30,6 +33,7 @@ from receipt_dynamo import (
     ReceiptWord,
     ReceiptWordLabel,
     ValidationStatus,
+    ValidationWriteResult,
     parse_receipt_document,
 )
 from receipt_dynamo.cli import main as cli_main
@@ -571,3 +575,180 @@ def test_cli_module_loads_into_a_dynamodb_endpoint(tmp_path: Path) -> None:
         assert len(list(DynamoClient("local", client=remote).iter_receipt_keys())) == 2
     finally:
         server.stop()
+
+
+# --- judging PENDING labels: conditional status changes ----------------------------------------------
+
+JUDGED_AT = "2026-12-01T10:00:00+00:00"
+VALIDATOR = "receipt_label:judge-model"
+
+
+def stored_label(ddb: Any, label: ReceiptWordLabel) -> dict[str, Any]:
+    return dict(ddb.get_item(TableName=TABLE, Key=label.key, ConsistentRead=True)["Item"])
+
+
+def pending_count(ddb: Any, status: str = "PENDING") -> int:
+    return index_count(ddb, "GSI3", "GSI3PK = :s", {":s": {"S": f"VALIDATION_STATUS#{status}"}})
+
+
+def judge(client: Any, *judgements: LabelJudgement) -> ValidationWriteResult:
+    return DynamoClient(TABLE, client=client).set_label_validations(
+        judgements, validated_by=VALIDATOR, validated_at=JUDGED_AT
+    )
+
+
+def test_pending_receipts_are_listed_once_each_across_pages_and_leave_the_list_once_judged(ddb: Any) -> None:
+    store = DynamoClient(TABLE, client=ddb)
+    details = [store.load_receipt_document(fixture_doc(name)) for name in ("grocery", "pharmacy")]
+    proposed = {d.receipt.image_id: [proposal(w) for w in d.words[:4]] for d in details}
+    for labels in proposed.values():
+        store.add_receipt_word_labels(labels)
+    listed = list(store.iter_pending_receipts(page_size=3))  # 8 index entries over 3 pages
+    assert sorted(listed) == sorted((d.receipt.image_id, 1) for d in details) and len(listed) == 2
+    first = details[0].receipt.image_id
+    result = judge(ddb, *(LabelJudgement.of(lbl, ValidationStatus.VALID, "fits") for lbl in proposed[first]))
+    assert len(result.updated) == 4 and result.skipped_changed == []
+    assert list(store.iter_pending_receipts()) == [(details[1].receipt.image_id, 1)]
+
+
+def test_a_judgement_sets_the_status_the_reason_and_the_validator_and_moves_the_index_key(ddb: Any) -> None:
+    word = ReceiptWord(str(uuid.uuid4()), 1, 2, 3, "2026-11-29")
+    label = proposal(word, "TAX")
+    DynamoClient(TABLE, client=ddb).add_receipt(Receipt(word.image_id, 1))
+    DynamoClient(TABLE, client=ddb).add_receipt_word_labels([label])
+    before = stored_label(ddb, label)
+
+    result = judge(ddb, LabelJudgement.of(label, ValidationStatus.INVALID, "a date, not a tax"))
+
+    assert result.updated and not result.skipped_changed
+    after = stored_label(ddb, label)
+    assert after["validation_status"] == {"S": "INVALID"} and after["GSI3PK"] == {"S": "VALIDATION_STATUS#INVALID"}
+    assert after["GSI3SK"] == before["GSI3SK"]  # the sort key stays: the label keeps its place in each status
+    assert (after["validation_reason"], after["validated_by"], after["validated_at"]) == (
+        {"S": "a date, not a tax"},
+        {"S": VALIDATOR},
+        {"S": JUDGED_AT},
+    )
+    unchanged = {k: v for k, v in after.items() if k not in {"validation_status", "GSI3PK", *VALIDATION_FIELDS}}
+    assert unchanged == {k: v for k, v in before.items() if k not in {"validation_status", "GSI3PK"}}
+    assert (pending_count(ddb), pending_count(ddb, "INVALID")) == (0, 1)
+    read = DynamoClient(TABLE, client=ddb).get_receipt_details(word.image_id, 1).labels
+    assert read == [
+        replace(
+            label,
+            validation_status=ValidationStatus.INVALID,
+            validation_reason="a date, not a tax",
+            validated_by=VALIDATOR,
+            validated_at=JUDGED_AT,
+        )
+    ]
+
+
+VALIDATION_FIELDS = ("validation_reason", "validated_by", "validated_at")
+
+
+@pytest.mark.parametrize("status", ["VALID", "INVALID"])
+def test_a_label_a_person_already_decided_is_skipped_and_left_as_it_is(ddb: Any, status: str) -> None:
+    word = ReceiptWord(str(uuid.uuid4()), 1, 1, 1, "MILK")
+    decided = proposal(word, validation_status=status, validated_by="reviewer:alice", validated_at=TS)
+    ddb.put_item(TableName=TABLE, Item=decided.to_item())
+    before = stored_label(ddb, decided)
+
+    result = judge(ddb, LabelJudgement.of(decided, ValidationStatus.NEEDS_REVIEW, "unclear"))
+
+    assert result.updated == [] and len(result.skipped_changed) == 1
+    assert stored_label(ddb, decided) == before
+
+
+@pytest.mark.parametrize("proposed_by", ["reviewer:sam", None])
+def test_a_pending_label_proposed_by_someone_else_is_skipped(ddb: Any, proposed_by: str | None) -> None:
+    word = ReceiptWord(str(uuid.uuid4()), 1, 1, 1, "MILK")
+    theirs = proposal(word, label_proposed_by=proposed_by)
+    ddb.put_item(TableName=TABLE, Item=theirs.to_item())
+    before = stored_label(ddb, theirs)
+
+    result = judge(ddb, LabelJudgement.of(theirs, ValidationStatus.INVALID, "no"))
+
+    assert result.skipped_changed and not result.updated
+    assert stored_label(ddb, theirs) == before and pending_count(ddb) == 1
+
+
+def test_a_judgement_of_a_label_that_is_gone_creates_nothing(ddb: Any) -> None:
+    label = proposal(ReceiptWord(str(uuid.uuid4()), 1, 1, 1, "MILK"))
+    result = judge(ddb, LabelJudgement.of(label, ValidationStatus.VALID))
+    assert result.skipped_changed and stored_labels(ddb, label.image_id) == []
+
+
+class Deciding:
+    """A client whose update_item lets a person decide the same label just before ours lands."""
+
+    def __init__(self, real: Any, decisions: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self.real = real
+        self.decisions = decisions
+        self.interleaved: list[tuple[str, str]] = []
+
+    def update_item(self, **kwargs: Any) -> Any:
+        key = (kwargs["Key"]["PK"]["S"], kwargs["Key"]["SK"]["S"])
+        if key in self.decisions:
+            self.real.put_item(TableName=TABLE, Item=self.decisions.pop(key))  # the reviewer's write
+            self.interleaved.append(key)
+        return self.real.update_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_decision_made_between_our_read_and_our_write_is_never_overwritten(ddb: Any) -> None:
+    store = DynamoClient(TABLE, client=ddb)
+    details = store.load_receipt_document(fixture_doc("pharmacy"))
+    ours = [proposal(w) for w in details.words[:3]]
+    store.add_receipt_word_labels(ours)
+    read = store.get_receipt_details(details.receipt.image_id, 1).labels  # all three PENDING when we read
+    assert {lbl.validation_status for lbl in read} == {ValidationStatus.PENDING}
+    person = replace(ours[1], validation_status=ValidationStatus.VALID, validated_by="reviewer:sam", validated_at=TS)
+    racing = Deciding(ddb, {(person.key["PK"]["S"], person.key["SK"]["S"]): person.to_item()})
+
+    result = judge(racing, *(LabelJudgement.of(lbl, ValidationStatus.INVALID, "not a product") for lbl in read))
+
+    assert racing.interleaved
+    assert [j.word_id for j in result.skipped_changed] == [ours[1].word_id]
+    assert [j.word_id for j in result.updated] == [ours[0].word_id, ours[2].word_id]
+    after = {lbl.word_key: lbl for lbl in store.get_receipt_details(details.receipt.image_id, 1).labels}
+    assert after[person.word_key] == person
+    assert after[ours[0].word_key].validation_status is ValidationStatus.INVALID
+
+
+class ThrottledUpdates:
+    """Throttles every update_item after the first ``allowed``."""
+
+    def __init__(self, real: Any, allowed: int) -> None:
+        self.real = real
+        self.allowed = allowed
+        self.calls = 0
+
+    def update_item(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls > self.allowed:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "UpdateItem")
+        return self.real.update_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_throttling_that_outlasts_the_rounds_raises_dynamo_throttled_error_keeping_what_was_judged(
+    ddb: Any,
+) -> None:
+    labels = [proposal(ReceiptWord(str(uuid.uuid4()), 1, 1, w, "X")) for w in (1, 2)]
+    DynamoClient(TABLE, client=ddb).add_receipt_word_labels(labels)
+    throttled = ThrottledUpdates(ddb, allowed=1)
+    sleeps, sleep = no_sleep_recorder()
+    client = DynamoClient(TABLE, client=throttled, sleep=sleep, max_attempts=3, concurrency=1)
+    with pytest.raises(DynamoThrottledError) as info:
+        client.set_label_validations(
+            [LabelJudgement.of(lbl, ValidationStatus.VALID) for lbl in labels], validated_by=VALIDATOR
+        )
+    assert (info.value.operation, info.value.code) == ("UpdateItem", "ThrottlingException")
+    assert len(sleeps) == 2 and throttled.calls == 4
+    assert stored_label(ddb, labels[0])["validation_status"] == {"S": "VALID"}
+    assert stored_label(ddb, labels[1])["validation_status"] == {"S": "PENDING"}  # safe to judge again

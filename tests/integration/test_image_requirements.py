@@ -2,8 +2,8 @@
 
 CodeBuild builds the image unattended on arm64; a dependency without an aarch64 (or pure Python)
 wheel would turn into a compiler run there, or a failed build. This asks pip, with the machine's
-own index configuration, to resolve lambdas/process_receipt/requirements.lock exactly as the
-Dockerfile installs it (``--require-hashes``: every dependency must be in the lock, pinned, and
+own index configuration, to resolve lambdas/requirements.lock (the one lock of both worker images)
+exactly as the Dockerfiles install it (``--require-hashes``: every dependency must be in the lock, pinned, and
 every file must match one of its sha256 hashes), and checks that it installs the lock's releases,
 no more and no fewer, among them requirements.txt's pins.
 """
@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_image import ARM64_CP312, IMAGE_REQUIREMENTS, PROCESS_DIR, pip
+from bench.bench_image import ARM64_CP312, pip
+from constructs.labeling_state_machine import IMAGE_LOCK as IMAGE_LOCK_PATH
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-IMAGE_LOCK = PROCESS_DIR / "requirements.lock"
+IMAGE_LOCK = REPO_ROOT / IMAGE_LOCK_PATH
+IMAGE_REQUIREMENTS = IMAGE_LOCK.with_suffix(".txt")
 
 WHEEL_NAME = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"

@@ -13,11 +13,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from local_pipeline.demo import stand_in_judgement, stand_in_label, stand_in_responder
 from tests.helpers import REPO_ROOT
 from tests.ollama_server import (
     OllamaServer,
@@ -89,6 +91,58 @@ def test_run_local_labels_every_receipt_and_prints_a_summary(ollama_server: Olla
     assert re.search(r"moto server \(.*\): http://127\.0\.0\.1:\d+", out)
 
 
+def test_run_local_validate_labels_then_judges_every_receipt_and_summarizes_both_runs(
+    ollama_server: OllamaServer, template_file: Path, tmp_path: Path
+) -> None:
+    """--validate: the labeling run, then the validation run over the same table; both summaries, exit 0."""
+    ollama_server.responder = stand_in_responder()
+    files = FIXTURES[:2]
+
+    result = run_cli(
+        "--template",
+        str(template_file),
+        "--validate",
+        "--receipts",
+        *map(str, files),
+        base_url=ollama_server.url,
+        results_dir=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "ListReceipts: 2 receipts" in out and "ListPendingReceipts: 2 receipts" in out
+    assert "Execution SUCCEEDED: 2 succeeded, 0 failed of 2" in out
+    assert "Validation execution SUCCEEDED: 2 succeeded, 0 failed of 2" in out
+    assert "Validating the PENDING labels: state machine receipt-labeling-dev-validate-labels-sf" in out
+    for path in files:
+        document = json.loads(path.read_text())
+        # What the stand-in model proposes for each word, then how it judges that label.
+        proposed = [(w["text"], stand_in_label(w["text"])) for line in document["lines"] for w in line["words"]]
+        judged = Counter(stand_in_judgement(text, label) for text, label in proposed if label is not None)
+        rows = [line.split() for line in out.splitlines() if line.startswith(f"{document['image_id']}#1")]
+        assert len(rows) == 2, rows  # the labeling summary's row, then the validation summary's
+        labeled, validation = rows
+        assert labeled[2:] == [str(sum(judged.values())), "0", "0", "ok"]  # PENDING, VALID, other, result
+        assert validation[1:] == [
+            str(sum(judged.values())),
+            str(judged["VALID"]),
+            str(judged["INVALID"]),
+            str(judged["NEEDS_REVIEW"]),
+            "0",  # skipped (changed since read)
+            "1",  # LLM calls
+            "ok",
+        ]
+        progress = [line for line in out.splitlines() if line.startswith("[") and f"{document['image_id']}#1" in line]
+        assert len(progress) == 2 and f"{judged['VALID']} VALID" in progress[1]
+    # Two preflights, one labeling call and one judging call per receipt.
+    assert len(ollama_server.chat_requests) == 2 + 2 * len(files)
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert len(folders) == 2 and [f.endswith("-validate") for f in folders].count(True) == 1
+    for folder in tmp_path.iterdir():
+        assert sorted(p.name for p in folder.iterdir()) == ["output.json", "results.json", "run.log"]
+        assert json.loads((folder / "output.json").read_text())["output"]["succeeded"] == 2
+
+
 def test_run_local_shows_a_failed_receipt_and_exits_1(
     ollama_server: OllamaServer, template_file: Path, tmp_path: Path
 ) -> None:
@@ -158,11 +212,12 @@ def test_run_local_without_an_ollama_endpoint_says_so() -> None:
     assert "Synthesizing" not in result.stdout  # it stops before doing anything slow
 
 
-def test_run_local_rejects_a_bad_receipt_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [(), ("--validate",)], ids=["labeling", "labeling-and-validation"])
+def test_run_local_rejects_a_bad_receipt_file(tmp_path: Path, flags: tuple[str, ...]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"image_id": "not-a-uuid", "receipt_id": 1, "lines": []}))
 
-    result = run_cli("--receipts", str(bad), base_url="http://127.0.0.1:9")
+    result = run_cli(*flags, "--receipts", str(bad), base_url="http://127.0.0.1:9")
 
     assert result.returncode == 2  # the documented status for bad arguments or receipt files
     (line,) = result.stderr.strip().splitlines()  # one line, no traceback

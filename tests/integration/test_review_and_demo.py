@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from local_pipeline import review_diff
+from local_pipeline.template import LocalStack
 from tests.helpers import REPO_ROOT
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "receipt_grocery.json"
@@ -43,13 +44,8 @@ def bare_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def state_machine_id(template: dict[str, Any]) -> str:
-    """The logical id of the one named state machine."""
-    from aws_cdk.assertions import Match, Template
-
-    named = {"Properties": {"StateMachineName": Match.any_value()}}
-    ids = list(Template.from_json(template).find_resources("AWS::StepFunctions::StateMachine", named))
-    assert len(ids) == 1, ids
-    return ids[0]
+    """The logical id of the CreateLabels state machine (the one whose Map runs ProcessReceipt)."""
+    return LocalStack(template).state_machine("create")
 
 
 # -- the readable state machine diff ---------------------------------------------------------------------
@@ -151,7 +147,7 @@ def test_review_diff_with_a_missing_template_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_demo_runs_the_pipeline_with_the_stand_in_model(tmp_path: Path) -> None:
+def test_demo_labels_then_judges_the_fixtures_with_the_stand_in_model(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "local_pipeline.demo"],
         cwd=tmp_path,
@@ -163,12 +159,19 @@ def test_demo_runs_the_pipeline_with_the_stand_in_model(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0] == "DEMO: the labels come from a scripted stand-in model, not an LLM"
+    assert lines[0] == "DEMO: the labels and their judgements come from a scripted stand-in model, not an LLM"
     assert "Execution SUCCEEDED: 8 succeeded, 0 failed of 8" in result.stdout
+    assert "Validation execution SUCCEEDED: 8 succeeded, 0 failed of 8" in result.stdout
+    (total,) = [line.split() for line in lines if line.startswith("total ") and len(line.split()) == 7]
+    judged, valid, invalid, needs_review, skipped, calls = map(int, total[1:])
+    assert judged == valid + invalid + needs_review > 0 and min(valid, invalid, needs_review) > 0
+    assert (skipped, calls) == (0, 8)  # one judging call per receipt
     rows = [line for line in lines if re.match(r"^  \[\d+:\d+\] \S+ -> ", line)]
     assert rows
-    assert any(re.fullmatch(r"  \[\d+:\d+\] [A-Za-z]+ -> PRODUCT_NAME \(PENDING\)", row) for row in rows)
-    assert any(re.fullmatch(r"  \[\d+:\d+\] \S*\d\.\d\d -> LINE_TOTAL \(PENDING\)", row) for row in rows)
+    assert not [row for row in rows if "(PENDING)" in row]  # every label was judged
+    assert any(re.fullmatch(r"  \[\d+:\d+\] [A-Za-z]{3,} -> PRODUCT_NAME \(VALID\)", row) for row in rows)
+    assert any(re.fullmatch(r"  \[\d+:\d+\] \S*\d\.\d\d -> LINE_TOTAL \(VALID\)", row) for row in rows)
+    assert any(re.fullmatch(r"  \[\d+:\d+\] (TOTAL|TAX|SUBTOTAL) -> PRODUCT_NAME \(INVALID\)", row) for row in rows)
 
 
 # -- receipt_dynamo load without region or credentials ------------------------------------------------------

@@ -26,25 +26,28 @@ pytestmark = pytest.mark.integration
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
 CONFIG = REPO_ROOT / ".checkov.yaml"
 
+#: The two labeling state machines and their worker images (the same constructs, configured twice).
+_MACHINES = r"(CreateLabels|ValidateLabels)"
+_IMAGES = r"(CreateLabels/ProcessReceiptImage|ValidateLabels/ValidateReceiptImage)"
 #: check id -> (resource type, construct path pattern) pairs the .checkov.yaml reason covers.
 REVIEWED: dict[str, list[tuple[str, str]]] = {
     "CKV_AWS_18": [
-        ("AWS::S3::Bucket", r".*/CreateLabels/ManifestBucket/Resource"),
-        ("AWS::S3::Bucket", r".*/CreateLabels/ProcessReceiptImage/ArtifactBucket/Resource"),
+        ("AWS::S3::Bucket", rf".*/{_MACHINES}/ManifestBucket/Resource"),
+        ("AWS::S3::Bucket", rf".*/{_IMAGES}/ArtifactBucket/Resource"),
     ],
-    "CKV_AWS_21": [("AWS::S3::Bucket", r".*/CreateLabels/ManifestBucket/Resource")],
+    "CKV_AWS_21": [("AWS::S3::Bucket", rf".*/{_MACHINES}/ManifestBucket/Resource")],
     "CKV_AWS_149": [("AWS::SecretsManager::Secret", r".*/(OllamaApiKey|LangSmithApiKey)/Resource")],
-    "CKV_AWS_158": [("AWS::Logs::LogGroup", r".*/CreateLabels/.*")],
-    "CKV_AWS_116": [("AWS::Lambda::Function", r".*/CreateLabels/.*")],
-    "CKV_AWS_117": [("AWS::Lambda::Function", r".*/CreateLabels/.*")],
-    "CKV_AWS_115": [("AWS::Lambda::Function", r".*/CreateLabels/.*")],
-    "CKV_AWS_173": [("AWS::Lambda::Function", r".*/CreateLabels/.*")],
-    "CKV_AWS_136": [("AWS::ECR::Repository", r".*/CreateLabels/ProcessReceiptImage/Repository/Resource")],
-    "CKV_AWS_51": [("AWS::ECR::Repository", r".*/CreateLabels/ProcessReceiptImage/Repository/Resource")],
+    "CKV_AWS_158": [("AWS::Logs::LogGroup", rf".*/{_MACHINES}/.*")],
+    "CKV_AWS_116": [("AWS::Lambda::Function", rf".*/{_MACHINES}/.*")],
+    "CKV_AWS_117": [("AWS::Lambda::Function", rf".*/{_MACHINES}/.*")],
+    "CKV_AWS_115": [("AWS::Lambda::Function", rf".*/{_MACHINES}/.*")],
+    "CKV_AWS_173": [("AWS::Lambda::Function", rf".*/{_MACHINES}/.*")],
+    "CKV_AWS_136": [("AWS::ECR::Repository", rf".*/{_IMAGES}/Repository/Resource")],
+    "CKV_AWS_51": [("AWS::ECR::Repository", rf".*/{_IMAGES}/Repository/Resource")],
     "CKV_AWS_111": [
-        ("AWS::IAM::Policy", r".*/ProcessReceiptImage/TriggerProvider/waiter-state-machine/Role/DefaultPolicy/Resource")
+        ("AWS::IAM::Policy", rf".*/{_IMAGES}/TriggerProvider/waiter-state-machine/Role/DefaultPolicy/Resource")
     ],
-    "CKV_AWS_107": [("AWS::IAM::Policy", r".*/CreateLabels/ProcessReceiptImage/BuildRole/DefaultPolicy/Resource")],
+    "CKV_AWS_107": [("AWS::IAM::Policy", rf".*/{_IMAGES}/BuildRole/DefaultPolicy/Resource")],
 }
 
 

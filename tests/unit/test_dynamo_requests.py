@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
@@ -26,14 +24,6 @@ pytestmark = pytest.mark.unit
 
 IMAGE_ID = "0b7e3c52-6f1d-4a8e-9c3b-2d4f5a6b7c8d"
 TS = "2026-11-29T03:15:36Z"
-
-
-@pytest.fixture
-def stubbed() -> Iterator[tuple[Any, Stubber]]:
-    client = boto3.client("dynamodb", region_name="us-east-1")
-    with Stubber(client) as stubber:
-        yield client, stubber
-        stubber.assert_no_pending_responses()
 
 
 def label(word_id: int, name: str = "TAX") -> ReceiptWordLabel:

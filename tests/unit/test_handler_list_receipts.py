@@ -253,3 +253,77 @@ def test_an_invalid_event_is_logged_with_its_error(wired: Any, caplog: pytest.Lo
     (line,) = lambda_json_lines(handler_records(caplog))
     assert line["level"] == "WARNING" and line["message"] == "invalid event"
     assert line["error_type"] == "InvalidEventError" and line["error"].startswith("limit:")
+
+
+# ---- RECEIPT_SELECTION: every receipt, or the receipts with a PENDING label -----------------------------
+
+
+class PendingIndex:
+    """GSI3 as DynamoDB pages it: ``labels`` PENDING label entries per receipt, ``page_size`` entries a page."""
+
+    def __init__(self, receipts: list[tuple[str, int]], labels: int, page_size: int) -> None:
+        self.entries = [
+            {
+                "PK": {"S": f"IMAGE#{image_id}"},
+                "SK": {"S": f"RECEIPT#{receipt_id:05d}#LINE#00001#WORD#{w:05d}#LABEL#TAX"},
+            }
+            for image_id, receipt_id in receipts
+            for w in range(1, labels + 1)
+        ]
+        self.page_size = page_size
+        self.requests: list[dict[str, Any]] = []
+
+    def query(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        start = int(request.get("ExclusiveStartKey", {}).get("n", {}).get("N", 0))
+        page = self.entries[start : start + self.page_size]
+        more = start + self.page_size < len(self.entries)
+        return {"Items": page, **({"LastEvaluatedKey": {"n": {"N": str(start + self.page_size)}}} if more else {})}
+
+
+def load_with_selection(monkeypatch: pytest.MonkeyPatch, value: str | None) -> ModuleType:
+    if value is None:
+        monkeypatch.delenv("RECEIPT_SELECTION", raising=False)
+    else:
+        monkeypatch.setenv("RECEIPT_SELECTION", value)
+    return load_handler_file(LIST_HANDLER, "list_receipts_handler_selection")
+
+
+def test_pending_selection_lists_each_receipt_with_a_pending_label_once_and_all_are_to_label(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pending = load_with_selection(monkeypatch, "pending")
+    receipts = [("4ba71ab7-ac05-44a5-acc6-be1805fdf179", 1), ("4ba71ab7-ac05-44a5-acc6-be1805fdf179", 2)]
+    receipts.append(("9d1c7a44-2b3e-4f5a-8c6d-7e8f9a0b1c2d", 1))
+    index = PendingIndex(receipts, labels=3, page_size=4)  # a receipt's labels split across pages
+    s3 = DiskS3(tmp_path)
+    monkeypatch.setenv("MANIFEST_BUCKET", "manifests-bucket")
+    monkeypatch.setattr(pending, "_dynamo", DynamoClient("receipts", client=index))
+    monkeypatch.setattr(pending, "_s3_client", s3)
+
+    result = pending.lambda_handler({"execution_name": "judge-1"}, None)
+
+    assert result == {
+        "receipt_count": 3,
+        "receipts_to_label": 3,
+        "manifest_bucket": "manifests-bucket",
+        "manifest_key": "manifests/judge-1/receipts.jsonl",
+    }
+    assert s3.lines("manifests-bucket", result["manifest_key"]) == [
+        {"image_id": image_id, "receipt_id": receipt_id} for image_id, receipt_id in receipts
+    ]
+    assert {r["IndexName"] for r in index.requests} == {"GSI3"} and len(index.requests) == 3
+
+
+@pytest.mark.parametrize("value", [None, "", "all", "pending"])
+def test_the_selection_defaults_to_all(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    selection = load_with_selection(monkeypatch, value).SELECTION
+    assert selection == (value or "all")
+
+
+@pytest.mark.parametrize("value", ["PENDING", "some", "none", "all,pending"])
+def test_any_other_selection_fails_at_cold_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    with pytest.raises(RuntimeError, match=r"RECEIPT_SELECTION must be one of all, pending"):
+        load_with_selection(monkeypatch, value)

@@ -1,5 +1,5 @@
-"""The process_receipt Dockerfile: arm64 Lambda base, wheels-only cached pip, built-in frontend, minimal copies,
-hadolint clean."""
+"""The worker Dockerfile (one for process_receipt and validate_labels): arm64 Lambda base, wheels-only cached pip
+from the one shared lock, built-in frontend, minimal copies, hadolint clean; and that lock against its requirements."""
 
 from __future__ import annotations
 
@@ -10,13 +10,21 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from constructs.labeling_state_machine import IMAGE_DOCKERFILE, WORKER_DIR_ARG
 from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
-DOCKERFILE = REPO_ROOT / "lambdas" / "process_receipt" / "Dockerfile"
+#: Each worker image's folder (its handler.py) under lambdas/, passed to the Dockerfile as WORKER_DIR_ARG.
+WORKERS = ("process_receipt", "validate_labels")
+DOCKERFILE = REPO_ROOT / IMAGE_DOCKERFILE
 HADOLINT = REPO_ROOT / ".venv" / "bin" / "hadolint"
 BASE_IMAGE = re.compile(r"^public\.ecr\.aws/lambda/python:3\.12-arm64(@sha256:[0-9a-f]{64})?$")
+
+
+@pytest.fixture(params=WORKERS)
+def worker(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -59,8 +67,15 @@ def test_dependencies_come_from_the_hashed_lock_as_wheels_with_a_pip_cache_mount
     assert words.count("--requirement") == 1 and "--constraint" not in words
     requirement = words[words.index("--requirement") + 1]
     copies = [rest.split() for keyword, rest in instructions() if keyword == "COPY"]
-    assert ["lambdas/process_receipt/requirements.lock", requirement] in copies
+    assert ["lambdas/requirements.lock", requirement] in copies  # the one lock of every worker image
     assert "requirements-dev" not in DOCKERFILE.read_text()
+
+
+def test_the_dependency_stage_is_the_same_for_every_worker() -> None:
+    """The worker's folder enters only the final stage: every worker image reuses the dependency layers."""
+    first, *rest = stages()
+    assert not any(WORKER_DIR_ARG in arguments for _, arguments in first)
+    assert ("ARG", WORKER_DIR_ARG) in rest[-1], "declared without a default: a build without it fails"
 
 
 def test_the_builtin_frontend_builds_it_without_a_syntax_directive() -> None:
@@ -72,14 +87,24 @@ def test_the_builtin_frontend_builds_it_without_a_syntax_directive() -> None:
     assert any(keyword == "RUN" and "--mount=type=cache," in rest for keyword, rest in instructions())
 
 
-def test_final_stage_copies_only_the_handler_and_the_two_packages_and_runs_the_handler() -> None:
+def test_final_stage_copies_only_the_handler_and_the_two_packages_and_runs_the_handler(worker: str) -> None:
     final = stages()[-1]
-    sources = {rest.split()[0] for keyword, rest in final if keyword == "COPY" and not rest.startswith("--from")}
-    assert sources == {"receipt_dynamo", "receipt_label", "lambdas/process_receipt/handler.py"}
+    build_arg = "${" + WORKER_DIR_ARG + "}"
+    sources = {
+        rest.split()[0].replace(build_arg, f"lambdas/{worker}")
+        for keyword, rest in final
+        if keyword == "COPY" and not rest.startswith("--from")
+    }
+    assert sources == {"receipt_dynamo", "receipt_label", f"lambdas/{worker}/handler.py"}
     assert all(rest.split()[-1].startswith("${LAMBDA_TASK_ROOT}") for keyword, rest in final if keyword == "COPY")
     for source in sources:
         assert (REPO_ROOT / source).exists(), source
     assert final[-1] == ("CMD", '["handler.lambda_handler"]')
+
+
+def test_the_worker_folders_hold_no_dockerfile_of_their_own(worker: str) -> None:
+    """One Dockerfile for every worker image: nothing to drift apart."""
+    assert sorted(p.name for p in (REPO_ROOT / "lambdas" / worker).glob("*Dockerfile*")) == []
 
 
 def test_hadolint_passes_and_every_ignored_rule_says_why() -> None:
@@ -92,10 +117,10 @@ def test_hadolint_passes_and_every_ignored_rule_says_why() -> None:
 
 # ---- the lock -------------------------------------------------------------------------------------
 
-LOCK = DOCKERFILE.parent / "requirements.lock"
-REQUIREMENTS = DOCKERFILE.parent / "requirements.txt"
+LOCK = REPO_ROOT / "lambdas" / "requirements.lock"
+REQUIREMENTS = REPO_ROOT / "lambdas" / "requirements.txt"
 #: How the lock marks a release that requirements.txt asks for (the others are its dependencies).
-TOP_LEVEL = "-r lambdas/process_receipt/requirements.txt"
+TOP_LEVEL = "-r lambdas/requirements.txt"
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -193,14 +218,14 @@ def test_a_lock_that_disagrees_with_the_requirements_is_reported() -> None:
     good = f"""# header
 pydantic==2.14.4 \\
     --hash={digest}
-    # via -r lambdas/process_receipt/requirements.txt
+    # via -r lambdas/requirements.txt
 pydantic-core==2.50.5 \\
     --hash={digest}
     # via pydantic
 boto3==1.44.8 \\
     --hash={digest}
     # via
-    #   -r lambdas/process_receipt/requirements.txt
+    #   -r lambdas/requirements.txt
     #   langchain-aws
 """
     assert disagreements(requirements, parse_lock(good.replace("#   langchain-aws", "#   pydantic"))) == []

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
-from receipt_dynamo import ReceiptDetails, parse_receipt_document
 from receipt_label import LLMTransientError, TimeBudget, TimeBudgetExceededError, label_receipt, time_budget
 from receipt_label.budget import current_budget
 from receipt_label.llm import _budget_request_hook, invoke_with_retries
-from tests.helpers import REPO_ROOT
+from tests.helpers import fixture_receipt
 from tests.scripted_chat import ScriptedChatModel, well_formed_answer
 
 pytestmark = pytest.mark.unit
-
-
-def load_fixture_details(name: str) -> ReceiptDetails:
-    return parse_receipt_document(json.loads((REPO_ROOT / "tests" / "fixtures" / name).read_text()))
 
 
 class Clock:
@@ -97,7 +90,7 @@ def test_each_request_timeout_is_cut_to_the_time_left() -> None:
 
 def test_the_repair_call_is_not_started_without_time_for_it() -> None:
     """The budget reaches the graph's nodes: an unusable first answer leaves no time for the repair call."""
-    details = load_fixture_details("receipt_grocery.json")
+    details = fixture_receipt("receipt_grocery.json")
     clock = Clock()
 
     def slow_garbage(_: object) -> str:

@@ -19,7 +19,7 @@ from local_pipeline.moto_shims import (
     prepare_definition,
     result_entry,
 )
-from local_pipeline.template import LocalStack, iter_states, lambda_tasks
+from local_pipeline.template import WORKER_STATES, LocalStack, TemplateError, iter_states, lambda_tasks, map_workers
 
 pytestmark = pytest.mark.unit
 
@@ -34,27 +34,61 @@ def map_state(definition: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def test_synthesized_map_tolerates_ten_percent_and_only_that_field_is_removed_for_moto(stack: LocalStack) -> None:
-    definition = stack.definition(stack.labeling_state_machine())
+#: Kind -> (its Map state, its Task states): what each labeling state machine runs.
+KINDS = {
+    "create": ("LabelReceipts", {"ListReceipts", "Preflight", "ProcessReceipt"}),
+    "validate": ("JudgeReceipts", {"ListPendingReceipts", "Preflight", "ValidateReceipt"}),
+}
+
+
+def test_state_machines_are_found_by_the_worker_their_map_runs(stack: LocalStack) -> None:
+    machines = stack.state_machines()
+
+    assert list(machines) == ["create", "validate"]
+    assert machines == {kind: stack.state_machine(kind) for kind in KINDS}
+    assert len(set(machines.values())) == 2
+    assert stack.physical_name(machines["validate"]).endswith("-validate-labels-sf")
+    assert not stack.physical_name(machines["create"]).endswith("-validate-labels-sf")
+    for kind, logical_id in machines.items():
+        assert map_workers(stack.definition(logical_id)) == {WORKER_STATES[kind]}
+
+
+def test_an_unknown_or_missing_kind_names_what_was_asked_for(stack: LocalStack) -> None:
+    with pytest.raises(TemplateError, match="unknown state machine kind 'judge'"):
+        stack.state_machine("judge")
+    only_create = {"Resources": {k: v for k, v in stack.resources.items() if k != stack.state_machine("validate")}}
+    with pytest.raises(TemplateError, match=r"expected one state machine whose Map runs ValidateReceipt \(validate\)"):
+        LocalStack(only_create).state_machine("validate")
+    assert list(LocalStack(only_create).state_machines()) == ["create"]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_synthesized_map_tolerates_ten_percent_and_only_that_field_is_removed_for_moto(
+    stack: LocalStack, kind: str
+) -> None:
+    map_name = KINDS[kind][0]
+    definition = stack.definition(stack.state_machine(kind))
+    assert map_state(definition)["_name"] == map_name
     assert map_state(definition)["ToleratedFailurePercentage"] == 10
     assert map_state(definition)["ToleratedFailureCount"] == 100  # moto parses this one: it stays
 
     prepared, tolerances = prepare_definition(definition)
 
-    assert tolerances == {"LabelReceipts": MapTolerance("LabelReceipts", percentage=10.0, count=100)}
+    assert tolerances == {map_name: MapTolerance(map_name, percentage=10.0, count=100)}
     assert "ToleratedFailurePercentage" not in map_state(prepared)
     expected = json.loads(json.dumps(definition))
-    del expected["States"]["LabelReceipts"]["ToleratedFailurePercentage"]
+    del expected["States"][map_name]["ToleratedFailurePercentage"]
     assert prepared == expected  # nothing else changed
     assert "ToleratedFailurePercentage" in map_state(definition)  # the input is not modified
 
 
-def test_definition_resolves_to_the_local_functions_and_bucket(stack: LocalStack) -> None:
-    definition = stack.definition(stack.labeling_state_machine())
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_definition_resolves_to_the_local_functions_and_bucket(stack: LocalStack, kind: str) -> None:
+    definition = stack.definition(stack.state_machine(kind))
     tasks = lambda_tasks(definition)
 
-    assert set(tasks) == {"ListReceipts", "Preflight", "ProcessReceipt"}
-    assert tasks["Preflight"] == tasks["ProcessReceipt"]  # one function, told apart by its event
+    assert set(tasks) == KINDS[kind][1]
+    assert tasks["Preflight"] == tasks[WORKER_STATES[kind]]  # one function, told apart by its event
     for arn in tasks.values():
         function_id = stack.function_id_for_arn(arn)
         assert arn == f"arn:aws:lambda:us-east-1:123456789012:function:{stack.physical_name(function_id)}"
@@ -64,8 +98,9 @@ def test_definition_resolves_to_the_local_functions_and_bucket(stack: LocalStack
     assert "Fn::" not in json.dumps(definition) and '"Ref"' not in json.dumps(definition)
 
 
-def test_function_environments_name_the_local_table_and_bucket(stack: LocalStack) -> None:
-    definition = stack.definition(stack.labeling_state_machine())
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_function_environments_name_the_local_table_and_bucket(stack: LocalStack, kind: str) -> None:
+    definition = stack.definition(stack.state_machine(kind))
     environments = [stack.function_environment(stack.function_id_for_arn(a)) for a in lambda_tasks(definition).values()]
     (table_id,) = stack.resources_of_type("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable")
     assert {env["DYNAMODB_TABLE_NAME"] for env in environments} == {stack.physical_name(table_id)}
@@ -73,6 +108,8 @@ def test_function_environments_name_the_local_table_and_bucket(stack: LocalStack
         env.get("MANIFEST_BUCKET") == map_state(definition)["ItemReader"]["Parameters"]["Bucket"]
         for env in environments
     )
+    selections = {env.get("RECEIPT_SELECTION") for env in environments}
+    assert selections == ({None, "pending"} if kind == "validate" else {None})  # only the pending list sets it
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from awslambdaric.lambda_runtime_log_utils import JsonFormatter
 from lambdas.image_build_trigger import handler as trigger
 from lambdas.list_receipts import handler as list_handler
 from lambdas.process_receipt import handler as process_handler
+from lambdas.validate_labels import handler as validate_handler
 from receipt_dynamo import DynamoClient
 
 pytestmark = pytest.mark.unit
@@ -75,7 +76,11 @@ def test_every_function_running_our_code_uses_the_json_log_format_at_info(synthe
     entry_points = sorted(
         str(f["Properties"].get("Handler", f["Properties"].get("PackageType"))) for f in ours.values()
     )
-    assert entry_points == ["Image", "handler.is_complete", "handler.lambda_handler", "handler.on_event"]
+    # Per state machine: the list function (zip) and the worker (image); per image: the trigger's two functions.
+    assert (
+        entry_points
+        == ["Image"] * 2 + ["handler.is_complete"] * 2 + ["handler.lambda_handler"] * 2 + ["handler.on_event"] * 2
+    )
     for name, function in ours.items():
         config = function["Properties"]["LoggingConfig"]
         assert (config["LogFormat"], config["ApplicationLogLevel"], config["SystemLogLevel"]) == (
@@ -85,13 +90,16 @@ def test_every_function_running_our_code_uses_the_json_log_format_at_info(synthe
         ), name
 
 
-def test_process_lines_carry_the_receipt_keys_the_request_id_and_the_error_type(
-    lambda_lines: Callable[[], list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("logger", "module"), [("process_receipt", process_handler), ("validate_labels", validate_handler)]
+)
+def test_container_lines_carry_the_receipt_keys_the_request_id_and_the_error_type(
+    lambda_lines: Callable[[], list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch, logger: str, module: Any
 ) -> None:
-    monkeypatch.setattr(process_handler, "_dynamo", DynamoClient("t", client=_FailingQuery()))
+    monkeypatch.setattr(module, "_dynamo", DynamoClient("t", client=_FailingQuery()))
     with pytest.raises(Exception, match="Requested resource not found"):
-        process_handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 7}, None)
-    lines = [line for line in lambda_lines() if line["logger"] == "process_receipt"]
+        module.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 7}, None)
+    lines = [line for line in lambda_lines() if line["logger"] == logger]
     assert lines, "the failed receipt logged nothing"
     for line in lines:
         assert line.keys() >= RUNTIME_KEYS and line["requestId"] == REQUEST_ID
@@ -104,6 +112,7 @@ def test_process_lines_carry_the_receipt_keys_the_request_id_and_the_error_type(
     ("logger", "call"),
     [
         ("process_receipt", lambda: process_handler.lambda_handler({"image_id": "x", "receipt_id": 7}, None)),
+        ("validate_labels", lambda: validate_handler.lambda_handler({"image_id": "x", "receipt_id": 7}, None)),
         ("list_receipts", lambda: list_handler.lambda_handler({"limit": 0}, None)),
     ],
 )

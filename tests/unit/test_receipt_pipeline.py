@@ -7,7 +7,6 @@ with a re-read key after an ``LLMAuthError`` (only when the key changed).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
@@ -22,7 +21,6 @@ from receipt_dynamo import (
     ReceiptDetails,
     ReceiptWordLabel,
     ValidationStatus,
-    parse_receipt_document,
 )
 from receipt_label import PROPOSED_BY_PREFIX, LLMAuthError, LLMOutputError
 from receipt_label.pipeline import (
@@ -34,12 +32,12 @@ from receipt_label.pipeline import (
     flush_traces,
     process_receipt,
 )
-from tests.helpers import REPO_ROOT
+from tests.helpers import fixture_receipt
 from tests.scripted_chat import ScriptedChatModel, well_formed_answer
 
 pytestmark = pytest.mark.unit
 
-DETAILS = parse_receipt_document(json.loads((REPO_ROOT / "tests" / "fixtures" / "receipt_grocery.json").read_text()))
+DETAILS = fixture_receipt()
 IMAGE_ID, RECEIPT_ID = DETAILS.receipt.image_id, DETAILS.receipt.receipt_id
 MARKED_AT = "2026-01-02T03:04:05+00:00"
 

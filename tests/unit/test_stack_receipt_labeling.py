@@ -18,14 +18,10 @@ from aws_cdk.assertions import Capture, Match, Template
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from app import build_app
-from constructs.create_labels_step_function import (
-    RESULT_WRITER_V2_FLAG,
-    CreateLabelsStepFunction,
-    list_receipts_code_files,
-    stage_list_receipts_code,
-)
+from constructs.create_labels_step_function import CreateLabelsStepFunction
+from constructs.labeling_state_machine import RESULT_WRITER_V2_FLAG, list_receipts_code_files, stage_list_receipts_code
 from constructs.receipt_labeling_stack import PipelineSettings
-from tests.helpers import REPO_ROOT, cdk_json_context, synth_app
+from tests.helpers import REPO_ROOT, cdk_json_context, direct_labeling_props, synth_app
 
 pytestmark = pytest.mark.unit
 
@@ -192,14 +188,25 @@ def test_outputs_name_everything_an_operator_needs(template: dict[str, Any]) -> 
         "ManifestBucketName",
         "OllamaApiKeySecretArn",
         "AlarmTopicArn",
+        "ValidateStateMachineArn",
+        "ValidateStateMachineName",
+        "ValidateListFunctionName",
+        "ValidateJudgeFunctionName",
+        "ValidateRepositoryUri",
+        "ValidatePipelineName",
+        "ValidateManifestBucketName",
     }
     machine_id, _ = one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf")
     list_id, _ = lambda_function(template, "receipt-labeling-dev-create-labels-list")
     process_id, _ = lambda_function(template, "receipt-labeling-dev-create-labels-process")
     (table_id,) = resources(template, "AWS::DynamoDB::GlobalTable")
-    (pipeline_id,) = resources(template, "AWS::CodePipeline::Pipeline")
+    pipeline_id, _ = one(
+        template, "AWS::CodePipeline::Pipeline", Name="receipt-labeling-dev-create-labels-process-image"
+    )
     (secret_id,) = resources(template, "AWS::SecretsManager::Secret")
-    (repository_id,) = resources(template, "AWS::ECR::Repository")
+    repositories = resources(template, "AWS::ECR::Repository")
+    assert len(repositories) == 2
+    (repository_id,) = [k for k in repositories if k.startswith("CreateLabelsProcessReceiptImage")]
     assert outputs["StateMachineArn"]["Value"] == {"Ref": machine_id}
     assert outputs["ListFunctionName"]["Value"] == {"Ref": list_id}
     assert outputs["ProcessFunctionName"]["Value"] == {"Ref": process_id}
@@ -210,10 +217,35 @@ def test_outputs_name_everything_an_operator_needs(template: dict[str, Any]) -> 
     assert {"Ref": repository_id} in outputs["RepositoryUri"]["Value"]["Fn::Join"][1]
 
 
+def test_validate_outputs_name_its_state_machine_functions_and_image(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    name = "receipt-labeling-dev-validate-labels-sf"
+    machine_id, _ = one(template, "AWS::StepFunctions::StateMachine", StateMachineName=name)
+    list_id, _ = lambda_function(template, "receipt-labeling-dev-validate-labels-list")
+    judge_id, _ = lambda_function(template, "receipt-labeling-dev-validate-labels-judge")
+    pipeline_id, _ = one(
+        template, "AWS::CodePipeline::Pipeline", Name="receipt-labeling-dev-validate-labels-judge-image"
+    )
+    (repository_id,) = [
+        k for k in resources(template, "AWS::ECR::Repository") if k.startswith("ValidateLabelsValidateReceiptImage")
+    ]
+    assert outputs["ValidateStateMachineArn"]["Value"] == {"Ref": machine_id}
+    assert outputs["ValidateStateMachineName"]["Value"] == {"Fn::GetAtt": [machine_id, "Name"]}
+    assert outputs["ValidateListFunctionName"]["Value"] == {"Ref": list_id}
+    assert outputs["ValidateJudgeFunctionName"]["Value"] == {"Ref": judge_id}
+    assert outputs["ValidatePipelineName"]["Value"] == {"Ref": pipeline_id}
+    assert {"Ref": repository_id} in outputs["ValidateRepositoryUri"]["Value"]["Fn::Join"][1]
+    assert outputs["ValidateManifestBucketName"]["Value"]["Ref"].startswith("ValidateLabelsManifestBucket")
+
+
 # ---- manifest bucket ----------------------------------------------------------------------------
-def test_manifest_bucket_is_encrypted_private_tls_only_and_expires_objects(template: dict[str, Any]) -> None:
+@pytest.mark.parametrize("construct", ["CreateLabels", "ValidateLabels"])
+def test_manifest_bucket_is_encrypted_private_tls_only_and_expires_objects(
+    template: dict[str, Any], construct: str
+) -> None:
     buckets = {k: v for k, v in resources(template, "AWS::S3::Bucket").items() if "ManifestBucket" in k}
-    ((bucket_id, bucket),) = buckets.items()
+    assert len(buckets) == 2  # one per state machine
+    ((bucket_id, bucket),) = [(k, v) for k, v in buckets.items() if k.startswith(f"{construct}ManifestBucket")]
     props = bucket["Properties"]
     assert props["BucketEncryption"] == {
         "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
@@ -349,10 +381,16 @@ def test_process_function_variant_settings(variant_template: dict[str, Any]) -> 
 
 # ---- IAM: one role per Lambda, least privilege ----------------------------------------------------
 def test_one_role_per_lambda_assumed_by_lambda_only(template: dict[str, Any]) -> None:
-    _, listing = lambda_function(template, "receipt-labeling-dev-create-labels-list")
-    _, processing = lambda_function(template, "receipt-labeling-dev-create-labels-process")
-    roles = {role_of(listing), role_of(processing)}
-    assert len(roles) == 2
+    roles = {
+        role_of(lambda_function(template, f"receipt-labeling-dev-{name}")[1])
+        for name in (
+            "create-labels-list",
+            "create-labels-process",
+            "validate-labels-list",
+            "validate-labels-judge",
+        )
+    }
+    assert len(roles) == 4
     users = [role_of(f) for f in resources(template, "AWS::Lambda::Function").values() if role_of(f) in roles]
     assert sorted(users) == sorted(roles)  # no other function shares these roles
     for role_id in roles:
@@ -451,7 +489,10 @@ def test_imported_table_and_secrets_are_granted_by_arn(variant_template: dict[st
 # Known exception, owned by CodeBuildDockerImage (issue 6): aws_cdk.custom_resources.Provider gives
 # its waiter state machine logs:CreateLogStream/PutLogEvents on "*" next to the log-delivery
 # actions. Those two could be scoped; the exception is named here so that nothing else can widen.
-PROVIDER_WAITER_ROLE_PREFIX = "CreateLabelsProcessReceiptImageTriggerProviderwaiterstatemachineRole"
+PROVIDER_WAITER_ROLE_PREFIXES = (
+    "CreateLabelsProcessReceiptImageTriggerProviderwaiterstatemachineRole",
+    "ValidateLabelsValidateReceiptImageTriggerProviderwaiterstatemachineRole",
+)
 PROVIDER_WAITER_EXTRA_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
 
 
@@ -462,7 +503,7 @@ def test_no_action_star_and_resource_star_only_where_required(template: dict[str
         assert not [a for a in actions if a.endswith(":*")], (logical_id, actions)
         if statement["Effect"] == "Allow" and "*" in as_list(statement.get("Resource")):
             allowed = ACTIONS_WITHOUT_RESOURCE_LEVEL_PERMISSIONS
-            if logical_id.startswith(PROVIDER_WAITER_ROLE_PREFIX):
+            if logical_id.startswith(PROVIDER_WAITER_ROLE_PREFIXES):
                 allowed = allowed | PROVIDER_WAITER_EXTRA_ACTIONS
             assert set(actions) <= allowed, (logical_id, actions)
 
@@ -473,6 +514,9 @@ def test_functions_and_state_machine_wait_for_their_role_policies(template: dict
         one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-list"),
         one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-create-labels-process"),
         one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf"),
+        one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-validate-labels-list"),
+        one(template, "AWS::Lambda::Function", FunctionName="receipt-labeling-dev-validate-labels-judge"),
+        one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-validate-labels-sf"),
     ]
     for logical_id, resource in users:
         role_ref = resource["Properties"].get("Role") or resource["Properties"]["RoleArn"]
@@ -501,14 +545,17 @@ def test_state_machine_is_standard_logged_and_traced(template: dict[str, Any]) -
     assert log_group["RetentionInDays"] == 14
 
 
-def test_only_the_labeling_state_machine_logs_execution_data(template: dict[str, Any]) -> None:
-    """The image build's waiter is started with the CloudFormation request (presigned ResponseURL)."""
+def test_only_the_labeling_state_machines_log_execution_data(template: dict[str, Any]) -> None:
+    """The image builds' waiters are started with the CloudFormation request (presigned ResponseURL)."""
     logged = {
         machine["Properties"].get("StateMachineName", logical_id): machine["Properties"]["LoggingConfiguration"]
         for logical_id, machine in resources(template, "AWS::StepFunctions::StateMachine").items()
     }
-    assert len(logged) == 2, list(logged)
-    assert {name for name, config in logged.items() if config["IncludeExecutionData"]} == {"receipt-labeling-dev-sf"}
+    assert len(logged) == 4, list(logged)  # two labeling state machines, two image build waiters
+    assert {name for name, config in logged.items() if config["IncludeExecutionData"]} == {
+        "receipt-labeling-dev-sf",
+        "receipt-labeling-dev-validate-labels-sf",
+    }
     assert {config["Level"] for config in logged.values()} == {"ALL"}
 
 
@@ -633,18 +680,45 @@ def test_alarm_email_subscribes_that_address(variant_template: dict[str, Any]) -
 
 def test_failed_labeling_runs_and_image_builds_reach_the_alarm_topic(template: dict[str, Any]) -> None:
     topic_id, _ = one(template, "AWS::SNS::Topic", TopicName="receipt-labeling-dev-alarms")
-    machine_id, _ = one(template, "AWS::StepFunctions::StateMachine", StateMachineName="receipt-labeling-dev-sf")
     rules = resources(template, "AWS::Events::Rule")
     sources = sorted(r["Properties"]["EventPattern"]["source"][0] for r in rules.values())
-    assert sources == ["aws.codebuild", "aws.codepipeline", "aws.states"]
+    # Per state machine: its failed executions, its image's failed pipeline executions and builds.
+    assert sources == [
+        "aws.codebuild",
+        "aws.codebuild",
+        "aws.codepipeline",
+        "aws.codepipeline",
+        "aws.states",
+        "aws.states",
+    ]
     for rule in rules.values():
         (target,) = rule["Properties"]["Targets"]
         assert target["Arn"] == {"Ref": topic_id}
-    states = next(r for r in rules.values() if r["Properties"]["EventPattern"]["source"] == ["aws.states"])
-    assert states["Properties"]["EventPattern"]["detail"] == {
-        "status": ["FAILED", "TIMED_OUT", "ABORTED"],
-        "stateMachineArn": [{"Ref": machine_id}],
-    }
+    watched = [
+        r["Properties"]["EventPattern"]["detail"]
+        for r in rules.values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.states"]
+    ]
+    machines = ("receipt-labeling-dev-sf", "receipt-labeling-dev-validate-labels-sf")
+    assert sorted(watched, key=json.dumps) == sorted(
+        (
+            {
+                "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                "stateMachineArn": [{"Ref": one(template, "AWS::StepFunctions::StateMachine", StateMachineName=n)[0]}],
+            }
+            for n in machines
+        ),
+        key=json.dumps,
+    )
+    pipelines = sorted(
+        r["Properties"]["EventPattern"]["detail"]["pipeline"][0]
+        for r in rules.values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.codepipeline"]
+    )
+    assert pipelines == [
+        "receipt-labeling-dev-create-labels-process-image",
+        "receipt-labeling-dev-validate-labels-judge-image",
+    ]
 
 
 # ---- settings validation ----------------------------------------------------------------------------
@@ -676,39 +750,19 @@ def test_settings_reject_values_that_cannot_deploy(field: str, value: Any, messa
     ],
 )
 def test_construct_rejects_impossible_map_settings(props: dict[str, Any], message: str) -> None:
-    from aws_cdk import aws_dynamodb as dynamodb
-    from aws_cdk import aws_secretsmanager as secretsmanager
-
     stack = cdk.Stack(cdk.App(), "Props")
     with pytest.raises(ValueError, match=message):
         CreateLabelsStepFunction(
-            stack,
-            "CreateLabels",
-            name="receipt-labeling-test",
-            table=dynamodb.TableV2.from_table_name(stack, "Table", "receipts"),
-            ollama_api_key_secret=secretsmanager.Secret.from_secret_name_v2(stack, "Key", "ollama/api-key"),
-            ollama_model="gpt-oss:120b",
-            ollama_base_url="https://ollama.com",
-            **props,
+            stack, "CreateLabels", **direct_labeling_props(stack, name="receipt-labeling-test", **props)
         )
 
 
 def test_the_construct_used_directly_has_the_documented_map_defaults() -> None:
     """Someone reusing the construct without cdk.json gets the defaults docs/state-machine.md states."""
-    from aws_cdk import aws_dynamodb as dynamodb
-    from aws_cdk import aws_secretsmanager as secretsmanager
     from aws_cdk.assertions import Match, Template
 
     stack = cdk.Stack(cdk.App(), "Direct")
-    CreateLabelsStepFunction(
-        stack,
-        "CreateLabels",
-        name="receipt-labeling-direct",
-        table=dynamodb.TableV2.from_table_name(stack, "Table", "receipts"),
-        ollama_api_key_secret=secretsmanager.Secret.from_secret_name_v2(stack, "Key", "ollama/api-key"),
-        ollama_model="gpt-oss:120b",
-        ollama_base_url="https://ollama.com",
-    )
+    CreateLabelsStepFunction(stack, "CreateLabels", **direct_labeling_props(stack))
     (machine,) = (
         Template.from_stack(stack)
         .find_resources(

@@ -314,8 +314,9 @@ def test_preflight_runs_once_before_the_map_and_retries_only_transient_errors(
 
 
 def test_preflight_payload_is_the_handlers_preflight_field(definition: dict[str, Any]) -> None:
-    """The process handler tells a preflight by ``event.get(<field>) is True``: the payload sets that field."""
-    path = REPO_ROOT / "lambdas/process_receipt/handler.py"
+    """The worker handlers tell a preflight by ``event.get(<field>) is True``: the payload sets that field."""
+    # Both worker handlers answer the preflight through receipt_label.lambda_wiring.ContainerWiring.handle.
+    path = REPO_ROOT / "receipt_label/lambda_wiring.py"
     constants = module_constants(path)
 
     def literal(node: ast.expr) -> Any:
