@@ -7,6 +7,7 @@ a test: rows report ratios or counts so they read the same on a slow machine.
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import time
@@ -34,3 +35,12 @@ def run_timed(command: list[str], *, cwd: Path, env: dict[str, str]) -> Timed:
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return done, seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def use_fake_aws_credentials() -> None:
+    """Only moto's stand-in credentials and region in this process (no profile, no real key reaches a fake)."""
+    for variable in [v for v in os.environ if v.startswith("AWS_")]:
+        del os.environ[variable]
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    )

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import Row, run_timed
+from bench import Row, run_timed, use_fake_aws_credentials
 from local_pipeline.template import REPO_ROOT, cdk_json_context, synthesize_template
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -486,16 +486,8 @@ def history_rows(template: dict[str, Any], sizes: tuple[int, ...] = SIZES) -> li
     return out
 
 
-def _with_fake_aws() -> None:
-    for variable in [v for v in os.environ if v.startswith("AWS_")]:
-        del os.environ[variable]
-    os.environ.update(
-        {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    )
-
-
 def rows() -> list[Row]:
-    _with_fake_aws()
+    use_fake_aws_credentials()
     sys.path.insert(0, str(REPO_ROOT))
     out = synth_rows()
     template = synthesize_template()

@@ -8,12 +8,11 @@ each is measured: docs/benchmarks.md#validate-measurement.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 from typing import Any
 
-from bench import Row
+from bench import Row, use_fake_aws_credentials
 from local_pipeline.template import REPO_ROOT, synthesize_template
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -86,16 +85,8 @@ def validation_rows(template: dict[str, Any]) -> list[Row]:
     ]
 
 
-def _with_fake_aws() -> None:
-    for variable in [v for v in os.environ if v.startswith("AWS_")]:
-        del os.environ[variable]
-    os.environ.update(
-        {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    )
-
-
 def rows() -> list[Row]:
-    _with_fake_aws()
+    use_fake_aws_credentials()
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     return validation_rows(synthesize_template())

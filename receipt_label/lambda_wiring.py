@@ -54,9 +54,9 @@ class ContainerWiring:
     """The table, the secrets, the chat models, the tracer and the budget of one container handler."""
 
     def __init__(self, cache: MutableMapping[str, Any]) -> None:
-        missing = [name for name in CACHED if name not in cache]
-        if missing:
-            raise RuntimeError(f"the handler module must define {', '.join(missing)} (None)")
+        """``cache``: the handler module's ``globals()``; its per-container clients (``CACHED``) start as None."""
+        for name in CACHED:
+            cache.setdefault(name, None)
         self._cache = cache
 
     def dynamo(self) -> DynamoClient:

@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
 
-from receipt_dynamo import DynamoClient, ReceiptWordLabel, ValidationStatus
+from receipt_dynamo import DynamoClient, ReceiptWordLabel
 from receipt_dynamo.schema import create_table_kwargs
 from tests.helpers import PROCESS_HANDLER, REPO_ROOT, Calls, LambdaContext, load_handler
 from tests.ollama_server import OllamaServer
@@ -187,24 +187,3 @@ def process_world(server: OllamaServer, monkeypatch: pytest.MonkeyPatch, *, name
         calls = Calls()
         ddb.meta.events.register("before-call.*.*", calls.hook)
         yield ProcessWorld(handler, server, ddb, store, calls, sleeps)
-
-
-def human_label(
-    word: Any,
-    label: str,
-    status: ValidationStatus,
-    *,
-    by: str = "reviewer:alice",
-    when: str = "2026-01-02T03:04:05+00:00",
-) -> ReceiptWordLabel:
-    return ReceiptWordLabel(
-        image_id=word.image_id,
-        receipt_id=word.receipt_id,
-        line_id=word.line_id,
-        word_id=word.word_id,
-        label=label,
-        reasoning=f"set by a person ({status.value})",
-        timestamp_added=when,
-        validation_status=status,
-        label_proposed_by=by,
-    )

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +32,13 @@ from local_pipeline.template import (
     resources_of_type,
     synth_app,
 )
-from receipt_dynamo import ReceiptDetails, parse_receipt_document
+from receipt_dynamo import ReceiptDetails, ReceiptWord, ReceiptWordLabel, ValidationStatus, parse_receipt_document
 
 __all__ = [
     "CFN_LINT_CONFIG",
     "FIXTURES",
     "LIST_HANDLER",
+    "PERSON",
     "PROCESS_HANDLER",
     "REPO_ROOT",
     "WRITE_OPERATIONS",
@@ -44,10 +47,13 @@ __all__ = [
     "build_cdk_app",
     "cdk_json_context",
     "cfn_lint",
+    "copy_of",
     "direct_labeling_props",
+    "fixture_documents",
     "fixture_receipt",
     "load_handler",
     "one_resource",
+    "person_label",
     "resources_of_type",
     "synth_app",
 ]
@@ -60,6 +66,41 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 def fixture_receipt(name: str = "receipt_grocery.json") -> ReceiptDetails:
     """The receipt document ``tests/fixtures/<name>``, parsed as ``get_receipt_details`` returns it."""
     return parse_receipt_document(json.loads((FIXTURES / name).read_text()))
+
+
+def fixture_documents() -> list[dict[str, Any]]:
+    """Every receipt document under tests/fixtures, by file name."""
+    return [json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))]
+
+
+def copy_of(document: dict[str, Any], *, marker: str | None = None) -> dict[str, Any]:
+    """The same receipt under a new image id; ``marker`` replaces the first word's text."""
+    clone = copy.deepcopy(document)
+    clone["image_id"] = str(uuid.uuid4())
+    if marker is not None:
+        clone["lines"][0]["words"][0]["text"] = marker
+    return clone
+
+
+#: ``label_proposed_by`` of the labels a person writes in the tests.
+PERSON = "reviewer:alice"
+
+
+def person_label(
+    word: ReceiptWord, label: str, status: ValidationStatus = ValidationStatus.VALID, *, by: str = PERSON
+) -> ReceiptWordLabel:
+    """A label a person (``by``) put on ``word``, already decided unless ``status`` says otherwise."""
+    return ReceiptWordLabel(
+        image_id=word.image_id,
+        receipt_id=word.receipt_id,
+        line_id=word.line_id,
+        word_id=word.word_id,
+        label=label,
+        reasoning="checked by a person",
+        timestamp_added="2026-01-02T03:04:05+00:00",
+        validation_status=status,
+        label_proposed_by=by,
+    )
 
 
 def one_resource(template: dict[str, Any], type_: str, **properties: Any) -> tuple[str, dict[str, Any]]:

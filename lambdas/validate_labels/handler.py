@@ -19,13 +19,7 @@ __all__ = ["InvalidEventError", "lambda_handler"]
 
 logger = logging.getLogger("validate_labels")
 
-# Created on first use, once per container (receipt_label.lambda_wiring); tests replace them.
-_dynamo: Any = None
-_secrets: Any = None
-_models: Any = None
-_chat_model: Any = None
-_tracer: Any = None
-
+# _dynamo, _secrets, _models, _chat_model, _tracer: created on first use, once per container; tests replace them.
 wiring = ContainerWiring(globals())
 dynamo, read_secret, chat_models, tracer = wiring.dynamo, wiring.read_secret, wiring.chat_models, wiring.tracer
 

@@ -23,10 +23,9 @@ from tests.fault_injection import (
     TABLE,
     HttpFaults,
     ProcessWorld,
-    human_label,
     process_world,
 )
-from tests.helpers import LambdaContext, load_handler
+from tests.helpers import LambdaContext, load_handler, person_label
 from tests.ollama_server import OllamaServer, RecordedRequest, ScriptedResponse, label_words_responder
 
 pytestmark = pytest.mark.integration
@@ -255,13 +254,13 @@ def test_valid_and_invalid_labels_are_never_changed(world: ProcessWorld) -> None
     words = [w for w in details.words if w.text.isalpha()]
     assert len(words) >= 6
     statuses = [ValidationStatus.VALID, ValidationStatus.INVALID, ValidationStatus.NEEDS_REVIEW, ValidationStatus.NONE]
-    reviewed = [human_label(w, "MERCHANT_NAME", s) for w, s in zip(words, statuses, strict=False)]
+    reviewed = [person_label(w, "MERCHANT_NAME", s) for w, s in zip(words, statuses, strict=False)]
     world.store.add_receipt_word_labels(reviewed)
     # Labels a person saves while the model is thinking (after the handler's read): same keys as the
     # model is about to propose.
     racing = [
-        human_label(words[4], "PRODUCT_NAME", ValidationStatus.VALID, by="reviewer:bob"),
-        human_label(words[5], "PRODUCT_NAME", ValidationStatus.INVALID, by="reviewer:bob"),
+        person_label(words[4], "PRODUCT_NAME", ValidationStatus.VALID, by="reviewer:bob"),
+        person_label(words[5], "PRODUCT_NAME", ValidationStatus.INVALID, by="reviewer:bob"),
     ]
     answer = label_words_responder(alpha_words)
 

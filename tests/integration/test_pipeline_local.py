@@ -8,7 +8,6 @@ execution; 10,000 receipts keep the parent history under 100 events.
 
 from __future__ import annotations
 
-import copy
 import json
 import types
 import uuid
@@ -20,28 +19,13 @@ import pytest
 
 from local_pipeline.harness import LocalPipeline
 from local_pipeline.moto_shims import EXCEED_TOLERATED_FAILURE_THRESHOLD
-from receipt_dynamo import Receipt, ReceiptWordLabel, ValidationStatus
-from tests.helpers import REPO_ROOT
+from receipt_dynamo import Receipt, ValidationStatus
+from tests.helpers import copy_of, fixture_documents, person_label
 from tests.ollama_server import OllamaServer, RecordedRequest, ScriptedResponse, label_words_responder, words_in_prompt
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("*.json"))
 GARBAGE_WORD = "QQGARBLEDQQ"  # a receipt holding this word gets garbage answers from the model
-HUMAN = "reviewer:alice"
-
-
-def fixture_documents() -> list[dict[str, Any]]:
-    return [json.loads(path.read_text()) for path in FIXTURES]
-
-
-def copy_of(document: dict[str, Any], *, marker: str | None = None) -> dict[str, Any]:
-    """The same receipt under a new image id; ``marker`` replaces the first word's text."""
-    clone = copy.deepcopy(document)
-    clone["image_id"] = str(uuid.uuid4())
-    if marker is not None:
-        clone["lines"][0]["words"][0]["text"] = marker
-    return clone
 
 
 def label_for(text: str) -> str | None:
@@ -74,20 +58,6 @@ def pipeline(template: dict[str, Any]) -> Iterator[tuple[LocalPipeline, OllamaSe
         yield local, server
 
 
-def valid_label(word: Any, label: str) -> ReceiptWordLabel:
-    return ReceiptWordLabel(
-        image_id=word.image_id,
-        receipt_id=word.receipt_id,
-        line_id=word.line_id,
-        word_id=word.word_id,
-        label=label,
-        reasoning="checked by a person",
-        timestamp_added="2026-01-02T03:04:05+00:00",
-        validation_status=ValidationStatus.VALID,
-        label_proposed_by=HUMAN,
-    )
-
-
 def test_fixture_receipts_labeled_valid_untouched_garbage_fails_alone_rerun_free(
     pipeline: tuple[LocalPipeline, OllamaServer],
 ) -> None:
@@ -101,7 +71,7 @@ def test_fixture_receipts_labeled_valid_untouched_garbage_fails_alone_rerun_free
 
     # A person validated two words of the first fixture before the run.
     first = store.get_receipt_details(fixtures[0]["image_id"], 1)
-    validated = [valid_label(first.words[0], "MERCHANT_NAME"), valid_label(first.words[1], "MERCHANT_NAME")]
+    validated = [person_label(first.words[0], "MERCHANT_NAME"), person_label(first.words[1], "MERCHANT_NAME")]
     assert [len(r.added) for r in [store.add_receipt_word_labels(validated)]] == [2]
     items_before = {label.key["SK"]["S"]: label.to_item() for label in validated}
 

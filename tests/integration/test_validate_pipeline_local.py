@@ -11,7 +11,6 @@ template's tolerance; a second run makes no LLM call and changes nothing.
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
 from collections.abc import Iterator
@@ -25,34 +24,19 @@ from local_pipeline.demo import labels_to_judge_in_prompt, stand_in_judgement, s
 from local_pipeline.harness import LocalPipeline, RunResult
 from local_pipeline.moto_shims import EXCEED_TOLERATED_FAILURE_THRESHOLD
 from receipt_dynamo import ReceiptWordLabel, ValidationStatus
-from tests.helpers import REPO_ROOT
+from tests.helpers import PERSON, copy_of, fixture_documents, person_label
 from tests.ollama_server import OllamaServer, RecordedRequest, ScriptedResponse
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("*.json"))
 MODEL = "loopback-model"
 VALIDATED_BY = f"receipt_label:{MODEL}"
-HUMAN = "reviewer:alice"
 GARBAGE_WORD = "QQGARBLEDQQ"  # the judge answers garbage for a receipt holding this word
 RACE_WORD = "QQRACEQQ"  # while the judge reads a receipt holding this word, a person decides its label
 JUDGED = ("validation_status", "GSI3PK", "validation_reason", "validated_by", "validated_at")
 
 Key = tuple[str, int]
 Items = dict[str, dict[str, Any]]
-
-
-def fixture_documents() -> list[dict[str, Any]]:
-    return [json.loads(path.read_text()) for path in FIXTURES]
-
-
-def copy_of(document: dict[str, Any], *, marker: str | None = None) -> dict[str, Any]:
-    """The same receipt under a new image id; ``marker`` replaces the first word's text."""
-    clone = copy.deepcopy(document)
-    clone["image_id"] = str(uuid.uuid4())
-    if marker is not None:
-        clone["lines"][0]["words"][0]["text"] = marker
-    return clone
 
 
 def mentions(request: RecordedRequest, word: str) -> bool:
@@ -125,20 +109,9 @@ def without(item: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in names}
 
 
-def person_label(local: LocalPipeline, key: Key, word_index: int, label: str, status: ValidationStatus) -> str:
+def write_person_label(local: LocalPipeline, key: Key, word_index: int, label: str, status: ValidationStatus) -> str:
     """A label a person wrote (``reviewer:alice``) on the receipt's ``word_index``-th word; returns its item id."""
-    word = local.dynamo().get_receipt_details(*key).words[word_index]
-    written = ReceiptWordLabel(
-        image_id=word.image_id,
-        receipt_id=word.receipt_id,
-        line_id=word.line_id,
-        word_id=word.word_id,
-        label=label,
-        reasoning="checked by a person",
-        timestamp_added="2026-01-02T03:04:05+00:00",
-        validation_status=status,
-        label_proposed_by=HUMAN,
-    )
+    written = person_label(local.dynamo().get_receipt_details(*key).words[word_index], label, status)
     assert len(local.dynamo().add_receipt_word_labels([written]).added) == 1
     return item_id(written.key)
 
@@ -153,7 +126,7 @@ def decide_as_a_person(local: LocalPipeline, item: dict[str, Any], status: Valid
         ExpressionAttributeValues={
             ":s": {"S": status.value},
             ":pk": {"S": f"VALIDATION_STATUS#{status.value}"},
-            ":by": {"S": HUMAN},
+            ":by": {"S": PERSON},
             ":at": {"S": "2026-02-03T04:05:06+00:00"},
             ":why": {"S": "decided by a person"},
         },
@@ -239,10 +212,10 @@ def test_validate_never_changes_a_persons_valid_invalid_or_pending_label_nor_a_p
     (only_a_persons,) = local.load_receipts([copy_of(documents[1])])  # loaded after labeling: no pipeline label
 
     protected = {
-        person_label(local, first, 0, "MERCHANT_NAME", ValidationStatus.VALID),
-        person_label(local, first, 1, "ADDRESS_LINE", ValidationStatus.INVALID),
-        person_label(local, first, 2, "PHONE_NUMBER", ValidationStatus.PENDING),  # not this pipeline's: not judged
-        person_label(local, only_a_persons, 0, "MERCHANT_NAME", ValidationStatus.PENDING),
+        write_person_label(local, first, 0, "MERCHANT_NAME", ValidationStatus.VALID),
+        write_person_label(local, first, 1, "ADDRESS_LINE", ValidationStatus.INVALID),
+        write_person_label(local, first, 2, "PHONE_NUMBER", ValidationStatus.PENDING),  # not ours: not judged
+        write_person_label(local, only_a_persons, 0, "MERCHANT_NAME", ValidationStatus.PENDING),
     }
     decided = sorted(pipeline_pending(raw_labels(local, second)).items())[:2]
     decide_as_a_person(local, decided[0][1], ValidationStatus.VALID)
@@ -271,7 +244,7 @@ def test_validate_never_changes_a_persons_valid_invalid_or_pending_label_nor_a_p
     for sk, item in protected_before.items():
         assert after[sk] == item, f"{sk} changed"
     race_after = after[item_id(race_item)]
-    assert (race_after["validated_by"], race_after["validation_status"]) == ({"S": HUMAN}, {"S": "INVALID"})
+    assert (race_after["validated_by"], race_after["validation_status"]) == ({"S": PERSON}, {"S": "INVALID"})
     results = {(i.event["image_id"], i.event["receipt_id"]): i.result for i in run.invocations_of("ValidateReceipt")}
     assert results[raced]["labels_skipped_changed"] == 1  # the person's decision won: reported, not overwritten
     assert results[second]["labels_pending"] == second_pending  # the two decided ones are not judged again

@@ -176,6 +176,8 @@ def test_a_secret_is_fetched_once_per_container(monkeypatch: pytest.MonkeyPatch)
         stubber.assert_no_pending_responses()
 
 
-def test_a_handler_module_without_its_cache_globals_is_refused() -> None:
-    with pytest.raises(RuntimeError, match="_tracer"):
-        ContainerWiring({"_dynamo": None, "_secrets": None, "_models": None, "_chat_model": None})
+def test_the_wiring_declares_the_per_container_clients_and_keeps_ones_already_set() -> None:
+    preset = object()
+    namespace: dict[str, object] = {"_dynamo": preset}
+    ContainerWiring(namespace)
+    assert namespace == {"_dynamo": preset, "_secrets": None, "_models": None, "_chat_model": None, "_tracer": None}
