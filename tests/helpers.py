@@ -20,7 +20,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
+
+import pytest
 
 from local_pipeline.template import (
     LIST_HANDLER,
@@ -47,6 +50,7 @@ __all__ = [
     "build_cdk_app",
     "cdk_json_context",
     "cfn_lint",
+    "cold_container",
     "copy_of",
     "direct_labeling_props",
     "fixture_documents",
@@ -101,6 +105,14 @@ def person_label(
         validation_status=status,
         label_proposed_by=by,
     )
+
+
+def cold_container(monkeypatch: pytest.MonkeyPatch, handler: ModuleType, table: Any) -> None:
+    """``handler``'s per-container clients as a cold start has them, ``table`` as its table, no LangSmith secret."""
+    monkeypatch.setattr(handler, "_dynamo", table)
+    monkeypatch.setattr(handler, "_models", None)
+    monkeypatch.setattr(handler, "_tracer", None)
+    monkeypatch.delenv("LANGSMITH_API_KEY_SECRET_ARN", raising=False)
 
 
 def one_resource(template: dict[str, Any], type_: str, **properties: Any) -> tuple[str, dict[str, Any]]:

@@ -2,10 +2,11 @@
 
 Each group runs mutmut in its own scratch copy of the tree (under the system's temporary directory), so
 the working tree is never touched. The score of every group and every surviving mutant (with its diff) go to
-``mutation-report/report.md`` and ``report.json``. docs/mutation-testing.md explains how to read them.
+``mutation-report/report.md`` and ``report.json`` (a ``--group`` run replaces that group's part and keeps the
+others). docs/mutation-testing.md explains how to read them.
 
     python -m tests.mutation                    # every group
-    python -m tests.mutation --group data-layer # one group (repeatable)
+    python -m tests.mutation --group data-client # one group (repeatable)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers import REPO_ROOT
@@ -41,7 +42,10 @@ class Group:
     deselect: tuple[str, ...] = ()
     #: 1 where tests drive the jsii kernel (one Node process per test session, not fork-safe in parallel)
     max_children: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    #: Run every test of the group against every mutant. mutmut credits a function to the tests that call it,
+    #: and code run while building a module- or session-scoped fixture (a synthesized template) is credited
+    #: to the first test that asked for the fixture only.
+    every_test: bool = False
 
 
 GROUPS: tuple[Group, ...] = (
@@ -96,6 +100,7 @@ GROUPS: tuple[Group, ...] = (
             "tests/unit/test_validate_pipeline.py",
             "tests/unit/test_handler_process_receipt.py",
             "tests/unit/test_handler_validate_labels.py",
+            "tests/unit/test_lambda_wiring.py",
             "tests/unit/test_log_convention.py",
         ),
     ),
@@ -103,6 +108,7 @@ GROUPS: tuple[Group, ...] = (
         "build-context",
         ("constructs/docker_build_context.py",),
         ("tests/unit/test_codebuild_docker_image_context.py",),
+        every_test=True,  # its tests share module-scoped build contexts
     ),
     Group(
         "build-trigger",
@@ -112,25 +118,19 @@ GROUPS: tuple[Group, ...] = (
     Group(
         "state-machine-settings",
         ("constructs/labeling_state_machine.py",),
-        (
-            "tests/unit/test_step_function_definition.py",
-            "tests/unit/test_validate_state_machine.py",
-            "tests/unit/test_faults_state_machine.py",
-        ),
-        # the retry and threshold settings only: every other mutant of a construct costs a synthesis
+        ("tests/unit/test_step_function_definition.py", "tests/unit/test_faults_state_machine.py"),
+        # The retry and threshold settings only: every mutant here costs two syntheses.
         only=tuple(
             f"constructs.labeling_state_machine.*{function}__mutmut_*"
             for function in (
                 "x__add_retry",
                 "x__add_worker_function_retries",
+                "MapLimitsǁ__post_init__",
                 "_receipts_map",
-                "__post_init__",
-                "_list_receipts_task",
-                "_preflight_task",
-                "_worker_task",
             )
         ),
         max_children=1,
+        every_test=True,
     ),
 )
 
@@ -200,6 +200,20 @@ def _is_text_only(diff: str) -> bool:
     return all(strip.sub('""', a) == strip.sub('""', b) for a, b in zip(removed, added, strict=True))
 
 
+def _credit_every_test(work: Path, env: dict[str, str], group: Group) -> None:
+    """Collect mutmut's test statistics, then credit every function with every test that ran."""
+    # mutmut generates the mutants and collects the statistics before it looks for the mutants it was asked
+    # for; asked for none that exists, it stops right there (with an error that is expected here).
+    subprocess.run([*MUTMUT, "run", "statistics-only"], cwd=work, env=env, capture_output=True, check=False)
+    stats_file = work / "mutants" / "mutmut-stats.json"
+    if not stats_file.is_file():
+        raise RuntimeError(f"mutmut collected no test statistics in {work}")
+    stats = json.loads(stats_file.read_text())
+    every = sorted(stats["duration_by_test"])
+    stats["tests_by_mangled_function_name"] = {name: every for name in stats["tests_by_mangled_function_name"]}
+    stats_file.write_text(json.dumps(stats))
+
+
 def run_group(group: Group) -> dict[str, object]:
     """Run mutmut for ``group`` in its scratch copy; its counts and surviving mutants."""
     work = _scratch_copy(group)
@@ -208,6 +222,8 @@ def run_group(group: Group) -> dict[str, object]:
     if group.max_children:
         command += ["--max-children", str(group.max_children)]
     started = time.monotonic()
+    if group.every_test:
+        _credit_every_test(work, env, group)
     run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started
     if run.returncode != 0:
@@ -309,9 +325,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {result['error']}\n{result['output']}", flush=True)
         else:
             print(f"   {result['mutants']} mutants, {result['score']}% killed, {result['seconds']} s", flush=True)
-    report = write_report(results)
+    report = write_report(_with_earlier_groups(results))
     print(f">> report: {report.relative_to(REPO_ROOT)}")
     return 1 if any("error" in r for r in results) else 0
+
+
+def _with_earlier_groups(results: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``results`` plus the last report's groups that were not run this time (``--group``), in GROUPS order."""
+    earlier: dict[str, dict[str, object]] = {}
+    saved = REPORT_DIR / "report.json"
+    if saved.is_file():
+        earlier = {str(r["group"]): r for r in json.loads(saved.read_text()) if "group" in r}
+    earlier.update({str(r["group"]): r for r in results})
+    return [earlier[g.name] for g in GROUPS if g.name in earlier]
 
 
 if __name__ == "__main__":

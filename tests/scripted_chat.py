@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -94,3 +94,25 @@ def well_formed_answer(details: ReceiptDetails, label_for: Callable[[ReceiptWord
                 }
             )
     return {"labels": items}
+
+
+class RecordingTracer(BaseCallbackHandler):
+    """A LangChain callback handler with a tracer's flush: ``events`` records chat starts and flushes."""
+
+    def __init__(self, events: list[str] | None = None, *, flush_error: Exception | None = None) -> None:
+        self.events = [] if events is None else events
+        self.flush_timeouts: list[float | None] = []
+        self.flush_error = flush_error
+        self.client = self  # LangChainTracer flushes through ``tracer.client.flush``
+
+    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[Any]], **kwargs: Any) -> None:
+        self.events.append("chat")
+
+    def wait_for_futures(self) -> None:
+        self.events.append("wait")
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flush_timeouts.append(timeout)
+        if self.flush_error is not None:
+            raise self.flush_error
+        self.events.append("flush")

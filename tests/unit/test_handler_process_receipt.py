@@ -3,6 +3,8 @@ error classes Step Functions sees. The orchestration itself: tests/unit/test_rec
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import Any
 
 import boto3
@@ -11,7 +13,18 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.stub import Stubber
 
 from lambdas.process_receipt import handler
-from receipt_dynamo import DynamoClient, DynamoThrottledError, ReceiptNotFoundError
+from receipt_dynamo import (
+    DynamoClient,
+    DynamoThrottledError,
+    LabelWriteResult,
+    Receipt,
+    ReceiptDetails,
+    ReceiptNotFoundError,
+    ReceiptWordLabel,
+)
+from receipt_label import TimeBudgetExceededError
+from tests.helpers import LambdaContext, cold_container, fixture_receipt
+from tests.scripted_chat import RecordingTracer, ScriptedChatModel, well_formed_answer
 
 pytestmark = pytest.mark.unit
 
@@ -65,10 +78,18 @@ def test_a_bad_event_raises_invalid_event_error_naming_the_fields(event: dict[st
     assert len(message) < 500, "the message never echoes the offending value"
 
 
-@pytest.mark.parametrize("event", [None, [], "image_id", 7])
-def test_an_event_that_is_not_an_object_is_invalid(event: Any) -> None:
-    with pytest.raises(handler.InvalidEventError, match=r"^event: expected a JSON object"):
+@pytest.mark.parametrize(("event", "kind"), [(None, "NoneType"), ([], "list"), ("image_id", "str"), (7, "int")])
+def test_an_event_that_is_not_an_object_is_invalid_and_its_type_is_named(event: Any, kind: str) -> None:
+    with pytest.raises(handler.InvalidEventError, match=r"^event: expected a JSON object") as raised:
         handler.parse_event(event)
+    assert str(raised.value).endswith(f"got {kind}")
+
+
+@pytest.mark.parametrize("image_id", ["not-a-uuid", "4ba71ab7-ac05-44a5-acc6-be1805fdf17g"])
+def test_a_bad_image_id_is_explained_as_a_uuid_without_echoing_it(image_id: str) -> None:
+    with pytest.raises(handler.InvalidEventError) as raised:
+        handler.parse_event({"image_id": image_id, "receipt_id": 1})
+    assert "image_id: must be a UUID" in str(raised.value) and image_id not in str(raised.value)
 
 
 def test_the_invalid_event_error_class_name_is_what_step_functions_matches() -> None:
@@ -148,3 +169,100 @@ def test_other_dynamodb_errors_are_not_mapped(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(type(denied)) as raised:
         handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1}, None)
     assert raised.value is denied
+
+
+# ---- one receipt through the handler: the context's budget, the container's tracer, the function's logs ---
+
+DETAILS = fixture_receipt()
+RECEIPT_KEYS = (DETAILS.receipt.image_id, DETAILS.receipt.receipt_id)
+ANSWER = well_formed_answer(DETAILS, lambda word: "PRODUCT_NAME" if word.text.isalpha() else None)
+
+
+class Store:
+    """The three data layer calls on the fixture receipt; ``writes`` records the write calls."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def get_receipt_details(self, image_id: str, receipt_id: int, *, consistent_read: bool = True) -> ReceiptDetails:
+        return DETAILS
+
+    def add_receipt_word_labels(self, labels: Iterable[ReceiptWordLabel]) -> LabelWriteResult:
+        self.writes.append("labels")
+        return LabelWriteResult(added=list(labels))
+
+    def mark_receipt_labeled(self, image_id: str, receipt_id: int, *, proposed_by: str) -> Receipt:
+        self.writes.append("marker")
+        return Receipt(image_id, receipt_id, labeled_by=proposed_by, labeled_at="2026-01-02T03:04:05Z")
+
+
+@pytest.fixture
+def container(monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A container whose table and model are replaced (as local runs replace them); no tracer, default margin."""
+    store = Store()
+    cold_container(monkeypatch, handler, store)
+    monkeypatch.setattr(handler, "_chat_model", ScriptedChatModel(answers=[ANSWER, "{}"], model="m"))
+    monkeypatch.delenv("TIME_MARGIN_SECONDS", raising=False)
+    return store
+
+
+def receipt_event() -> dict[str, Any]:
+    return {"image_id": RECEIPT_KEYS[0], "receipt_id": RECEIPT_KEYS[1]}
+
+
+def test_a_receipt_is_labeled_under_the_lambda_contexts_time_budget(container: Store) -> None:
+    assert handler.lambda_handler(receipt_event(), LambdaContext())["labels_added"] > 0
+    assert container.writes == ["labels", "marker"]
+
+
+def test_less_time_left_than_the_margin_stops_the_labeling_call_and_writes_nothing(
+    container: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm = ScriptedChatModel(answers=[ANSWER])
+    monkeypatch.setattr(handler, "_chat_model", llm)
+
+    with pytest.raises(TimeBudgetExceededError):
+        handler.lambda_handler(receipt_event(), LambdaContext(timeout_seconds=5.0))  # 5 s left, 30 s margin
+
+    assert llm.calls == [] and container.writes == []
+
+
+@pytest.mark.usefixtures("container")
+def test_the_preflight_runs_under_the_lambda_contexts_time_budget(caplog: pytest.LogCaptureFixture) -> None:
+    assert handler.lambda_handler({"preflight": True}, LambdaContext())["llm_calls"] == 1
+
+    with caplog.at_level(logging.INFO, logger="process_receipt"), pytest.raises(TimeBudgetExceededError) as raised:
+        handler.lambda_handler({"preflight": True}, LambdaContext(timeout_seconds=5.0))
+
+    (line,) = [r for r in caplog.records if r.name == "process_receipt" and r.levelno == logging.ERROR]
+    assert (line.error_type, line.error) == ("TimeBudgetExceededError", str(raised.value))
+
+
+@pytest.mark.usefixtures("container")
+def test_a_passed_preflight_is_logged_on_the_functions_logger(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        handler.lambda_handler({"preflight": True}, None)
+
+    assert [r for r in caplog.records if r.name == "process_receipt"]
+    assert not [r for r in caplog.records if r.name == "receipt_label.pipeline"]
+
+
+def test_the_containers_tracer_sees_the_labeling_call_and_is_flushed(
+    container: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracer = RecordingTracer()
+    monkeypatch.setattr(handler, "_tracer", tracer)
+
+    handler.lambda_handler(receipt_event(), None)
+
+    assert tracer.events == ["chat", "wait", "flush"]
+
+
+@pytest.mark.usefixtures("container")
+def test_a_labeled_receipt_is_logged_on_the_functions_logger_with_its_keys(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        handler.lambda_handler(receipt_event(), None)
+
+    ours = [r for r in caplog.records if r.name == "process_receipt"]
+    assert ours and all((r.image_id, r.receipt_id) == RECEIPT_KEYS for r in ours)
+    assert not [r for r in caplog.records if r.name == "receipt_label.pipeline"]

@@ -24,9 +24,9 @@ from receipt_dynamo import (
     ValidationStatus,
     ValidationWriteResult,
 )
-from receipt_label import LLMOutputError
+from receipt_label import LLMOutputError, TimeBudgetExceededError
 from receipt_label.lambda_wiring import ContainerWiring
-from tests.helpers import LambdaContext, fixture_receipt
+from tests.helpers import LambdaContext, cold_container, fixture_receipt
 from tests.scripted_chat import ScriptedChatModel
 
 pytestmark = pytest.mark.unit
@@ -67,10 +67,7 @@ class Store:
 def container(monkeypatch: pytest.MonkeyPatch) -> Store:
     """A fresh container: no cached client; the table and the model replaced as local runs replace them."""
     store = Store()
-    monkeypatch.setattr(handler, "_dynamo", store)
-    monkeypatch.setattr(handler, "_models", None)
-    monkeypatch.setattr(handler, "_tracer", None)
-    monkeypatch.delenv("LANGSMITH_API_KEY_SECRET_ARN", raising=False)
+    cold_container(monkeypatch, handler, store)
     return store
 
 
@@ -89,9 +86,25 @@ def test_a_receipt_is_judged_and_the_result_has_the_contracts_keys(
     assert [j.status for j in container.written] == [ValidationStatus.INVALID]
 
 
-def test_force_is_not_part_of_the_event_and_is_ignored(container: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("force", [True, "yes"])
+def test_force_is_not_part_of_the_event_and_is_ignored(
+    container: Store, monkeypatch: pytest.MonkeyPatch, force: Any
+) -> None:
     monkeypatch.setattr(handler, "_chat_model", judging("VALID"))
-    assert handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1, "force": True}, None)["labels_valid"] == 1
+    assert handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1, "force": force}, None)["labels_valid"] == 1
+
+
+def test_less_time_left_than_the_margin_stops_the_judging_call_and_writes_nothing(
+    container: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm = judging("VALID")
+    monkeypatch.setattr(handler, "_chat_model", llm)
+    monkeypatch.delenv("TIME_MARGIN_SECONDS", raising=False)
+
+    with pytest.raises(TimeBudgetExceededError):
+        handler.lambda_handler({"image_id": IMAGE_ID, "receipt_id": 1}, LambdaContext(timeout_seconds=5.0))
+
+    assert llm.calls == [] and container.written == []
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,17 @@ from receipt_dynamo import (
     ValidationStatus,
     ValidationWriteResult,
 )
-from receipt_label import PROPOSED_BY_PREFIX, LLMAuthError, LLMOutputError, LLMTransientError
+from receipt_label import (
+    PROPOSED_BY_PREFIX,
+    LLMAuthError,
+    LLMOutputError,
+    LLMTransientError,
+    TimeBudgetExceededError,
+)
+from receipt_label.budget import TimeBudget
 from receipt_label.pipeline import FixedChatModel, ValidateReceiptEvent, ValidationResult, validate_receipt
 from tests.helpers import fixture_receipt
-from tests.scripted_chat import ScriptedChatModel
+from tests.scripted_chat import RecordingTracer, ScriptedChatModel
 
 pytestmark = pytest.mark.unit
 
@@ -245,6 +252,30 @@ def test_one_bad_answer_then_a_good_one_takes_two_calls() -> None:
     result = run(store, scripted("oops", judged(pending)))
 
     assert result.llm_calls == 2 and result.labels_valid == 1
+
+
+def test_judging_stops_at_the_time_budget_without_a_call_or_a_write() -> None:
+    pending = [label(0)]
+    store = MemoryStore(pending)
+    llm = scripted(judged(pending))
+
+    with pytest.raises(TimeBudgetExceededError):
+        run(store, llm, budget=TimeBudget.from_seconds(0))
+
+    assert llm.calls == [] and store.writes == [] and store.status(pending[0]) is ValidationStatus.PENDING
+
+
+# ---- tracing -------------------------------------------------------------------------------------------
+
+
+def test_the_tracer_sees_the_judging_call_and_is_flushed_before_the_write() -> None:
+    pending = [label(0)]
+    store = MemoryStore(pending)
+    events = store.calls  # the store's calls and the tracer's events, in one order
+
+    run(store, scripted(judged(pending)), tracer=RecordingTracer(events))
+
+    assert events == ["read", "chat", "wait", "flush", "validations"]
 
 
 # ---- logs ------------------------------------------------------------------------------------------------
