@@ -492,3 +492,33 @@ def test_definition_is_valid_asl_for_an_independent_parser(definition: dict[str,
     assert found, "expected the ListReceipts payload intrinsic"
     for expression in found:  # the ASL parser leaves intrinsic strings for run time
         IntrinsicParser.parse(expression)
+
+
+def test_the_map_limits_accept_their_documented_bounds() -> None:
+    """One child at a time, no failure tolerated or every one: all valid settings of the map."""
+    from constructs.labeling_state_machine import MapLimits
+
+    for limits in [(1, 0, 0), (1, 100, 0), (1000, 0, 1), (1, 50, 100)]:
+        accepted = MapLimits(*limits)  # raises ValueError for a value out of range
+        assert (accepted.max_concurrency, accepted.tolerated_failure_percentage, accepted.tolerated_failure_count) == (
+            limits
+        )
+
+
+@pytest.mark.parametrize(
+    ("limits", "named"),
+    [
+        ((0, 10, 100), "max_concurrency must be >= 1, got 0"),
+        ((3, -1, 100), "tolerated_failure_percentage must be within 0..100, got -1"),
+        ((3, 101, 100), "tolerated_failure_percentage must be within 0..100, got 101"),
+        ((3, 10, -1), "tolerated_failure_count must be >= 0, got -1"),
+    ],
+)
+def test_map_limits_out_of_range_are_refused_naming_the_setting_and_the_value(
+    limits: tuple[int, int, int], named: str
+) -> None:
+    from constructs.labeling_state_machine import MapLimits
+
+    with pytest.raises(ValueError) as raised:
+        MapLimits(*limits)
+    assert str(raised.value) == named
