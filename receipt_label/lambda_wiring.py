@@ -35,7 +35,7 @@ logging.getLogger("botocore.parsers").setLevel(logging.INFO)
 SECRET_MAX_AGE_SECONDS = 3600
 OLLAMA_KEY_ARN_ENV = "OLLAMA_API_KEY_SECRET_ARN"
 LANGSMITH_KEY_ARN_ENV = "LANGSMITH_API_KEY_SECRET_ARN"
-#: The module globals a handler declares (all None at import).
+#: The handler module globals that hold the per-container clients (ContainerWiring sets missing ones to None).
 CACHED = ("_dynamo", "_secrets", "_models", "_chat_model", "_tracer")
 
 E = TypeVar("E", bound=ValidateReceiptEvent)

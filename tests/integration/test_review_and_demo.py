@@ -177,12 +177,12 @@ def test_demo_labels_then_judges_the_fixtures_with_the_stand_in_model(tmp_path: 
 # -- receipt_dynamo load without region or credentials ------------------------------------------------------
 
 
-@pytest.mark.integration
-def test_load_without_region_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+def load_error_line(tmp_path: Path, **environment: str) -> str:
+    """``python -m receipt_dynamo load`` of a fixture in a bare environment: it exits 2 with one stderr line."""
     result = subprocess.run(
         [sys.executable, "-m", "receipt_dynamo", "load", str(FIXTURE), "--table", "receipts"],
         cwd=tmp_path,
-        env=bare_environment(tmp_path),
+        env=bare_environment(tmp_path, **environment),
         capture_output=True,
         text=True,
         timeout=60,
@@ -191,24 +191,19 @@ def test_load_without_region_prints_one_line_and_exits_2(tmp_path: Path) -> None
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "AWS_DEFAULT_REGION" in lines[0] and "--region" in lines[0] and "make local-table" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.integration
+def test_load_without_region_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    line = load_error_line(tmp_path)
+    assert "AWS_DEFAULT_REGION" in line and "--region" in line and "make local-table" in line
 
 
 @pytest.mark.integration
 def test_load_without_credentials_prints_one_line_and_exits_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "receipt_dynamo", "load", str(FIXTURE), "--table", "receipts"],
-        cwd=tmp_path,
-        env=bare_environment(tmp_path, AWS_DEFAULT_REGION="us-east-1"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "AWS_PROFILE" in lines[0] and "make local-table" in lines[0]
+    line = load_error_line(tmp_path, AWS_DEFAULT_REGION="us-east-1")
+    assert "AWS_PROFILE" in line and "make local-table" in line
 
 
 # -- make local-table -------------------------------------------------------------------------------------

@@ -306,11 +306,17 @@ class RecordingDynamoDB:
         return {"UnprocessedItems": {}}
 
 
+def noisy_grocery_file(tmp_path: Path) -> Path:
+    """The grocery fixture with OCR noise (coordinates just outside 0..1), written to ``tmp_path``."""
+    path = tmp_path / "noisy.json"
+    path.write_text(json.dumps(noisy(load("receipt_grocery.json"))))
+    return path
+
+
 def test_cli_loads_a_noisy_file_and_writes_its_boxes_clamped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    noisy_file = tmp_path / "noisy.json"
-    noisy_file.write_text(json.dumps(noisy(load("receipt_grocery.json"))))
+    noisy_file = noisy_grocery_file(tmp_path)
     good = FIXTURES / "receipt_pharmacy.json"
     dynamodb = RecordingDynamoDB()
     code = main(["load", str(noisy_file), str(good), "--table", "t"], client_factory=lambda *a, **k: dynamodb)
@@ -329,8 +335,7 @@ def test_cli_loads_a_noisy_file_and_writes_its_boxes_clamped(
 def test_cli_reports_only_the_bad_file_of_a_batch_with_a_noisy_one_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    noisy_file = tmp_path / "noisy.json"
-    noisy_file.write_text(json.dumps(noisy(load("receipt_grocery.json"))))
+    noisy_file = noisy_grocery_file(tmp_path)
     far_outside = tmp_path / "far_outside.json"
     doc = load("receipt_restaurant.json")
     doc["lines"][3]["words"][1]["bounding_box"]["x"] = -0.05
